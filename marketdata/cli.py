@@ -1,0 +1,162 @@
+"""The `mdp` command: one subcommand per role of the pipeline, plus local services."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import click
+
+from marketdata import __version__
+from marketdata.errors import MarketDataError
+from marketdata.logs import configure_logging
+from marketdata.services.manager import ServiceManager
+from marketdata.settings import Settings
+
+
+def _fail(error: MarketDataError) -> NoReturn:
+    click.echo(f"mdp: error: {error}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mdp")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Market-data pipeline: exchange ticks and OHLCV bars into Kafka, then TimescaleDB.
+
+    \b
+    Roles, each its own process (scale out by running more of them):
+      produce   read a venue (Binance, Interactive Brokers, Sierra Chart DTC) into Kafka
+      process   faust worker: deduplicate and batch the raw topics
+      sink      write batches to TimescaleDB, committing offsets after the database
+      webhook   take signed TradingView alerts over HTTP
+    Operations:
+      services  start/stop/inspect local Kafka and PostgreSQL
+      migrate   create or upgrade the database tables
+      config    show the effective configuration (secrets masked)
+
+    Configuration comes from environment variables only; see `mdp config` and the README.
+    """
+    try:
+        settings = Settings.from_env()
+    except MarketDataError as exc:
+        _fail(exc)
+    configure_logging(settings.log_level)
+    ctx.obj = settings
+
+
+def _pending(role: str, issue: int) -> None:
+    click.echo(f"mdp {role}: this role is not built yet (tracked in issue #{issue}).", err=True)
+    sys.exit(2)
+
+
+@cli.command()
+@click.argument("venue", type=click.Choice(["binance", "ibkr", "dtc"]))
+def produce(venue: str) -> None:
+    """Stream live ticks and bars from VENUE into the raw Kafka topics."""
+    _pending(f"produce {venue}", {"binance": 6, "ibkr": 8, "dtc": 9}[venue])
+
+
+@cli.command()
+@click.argument("venue", type=click.Choice(["binance", "ibkr", "dtc"]))
+def backfill(venue: str) -> None:
+    """Fetch historical bars from VENUE into the raw Kafka topics."""
+    _pending(f"backfill {venue}", {"binance": 6, "ibkr": 8, "dtc": 9}[venue])
+
+
+@cli.command()
+def process() -> None:
+    """Run a faust worker that deduplicates and batches ticks and bars."""
+    _pending("process", 5)
+
+
+@cli.command()
+def sink() -> None:
+    """Consume the batched topics and upsert them into TimescaleDB."""
+    _pending("sink", 4)
+
+
+@cli.command()
+def webhook() -> None:
+    """Serve the TradingView webhook endpoint."""
+    _pending("webhook", 7)
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database tables (Alembic)."""
+    _pending("migrate", 4)
+
+
+@cli.command()
+@click.pass_obj
+def config(settings: Settings) -> None:
+    """Print the effective configuration, one environment variable per line, secrets masked."""
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        shown = "(unset)" if value is None else str(value)
+        click.echo(f"{field.alias:<26} {shown}")
+    click.echo(f"{'(kafka in use)':<26} {settings.kafka_bootstrap}")
+    click.echo(f"{'(database in use)':<26} {_mask_password(settings.database)}")
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+@cli.group()
+def services() -> None:
+    """Local Kafka (KRaft) and PostgreSQL: Docker when an engine answers, else native processes.
+
+    \b
+    Native: Kafka from its Maven Central jars (cached in MDP_CACHE_DIR), PostgreSQL from the
+    server binaries, both on 127.0.0.1, state and logs in MDP_STATE_DIR.
+    """
+
+
+@services.command()
+@click.pass_obj
+def up(settings: Settings) -> None:
+    """Start Kafka and PostgreSQL (idempotent), create the topics, print connection strings."""
+    manager = ServiceManager(settings)
+    try:
+        endpoints = manager.up()
+    except MarketDataError as exc:
+        _fail(exc)
+    click.echo(ServiceManager.describe(endpoints.statuses))
+    click.echo(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap}")
+    click.echo(f"MARKET_DATA_DATABASE_URL={endpoints.database_url}")
+
+
+@services.command()
+@click.pass_obj
+def down(settings: Settings) -> None:
+    """Stop the services that `up` started (by pid); leave their data in place."""
+    try:
+        stopped = ServiceManager(settings).down()
+    except MarketDataError as exc:
+        _fail(exc)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@services.command()
+@click.pass_obj
+def status(settings: Settings) -> None:
+    """Show whether each service answers; exit 1 when one is down."""
+    try:
+        statuses = ServiceManager(settings).status()
+    except MarketDataError as exc:
+        _fail(exc)
+    click.echo(ServiceManager.describe(statuses))
+    if not all(s.running for s in statuses):
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="mdp")

@@ -1,0 +1,63 @@
+"""Compact JSON for Kafka values: one envelope with a schema version and a batch of records.
+
+A message holds one record or a small batch of records of one instrument, always in the same
+envelope, so every consumer reads single records and batches alike::
+
+    {"kind":"ticks","v":1,"records":[{...},{...}]}
+
+Decoding validates every record (see ``marketdata.records``); anything that does not decode
+raises :class:`DecodeError` with a reason fit for a dead-letter header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+
+from marketdata.errors import DecodeError
+from marketdata.records import Bar, Tick
+
+SCHEMA_VERSION: Final = 1
+
+
+class TickBatch(msgspec.Struct, frozen=True, tag="ticks", tag_field="kind"):
+    v: int
+    records: list[Tick]
+
+
+class BarBatch(msgspec.Struct, frozen=True, tag="bars", tag_field="kind"):
+    v: int
+    records: list[Bar]
+
+
+Batch = TickBatch | BarBatch
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(Batch)
+
+
+def encode_ticks(records: Sequence[Tick]) -> bytes:
+    return _encoder.encode(TickBatch(v=SCHEMA_VERSION, records=list(records)))
+
+
+def encode_bars(records: Sequence[Bar]) -> bytes:
+    return _encoder.encode(BarBatch(v=SCHEMA_VERSION, records=list(records)))
+
+
+def decode(data: bytes | None) -> Batch:
+    """Decode one Kafka value; raise :class:`DecodeError` saying why when it is not a batch."""
+    if not data:
+        raise DecodeError("empty message value")
+    try:
+        batch = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"invalid record: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"malformed JSON: {exc}") from None
+    if batch.v != SCHEMA_VERSION:
+        raise DecodeError(f"unsupported schema version {batch.v} (this build reads {SCHEMA_VERSION})")
+    if not batch.records:
+        raise DecodeError("batch holds no records")
+    return batch

@@ -1,0 +1,1 @@
+"""Local Kafka and PostgreSQL for development and tests: Docker when an engine answers, else native."""

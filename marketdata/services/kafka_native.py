@@ -1,0 +1,201 @@
+"""Apache Kafka in KRaft mode from its Maven Central jars: one node, broker and controller."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+from marketdata.errors import ServiceError
+from marketdata.services.process import (
+    ServiceStatus,
+    pid_alive,
+    port_open,
+    read_pid,
+    stop_pid,
+    tail,
+    wait_for_port,
+)
+from marketdata.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HOST: Final = "127.0.0.1"
+START_TIMEOUT: Final = 90.0
+_POM: Final = "kafka-pom.xml"
+
+
+def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    """The broker's configuration: loopback only, single node, small and quick to start."""
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={HOST}:{controller_port}",
+            f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "num.partitions=4",
+            # Topics are created up front by `mdp` (faust does not create the ones it writes to);
+            # a send to a missing topic should fail loudly, not invent a topic.
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=8",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=168",
+            "",
+        ]
+    )
+
+
+def log4j_properties(log_file: Path) -> str:
+    return "\n".join(
+        [
+            "status = warn",
+            "appender.file.type = File",
+            "appender.file.name = file",
+            f"appender.file.fileName = {log_file}",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.file.ref = file",
+            "logger.kafka.name = kafka",
+            "logger.kafka.level = INFO",
+            "",
+        ]
+    )
+
+
+def cluster_id() -> str:
+    """A KRaft cluster id in Kafka's own format (URL-safe base64 of a random UUID, unpadded)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise ServiceError("java not found: Kafka 4 needs a Java 17+ runtime (set JAVA_HOME)")
+    return java
+
+
+class NativeKafka:
+    """Resolves the jars into a cache outside the clone, formats the storage once, runs the broker."""
+
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = settings.kafka_port
+        self.controller_port = settings.kafka_port + 1
+        self.heap = settings.kafka_heap
+        self.home = (settings.state_dir / "kafka").absolute()
+        self.data_dir = self.home / "data"
+        self.pidfile = self.home / "kafka.pid"
+        self.log_file = self.home / "server.log"
+        self.console_log = self.home / "console.log"
+        self.pom = resources.files("marketdata.services").joinpath(_POM).read_bytes()
+        digest = hashlib.sha256(self.pom).hexdigest()[:12]
+        self.libs = (settings.cache_dir / f"kafka-{digest}" / "libs").absolute()
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def ensure_jars(self) -> Path:
+        """Fetch the broker's jars with Maven once; later runs reuse the cache."""
+        done = self.libs / ".complete"
+        if done.exists():
+            return self.libs
+        mvn = shutil.which("mvn")
+        if not mvn:
+            raise ServiceError("mvn not found: it fetches the Kafka jars (apt-get install maven)")
+        work = self.libs.parent
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "pom.xml").write_bytes(self.pom)
+        staging = work / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("fetching the Kafka jars with Maven into %s", self.libs)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr)[-2000:]
+            raise ServiceError(f"Maven could not fetch the Kafka jars:\n{output}")
+        shutil.rmtree(self.libs, ignore_errors=True)
+        staging.rename(self.libs)
+        done.write_text("ok\n")
+        return self.libs
+
+    def _run_java(self, main: str, *args: str, log4j: Path) -> list[str]:
+        return [
+            _java(), f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", f"{self.libs}/*", main, *args,
+        ]  # fmt: skip
+
+    def start(self) -> ServiceStatus:
+        pid = read_pid(self.pidfile)
+        if pid is not None:
+            return self._wait_ready(pid)
+        if port_open(HOST, self.port):
+            raise ServiceError(f"port {self.port} is taken by another process (set MDP_KAFKA_PORT)")
+        self.ensure_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(server_properties(self.data_dir, self.port, self.controller_port))
+        log4j = self.home / "log4j2.properties"
+        log4j.write_text(log4j_properties(self.log_file))
+        if not (self.data_dir / "meta.properties").exists():
+            fmt = self._run_java(
+                "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id(),
+                "-c", str(config), log4j=log4j,
+            )  # fmt: skip
+            result = subprocess.run(fmt, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+        with self.console_log.open("ab") as console:
+            process = subprocess.Popen(
+                self._run_java("kafka.Kafka", str(config), log4j=log4j),
+                stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )  # fmt: skip
+        self.pidfile.write_text(f"{process.pid}\n")
+        return self._wait_ready(process.pid)
+
+    def _wait_ready(self, pid: int | None) -> ServiceStatus:
+        if pid is None or not wait_for_port(HOST, self.port, START_TIMEOUT, lambda: pid_alive(pid)):
+            if pid is not None:
+                stop_pid(pid, timeout=5)
+            self.pidfile.unlink(missing_ok=True)
+            raise ServiceError(
+                f"Kafka did not start on {self.address}; last lines of {self.log_file}:\n"
+                f"{tail(self.log_file)}\n{tail(self.console_log, 5)}"
+            )
+        return self.status()
+
+    def stop(self) -> bool:
+        pid = read_pid(self.pidfile)
+        if pid is not None:
+            stop_pid(pid)
+        self.pidfile.unlink(missing_ok=True)
+        return pid is not None
+
+    def status(self) -> ServiceStatus:
+        pid = read_pid(self.pidfile)
+        running = pid is not None and port_open(HOST, self.port)
+        return ServiceStatus(self.name, running, self.address, "native KRaft", pid, self.log_file)

@@ -1,0 +1,126 @@
+"""Settings, read from the environment once in each process's entry point and passed down.
+
+Nothing below the entry points reads ``os.environ``. Every field is named by its environment
+variable; a bad value fails at start with a :class:`ConfigError` naming that variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from marketdata.errors import ConfigError
+from marketdata.topics import Topics
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+DEFAULT_KAFKA_PORT: Final = 19092
+DEFAULT_POSTGRES_PORT: Final = 15432
+_HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mdp"
+
+
+class Settings(BaseModel):
+    """Every setting of every role, each under the name of its environment variable."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # Where the data goes.
+    database_url: str | None = Field(None, alias="MARKET_DATA_DATABASE_URL")
+    kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    topic_prefix: str = Field("", alias="MDP_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._\-]*$")
+    topic_partitions: int = Field(4, alias="MDP_TOPIC_PARTITIONS", ge=1, le=1000)
+    topic_replication: int = Field(1, alias="MDP_TOPIC_REPLICATION", ge=1, le=16)
+
+    # Venues. Secrets are SecretStr so that they never reach a log or a repr.
+    providers_sandbox_mode: Literal["sandbox", "official"] = Field(
+        "sandbox", alias="PROVIDERS_SANDBOX_MODE"
+    )
+    tradingview_hmac_secret: SecretStr | None = Field(None, alias="TRADINGVIEW_HMAC_SECRET")
+    binance_api_key: SecretStr | None = Field(None, alias="BINANCE_API_KEY")
+    binance_api_secret: SecretStr | None = Field(None, alias="BINANCE_API_SECRET")
+    binance_api_base_url: str | None = Field(None, alias="BINANCE_API_BASE_URL")
+    ibkr_host: str = Field("127.0.0.1", alias="IBKR_HOST", min_length=1)
+    ibkr_port: Port = Field(7497, alias="IBKR_PORT")
+    ibkr_client_id: int = Field(1, alias="IBKR_CLIENT_ID", ge=0, le=2**31 - 1)
+    ibkr_http_sandbox_url: str | None = Field(None, alias="IBKR_HTTP_SANDBOX_URL")
+
+    # Local services (`mdp services`) and housekeeping.
+    services_backend: Literal["auto", "docker", "native"] = Field(
+        "auto", alias="MDP_SERVICES_BACKEND"
+    )
+    state_dir: Path = Field(Path(".mdp"), alias="MDP_STATE_DIR")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, alias="MDP_CACHE_DIR")
+    kafka_port: Port = Field(DEFAULT_KAFKA_PORT, alias="MDP_KAFKA_PORT")
+    kafka_heap: str = Field("512m", alias="MDP_KAFKA_HEAP", pattern=r"^[0-9]+[mMgG]$")
+    postgres_port: Port = Field(DEFAULT_POSTGRES_PORT, alias="MDP_POSTGRES_PORT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="MDP_LOG_LEVEL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        bad = [server for server in servers if not _HOST_PORT.fullmatch(server)]
+        if not servers or bad:
+            raise ValueError(f"must be host:port[,host:port...], bad entries: {bad or [value]}")
+        return ",".join(servers)
+
+    @field_validator("binance_api_base_url", "ibkr_http_sandbox_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The brokers to use: the variable when set, else the local broker of `mdp services`."""
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def database(self) -> str:
+        """The database to use: the variable when set, else the local server of `mdp services`."""
+        return self.database_url or f"postgresql://mdp@127.0.0.1:{self.postgres_port}/marketdata"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``environ`` (default ``os.environ``); empty values mean unset."""
+        source = os.environ if environ is None else environ
+        names = {field.alias for field in cls.model_fields.values()}
+        values: dict[str, Any] = {k: v for k, v in source.items() if k in names and v != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, values)) from None
+
+
+def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:
+    secret = {f.alias for f in Settings.model_fields.values() if "SecretStr" in repr(f.annotation)}
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        shown = "" if name in secret or name not in values else f" (got {values[name]!r})"
+        lines.append(f"{name}: {error['msg']}{shown}")
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""processors of the market-data pipeline (see README)."""

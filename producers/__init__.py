@@ -1,0 +1,1 @@
+"""producers of the market-data pipeline (see README)."""

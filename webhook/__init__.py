@@ -1,0 +1,1 @@
+"""webhook of the market-data pipeline (see README)."""
