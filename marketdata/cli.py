@@ -95,7 +95,7 @@ def config(settings: Settings) -> None:
     """Print the effective configuration, one environment variable per line, secrets masked."""
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
-        shown = "(unset)" if value is None else str(value)
+        shown = "(unset)" if value is None else _mask_password(str(value))
         click.echo(f"{field.alias:<26} {shown}")
     click.echo(f"{'(kafka in use)':<26} {settings.kafka_bootstrap}")
     click.echo(f"{'(database in use)':<26} {_mask_password(settings.database)}")

@@ -51,13 +51,15 @@ def decode(data: bytes | None) -> Batch:
     if not data:
         raise DecodeError("empty message value")
     try:
-        batch = _decoder.decode(data)
+        batch: Batch = _decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"invalid record: {exc}") from None
     except msgspec.DecodeError as exc:
         raise DecodeError(f"malformed JSON: {exc}") from None
     if batch.v != SCHEMA_VERSION:
-        raise DecodeError(f"unsupported schema version {batch.v} (this build reads {SCHEMA_VERSION})")
+        raise DecodeError(
+            f"unsupported schema version {batch.v} (this build reads {SCHEMA_VERSION})"
+        )
     if not batch.records:
         raise DecodeError("batch holds no records")
     return batch

@@ -16,7 +16,9 @@ PLAIN_POSTGRES_WARNING = (
 )
 
 
-async def connect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection[tuple[object, ...]]:
+async def connect(
+    url: str, *, autocommit: bool = False
+) -> psycopg.AsyncConnection[tuple[object, ...]]:
     """Open a connection, turning an unreachable server into one clear, retriable error."""
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, connect_timeout=10)

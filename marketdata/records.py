@@ -93,7 +93,7 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
-    """One OHLCV bar; ``timestamp`` is the bar's open time, ``closed`` false while it still moves."""
+    """One OHLCV bar; ``timestamp`` is its open time; ``closed`` is false while it still moves."""
 
     exchange: str
     symbol: str

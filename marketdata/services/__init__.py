@@ -1,1 +1,1 @@
-"""Local Kafka and PostgreSQL for development and tests: Docker when an engine answers, else native."""
+"""Local Kafka and PostgreSQL for development and tests: Docker when it answers, else native."""

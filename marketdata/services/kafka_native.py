@@ -93,7 +93,7 @@ def _java() -> str:
 
 
 class NativeKafka:
-    """Resolves the jars into a cache outside the clone, formats the storage once, runs the broker."""
+    """Fetches the jars into a cache outside the clone, formats storage once, runs the broker."""
 
     name = "kafka"
 
@@ -167,7 +167,9 @@ class NativeKafka:
             )  # fmt: skip
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
-                raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+                raise ServiceError(
+                    f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+                )
         with self.console_log.open("ab") as console:
             process = subprocess.Popen(
                 self._run_java("kafka.Kafka", str(config), log4j=log4j),

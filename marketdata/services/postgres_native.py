@@ -31,7 +31,9 @@ def find_bindir() -> Path | None:
     """The server binaries: ``pg_config --bindir``, else the newest Debian layout present."""
     pg_config = shutil.which("pg_config")
     if pg_config:
-        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        )
         candidate = Path(result.stdout.strip())
         if result.returncode == 0 and (candidate / "initdb").exists():
             return candidate
@@ -43,7 +45,7 @@ def install_server() -> Path:
     """Install Debian's PostgreSQL server when it is missing and we may (root with apt-get)."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise ServiceError(
-            "PostgreSQL server binaries not found: install them (Debian: apt-get install postgresql)"
+            "PostgreSQL server binaries not found; install them (apt-get install postgresql)"
         )
     log.warning("PostgreSQL server binaries missing; installing Debian's postgresql package")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -94,7 +96,9 @@ class NativePostgres:
             self._as_owner(command), capture_output=True, text=True, check=False, cwd="/"
         )
         if result.returncode != 0:
-            raise ServiceError(f"{what} failed:\n{result.stdout}{result.stderr}\n{tail(self.log_file)}")
+            raise ServiceError(
+                f"{what} failed:\n{result.stdout}{result.stderr}\n{tail(self.log_file)}"
+            )
 
     def _prepare_dirs(self) -> None:
         for directory in (self.home, self.socket_dir):

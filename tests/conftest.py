@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marketdata.settings import Settings
+from tests.services import Found, find_services
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.path)).relative_to(ROOT).parts[0]
+        if folder in {"integration", "e2e"}:
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Found]:
+    """Real Kafka and PostgreSQL for the whole session; in CI a missing one fails the run."""
+    try:
+        with find_services() as found:
+            yield found
+    except Exception as exc:
+        message = f"Kafka/PostgreSQL unavailable: {type(exc).__name__}: {exc}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test uses: topics, groups and tables are isolated by it."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(services: Found, unique: str) -> Settings:
+    """Settings pointing at the session's services, with topics of this test's own."""
+    return Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+            "MARKET_DATA_DATABASE_URL": services.database_url,
+            "MDP_TOPIC_PREFIX": f"{unique}.",
+        }
+    )

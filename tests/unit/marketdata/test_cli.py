@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from marketdata.cli import cli
+
+ROLES = ("produce", "process", "sink", "webhook", "migrate", "services", "backfill")
+
+
+def test_help_lists_every_role() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for role in ROLES:
+        assert role in cli.commands
+        assert f"\n  {role}" in result.output
+
+
+def test_services_help_explains_the_backends() -> None:
+    result = CliRunner().invoke(cli, ["services", "--help"])
+    assert result.exit_code == 0
+    assert "Docker" in result.output
+    assert "native" in result.output
+    assert {"up", "down", "status"} <= set(result.output.split())
+
+
+@pytest.mark.parametrize(("args", "issue"), [(["sink"], "#4"), (["produce", "dtc"], "#9")])
+def test_roles_not_built_yet_say_so_and_fail(args: list[str], issue: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "not built yet" in result.output
+    assert issue in result.output
+
+
+def test_bad_environment_fails_at_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IBKR_PORT", "not-a-port")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 1
+    assert "IBKR_PORT" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADINGVIEW_HMAC_SECRET", "hunter2")
+    monkeypatch.setenv("MARKET_DATA_DATABASE_URL", "postgresql://md:pa55@db:5432/md")
+    result = CliRunner().invoke(cli, ["config"])
+    assert result.exit_code == 0
+    assert "hunter2" not in result.output
+    assert "pa55" not in result.output
+    assert "TRADINGVIEW_HMAC_SECRET" in result.output
+    assert "postgresql://md:***@db:5432/md" in result.output

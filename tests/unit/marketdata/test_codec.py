@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from marketdata.codec import BarBatch, TickBatch, decode, encode_bars, encode_ticks
+from marketdata.errors import DecodeError
+from marketdata.records import Bar, Tick
+from tests.strategies import bars, sample_bar, sample_tick, ticks
+
+
+@given(st.lists(ticks, min_size=1, max_size=5))
+def test_ticks_round_trip_exactly(records: list[Tick]) -> None:
+    data = encode_ticks(records)
+    batch = decode(data)
+    assert isinstance(batch, TickBatch)
+    assert batch.records == records
+    assert encode_ticks(batch.records) == data
+
+
+@given(st.lists(bars(), min_size=1, max_size=5))
+def test_bars_round_trip_exactly(records: list[Bar]) -> None:
+    data = encode_bars(records)
+    batch = decode(data)
+    assert isinstance(batch, BarBatch)
+    assert batch.records == records
+    assert encode_bars(batch.records) == data
+
+
+def test_wire_format_is_compact_versioned_json() -> None:
+    data = encode_ticks([sample_tick()])
+    assert b" " not in data
+    document = json.loads(data)
+    assert document["kind"] == "ticks"
+    assert document["v"] == 1
+    assert document["records"][0] == {
+        "exchange": "BINANCE",
+        "symbol": "BTCUSDT",
+        "timestamp": "2024-03-01T12:00:00.123456Z",
+        "source": "binance.trade",
+        "trade_id": "3417562101",
+        "price": "61234.56000000",
+        "size": "0.00150000",
+        "side": "sell",
+        "received_at": "2024-03-01T12:00:00.130001Z",
+        "extras": {"buyer_maker": True},
+    }
+
+
+def _tick_json(**changes: object) -> bytes:
+    record = json.loads(encode_ticks([sample_tick()]))
+    record["records"][0].update(changes)
+    return json.dumps(record).encode()
+
+
+def _bar_json(**changes: object) -> bytes:
+    record = json.loads(encode_bars([sample_bar()]))
+    record["records"][0].update(changes)
+    return json.dumps(record).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (None, "empty"),
+        (b"\x00\xff garbage", "malformed JSON"),
+        (b'{"kind":"ticks","v":1,"records":[', "malformed JSON"),
+        (b'{"kind":"quotes","v":1,"records":[]}', "invalid record"),
+        (b'{"v":1,"records":[]}', "kind"),
+        (b'{"kind":"ticks","v":2,"records":[]}', "schema version 2"),
+        (b'{"kind":"ticks","v":1,"records":[]}', "no records"),
+        (_tick_json(price="NaN"), "price"),
+        (_tick_json(price="Infinity"), "price"),
+        (_tick_json(size="-1"), "size"),
+        (_tick_json(size=-1), "size"),
+        (_tick_json(timestamp="2024-03-01T12:00:00"), "timestamp"),
+        (_tick_json(timestamp="2124-03-01T12:00:00Z"), "timestamp"),
+        (_tick_json(symbol=""), "symbol"),
+        (_tick_json(side="long"), "side"),
+        (_tick_json(trade_id=None), "trade_id"),
+        (_bar_json(high="1", low="2"), "high"),
+        (_bar_json(volume="-3"), "volume"),
+        (_bar_json(interval="soon"), "interval"),
+    ],
+)
+def test_undecodable_messages_raise_with_a_reason(data: bytes | None, reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(data)
+    assert reason in caught.value.reason
+
+
+def test_numbers_are_accepted_as_json_numbers_too() -> None:
+    batch = decode(_tick_json(price=61234.5, size=2))
+    assert isinstance(batch, TickBatch)
+    assert batch.records[0].price == Decimal("61234.5")
+    assert batch.records[0].size == Decimal(2)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_anything_but_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError, match=r"\w"):
+        decode(data)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+
+from marketdata.errors import InvalidRecord
+from marketdata.records import Bar, Tick, derived_trade_id
+from tests.strategies import bars, sample_bar, sample_tick, ticks
+
+
+def test_tick_key_keeps_trades_that_share_a_millisecond() -> None:
+    first = sample_tick(trade_id="1")
+    second = sample_tick(trade_id="2")
+    assert first.timestamp == second.timestamp
+    assert first.key != second.key
+    assert first.key == ("BINANCE", "BTCUSDT", first.timestamp, "binance.trade", "1")
+
+
+def test_bar_key_ignores_the_version_of_the_bar() -> None:
+    live = sample_bar(closed=False, close=Decimal("61200.00"))
+    final = sample_bar(closed=True)
+    assert live.key == final.key == ("BINANCE", "BTCUSDT", "1m", live.timestamp)
+
+
+def test_timestamps_in_another_zone_are_stored_in_utc() -> None:
+    paris = timezone(timedelta(hours=1))
+    tick = sample_tick(timestamp=datetime(2024, 3, 1, 13, 0, 0, 5, tzinfo=paris))
+    assert tick.timestamp.tzinfo is UTC
+    assert tick.timestamp == datetime(2024, 3, 1, 12, 0, 0, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("exchange", "", "non-empty"),
+        ("symbol", "", "non-empty"),
+        ("symbol", "   ", "non-empty"),
+        ("source", "", "non-empty"),
+        ("trade_id", "", "non-empty"),
+        ("timestamp", datetime(2024, 3, 1, 12, 0), "naive"),
+        ("received_at", datetime(2024, 3, 1, 12, 0), "naive"),
+        ("timestamp", datetime(1969, 12, 31, tzinfo=UTC), "out of range"),
+        ("timestamp", datetime(2100, 1, 1, tzinfo=UTC), "out of range"),
+        ("price", Decimal("NaN"), "finite"),
+        ("price", Decimal("Infinity"), "finite"),
+        ("price", Decimal("-Infinity"), "finite"),
+        ("size", Decimal("-0.001"), "negative"),
+        ("size", Decimal("sNaN"), "finite"),
+    ],
+)
+def test_invalid_tick_names_the_field(field: str, value: object, problem: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        sample_tick(**{field: value})
+    assert caught.value.field == field
+    assert problem in str(caught.value)
+
+
+def test_negative_prices_are_market_data() -> None:
+    # Spreads and some futures (WTI, April 2020) trade below zero.
+    assert sample_tick(price=Decimal("-37.63")).price == Decimal("-37.63")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "problem"),
+    [
+        ({"high": Decimal(1), "low": Decimal(2), "open": Decimal(1), "close": Decimal(1)}, "high",
+         "below low"),
+        ({"open": Decimal("70000")}, "open", "outside"),
+        ({"close": Decimal("1")}, "close", "outside"),
+        ({"volume": Decimal("-1")}, "volume", "negative"),
+        ({"low": Decimal("NaN")}, "low", "finite"),
+        ({"high": Decimal("Infinity")}, "high", "finite"),
+        ({"trade_count": -1}, "trade_count", "negative"),
+        ({"interval": "1 min"}, "interval", "1s, 5m"),
+        ({"interval": "0m"}, "interval", "1s, 5m"),
+        ({"symbol": ""}, "symbol", "non-empty"),
+        ({"timestamp": datetime(2024, 3, 1)}, "timestamp", "naive"),
+    ],
+)  # fmt: skip
+def test_invalid_bar_names_the_field(changes: dict[str, object], field: str, problem: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        sample_bar(**changes)
+    assert caught.value.field == field
+    assert problem in str(caught.value)
+
+
+@given(ticks)
+def test_generated_tick_keys_are_hashable_and_in_utc(tick: Tick) -> None:
+    assert {tick.key: 1}[tick.key] == 1
+    assert tick.key[2] is tick.timestamp
+    assert tick.timestamp.tzinfo is UTC
+
+
+@given(bars())
+def test_generated_bars_respect_their_range(bar: Bar) -> None:
+    assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
+
+
+def test_derived_trade_id_is_stable_and_discriminating() -> None:
+    assert derived_trade_id("AAPL", 1709294400.5, "189.5", 100) == derived_trade_id(
+        "AAPL", 1709294400.5, "189.5", 100
+    )
+    assert derived_trade_id("AAPL", 1709294400.5, "189.5", 100) != derived_trade_id(
+        "AAPL", 1709294400.5, "189.5", 200
+    )
+    # Field boundaries matter: ("ab", "c") is not ("a", "bc").
+    assert derived_trade_id("ab", "c") != derived_trade_id("a", "bc")
+    assert derived_trade_id("x").startswith("h:")
