@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import NoReturn
 
@@ -9,6 +10,7 @@ import click
 
 from marketdata import __version__
 from marketdata.errors import MarketDataError
+from marketdata.kafka import ensure_topics
 from marketdata.logs import configure_logging
 from marketdata.services.manager import ServiceManager
 from marketdata.settings import Settings
@@ -33,6 +35,7 @@ def cli(ctx: click.Context) -> None:
       webhook   take signed TradingView alerts over HTTP
     Operations:
       services  start/stop/inspect local Kafka and PostgreSQL
+      topics    create the pipeline's Kafka topics
       migrate   create or upgrade the database tables
       config    show the effective configuration (secrets masked)
 
@@ -87,6 +90,22 @@ def webhook() -> None:
 def migrate() -> None:
     """Create or upgrade the database tables (Alembic)."""
     _pending("migrate", 4)
+
+
+@cli.command()
+@click.pass_obj
+def topics(settings: Settings) -> None:
+    """Create the pipeline's topics on KAFKA_BOOTSTRAP_SERVERS (those missing; idempotent).
+
+    Uses MDP_TOPIC_PARTITIONS and MDP_TOPIC_REPLICATION. Run it once before the roles start on a
+    cluster of your own; `mdp services up` does it for the local broker.
+    """
+    try:
+        created = asyncio.run(ensure_topics(settings, settings.topics.all()))
+    except MarketDataError as exc:
+        _fail(exc)
+    for name in settings.topics.all():
+        click.echo(f"{name:<24} {'created' if name in created else 'exists'}")
 
 
 @cli.command()
