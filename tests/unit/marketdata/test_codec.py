@@ -1,34 +1,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketdata.codec import BarBatch, TickBatch, decode, encode_bars, encode_ticks
+from marketdata.codec import BarBatch, Batch, TickBatch, decode, encode_bars, encode_ticks
 from marketdata.errors import DecodeError
 from marketdata.records import Bar, Tick
 from tests.strategies import bars, sample_bar, sample_tick, ticks
 
 
-@given(st.lists(ticks, min_size=1, max_size=5))
-def test_ticks_round_trip_exactly(records: list[Tick]) -> None:
-    data = encode_ticks(records)
-    batch = decode(data)
-    assert isinstance(batch, TickBatch)
+@pytest.mark.parametrize(
+    ("records_of", "encode", "kind"),
+    [(ticks, encode_ticks, TickBatch), (bars(), encode_bars, BarBatch)],
+)
+@given(data=st.data())
+def test_batches_round_trip_exactly(
+    records_of: st.SearchStrategy[Tick | Bar],
+    encode: Callable[[list[Any]], bytes],
+    kind: type[Batch],
+    data: st.DataObject,
+) -> None:
+    records = data.draw(st.lists(records_of, min_size=1, max_size=5))
+    wire = encode(records)
+    batch = decode(wire)
+    assert type(batch) is kind
     assert batch.records == records
-    assert encode_ticks(batch.records) == data
-
-
-@given(st.lists(bars(), min_size=1, max_size=5))
-def test_bars_round_trip_exactly(records: list[Bar]) -> None:
-    data = encode_bars(records)
-    batch = decode(data)
-    assert isinstance(batch, BarBatch)
-    assert batch.records == records
-    assert encode_bars(batch.records) == data
+    assert encode(batch.records) == wire
 
 
 def test_wire_format_is_compact_versioned_json() -> None:
