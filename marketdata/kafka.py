@@ -1,9 +1,10 @@
 """Kafka clients built one way for the whole project, and aiokafka's errors translated once.
 
 The producer settings were chosen by ``bench/producer_settings.py`` (see BENCHMARKS.md):
-idempotence with ``acks=all`` so that a retried send never duplicates or reorders, lz4 because it
-costs least CPU per message of the codecs aiokafka offers, and a short linger so that batches
-fill under load without adding noticeable latency when the market is quiet.
+idempotence with ``acks=all`` so that a retried send never duplicates or reorders; zstd, because
+aiokafka runs lz4 only as LZ4HC level 9, which measured slower than zstd and compresses less
+(7.6x against 10.3x on tick batches); 256 KiB batches; and a 5 ms linger, which doubles the rate
+of a producer fed message by message against linger 0 and adds ~5 ms when the market is quiet.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 PRODUCER_TUNING: Final[dict[str, Any]] = {
     "acks": "all",
     "enable_idempotence": True,
-    "compression_type": "lz4",
+    "compression_type": "zstd",
     "linger_ms": 5,
     "max_batch_size": 256 * 1024,
     "request_timeout_ms": 30_000,
@@ -49,7 +50,7 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
 
 
 def create_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    """An idempotent producer (acks=all, lz4); call ``start()`` and ``stop()`` around its use."""
+    """An idempotent producer (acks=all, zstd); call ``start()`` and ``stop()`` around its use."""
     return AIOKafkaProducer(**producer_config(settings, **overrides))
 
 

@@ -62,7 +62,7 @@ def _utc(record: msgspec.Struct, field: str, value: datetime) -> None:
         msgspec.structs.force_setattr(record, field, utc)
 
 
-class Tick(msgspec.Struct, frozen=True, kw_only=True):
+class Tick(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One trade, or one top-of-book quote (``side`` ``bid``/``ask``), at exchange event time."""
 
     exchange: str
@@ -92,7 +92,7 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True):
         return (self.exchange, self.symbol, self.timestamp, self.source, self.trade_id)
 
 
-class Bar(msgspec.Struct, frozen=True, kw_only=True):
+class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One OHLCV bar; ``timestamp`` is its open time; ``closed`` is false while it still moves."""
 
     exchange: str

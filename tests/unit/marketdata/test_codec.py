@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from marketdata.codec import BarBatch, Batch, TickBatch, decode, encode_bars, encode_ticks
-from marketdata.errors import DecodeError
+from marketdata.errors import DecodeError, InvalidRecord
 from marketdata.records import Bar, Tick
 from tests.strategies import bars, sample_bar, sample_tick, ticks
 
@@ -108,3 +110,60 @@ def test_numbers_are_accepted_as_json_numbers_too() -> None:
 def test_arbitrary_bytes_never_escape_as_anything_but_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError, match=r"\w"):
         decode(data)
+
+
+def _invalid_values() -> st.SearchStrategy[tuple[str, object]]:
+    """(field, value) pairs that break the contract, drawn across each kind of breakage."""
+    blank = st.text(alphabet=" \t\n", max_size=3)
+    naive = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 1, 1))
+    too_early = st.datetimes(max_value=datetime(1969, 12, 31), timezones=st.just(UTC))
+    too_late = st.datetimes(min_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+    not_finite = st.sampled_from([Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")])
+    negative = st.decimals(max_value=Decimal("-1e-8"), allow_nan=False, allow_infinity=False)
+    return st.one_of(
+        st.tuples(st.sampled_from(["exchange", "symbol", "source", "trade_id"]), blank),
+        st.tuples(st.sampled_from(["timestamp", "received_at"]), naive | too_early | too_late),
+        st.tuples(st.just("price"), not_finite),
+        st.tuples(st.just("size"), not_finite | negative),
+    )
+
+
+@given(ticks, _invalid_values())
+def test_every_invalid_tick_is_rejected_naming_the_field(
+    tick: Tick, invalid: tuple[str, object]
+) -> None:
+    field, value = invalid
+    with pytest.raises(InvalidRecord) as built:
+        msgspec.structs.replace(tick, **{field: value})
+    assert built.value.field == field
+
+    document = json.loads(encode_ticks([tick]))
+    document["records"][0][field] = value.isoformat() if isinstance(value, datetime) else str(value)
+    with pytest.raises(DecodeError) as decoded:
+        decode(json.dumps(document).encode())
+    assert f"{field}:" in decoded.value.reason
+
+
+@given(bars(), st.data())
+def test_every_invalid_bar_is_rejected_naming_the_field(bar: Bar, data: st.DataObject) -> None:
+    positive = st.decimals(min_value=Decimal("1e-8"), max_value=Decimal("1e6"), places=8)
+    above = bar.high + data.draw(positive)
+    breakages: list[tuple[str, object]] = [
+        ("volume", -data.draw(positive)),
+        (data.draw(st.sampled_from(["open", "high", "low", "close"])), Decimal("NaN")),
+        (data.draw(st.sampled_from(["open", "close"])), above),
+        ("low", above),  # now above high: high < low
+        ("interval", data.draw(st.sampled_from(["", "1", "m1", "1 min", "0s", "5x"]))),
+        ("trade_count", -data.draw(st.integers(1, 2**31))),
+    ]
+    field, value = data.draw(st.sampled_from(breakages))
+    with pytest.raises(InvalidRecord) as built:
+        msgspec.structs.replace(bar, **{field: value})
+    culprit = "high" if field == "low" else field
+    assert built.value.field in {field, culprit}
+
+    document = json.loads(encode_bars([bar]))
+    document["records"][0][field] = value if isinstance(value, int) else str(value)
+    with pytest.raises(DecodeError) as decoded:
+        decode(json.dumps(document).encode())
+    assert f"{built.value.field}:" in decoded.value.reason

@@ -18,7 +18,7 @@ def test_producer_is_idempotent_and_waits_for_all_replicas() -> None:
     assert config["bootstrap_servers"] == "k1:9092,k2:9092"
     assert config["enable_idempotence"] is True
     assert config["acks"] == "all"
-    assert config["compression_type"] == "lz4"
+    assert config["compression_type"] == "zstd"
     assert config["linger_ms"] > 0
 
 
