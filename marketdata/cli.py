@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 
 from marketdata import __version__
+from marketdata import migrate as migrations
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.logs import configure_logging
@@ -87,9 +88,26 @@ def webhook() -> None:
 
 
 @cli.command()
-def migrate() -> None:
-    """Create or upgrade the database tables (Alembic)."""
-    _pending("migrate", 4)
+@click.option("--revision", default="head", show_default=True, help="Upgrade to this revision.")
+@click.option(
+    "--downgrade", "down_to", metavar="REVISION", help="Downgrade to REVISION ('base': drop all)."
+)
+@click.pass_obj
+def migrate(settings: Settings, revision: str, down_to: str | None) -> None:
+    """Create or upgrade the tables in MARKET_DATA_DATABASE_URL (Alembic; idempotent).
+
+    Makes market_data_ticks and market_data_ohlcv hypertables when the timescaledb extension is
+    available (chunking, compression and retention from the MDP_* settings), plain tables with
+    a warning otherwise.
+    """
+    try:
+        if down_to:
+            migrations.downgrade(settings, down_to)
+        else:
+            migrations.upgrade(settings, revision)
+        click.echo(f"database at revision {migrations.current_revision(settings) or 'base'}")
+    except MarketDataError as exc:
+        _fail(exc)
 
 
 @cli.command()

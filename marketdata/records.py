@@ -23,6 +23,8 @@ Side = Literal["buy", "sell", "bid", "ask"]
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
+# Far beyond any market's range, and well inside what a PostgreSQL numeric column stores.
+MAX_DIGITS: Final = 100
 _INTERVAL = re.compile(r"[1-9][0-9]*[smhdwM]")
 _ZERO = Decimal(0)
 
@@ -33,6 +35,22 @@ BarKey = tuple[str, str, str, datetime]
 def _text(field: str, value: str) -> None:
     if not value or not value.strip():
         raise InvalidRecord(field, "must be a non-empty string")
+    if "\x00" in value:
+        raise InvalidRecord(field, "must not contain NUL characters")
+
+
+def _no_nul(field: str, value: object) -> None:
+    """PostgreSQL's text and jsonb cannot hold NUL, so such a record could never be stored."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidRecord(field, "must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(field, key)
+            _no_nul(field, item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(field, item)
 
 
 def _timestamp(field: str, value: datetime) -> datetime:
@@ -48,6 +66,11 @@ def _timestamp(field: str, value: datetime) -> datetime:
 def _finite(field: str, value: Decimal) -> None:
     if not value.is_finite():
         raise InvalidRecord(field, f"must be a finite number, got {value}")
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -MAX_DIGITS or value.adjusted() > MAX_DIGITS:
+        raise InvalidRecord(
+            field, f"must lie within 1e{MAX_DIGITS} with at most {MAX_DIGITS} decimals"
+        )
 
 
 def _non_negative(field: str, value: Decimal) -> None:
@@ -85,6 +108,8 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         _utc(self, "received_at", self.received_at)
         _finite("price", self.price)
         _non_negative("size", self.size)
+        if self.extras:
+            _no_nul("extras", self.extras)
 
     @property
     def key(self) -> TickKey:

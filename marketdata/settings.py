@@ -21,6 +21,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 DEFAULT_KAFKA_PORT: Final = 19092
 DEFAULT_POSTGRES_PORT: Final = 15432
+_INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
 
 
@@ -53,6 +54,21 @@ class Settings(BaseModel):
     ibkr_port: Port = Field(7497, alias="IBKR_PORT")
     ibkr_client_id: int = Field(1, alias="IBKR_CLIENT_ID", ge=0, le=2**31 - 1)
     ibkr_http_sandbox_url: str | None = Field(None, alias="IBKR_HTTP_SANDBOX_URL")
+
+    # Storage (`mdp migrate`): TimescaleDB chunking and policies, used when the extension exists.
+    ticks_chunk_interval: str = Field("1 day", alias="MDP_TICKS_CHUNK_INTERVAL", pattern=_INTERVAL)
+    bars_chunk_interval: str = Field("7 days", alias="MDP_BARS_CHUNK_INTERVAL", pattern=_INTERVAL)
+    compress_after: str | None = Field(None, alias="MDP_COMPRESS_AFTER", pattern=_INTERVAL)
+    ticks_retention: str | None = Field(None, alias="MDP_TICKS_RETENTION", pattern=_INTERVAL)
+    bars_retention: str | None = Field(None, alias="MDP_BARS_RETENTION", pattern=_INTERVAL)
+
+    # Sink (`mdp sink`).
+    sink_group: str = Field("mdp-sink", alias="MDP_SINK_GROUP", min_length=1)
+    sink_batch_rows: int = Field(20_000, alias="MDP_SINK_BATCH_ROWS", ge=1, le=1_000_000)
+    sink_batch_ms: int = Field(250, alias="MDP_SINK_BATCH_MS", ge=1, le=60_000)
+    sink_max_backoff_s: float = Field(30.0, alias="MDP_SINK_MAX_BACKOFF_S", gt=0, le=600)
+    metrics_host: str = Field("127.0.0.1", alias="MDP_METRICS_HOST", min_length=1)
+    metrics_port: int = Field(9464, alias="MDP_METRICS_PORT", ge=0, le=65535)
 
     # Local services (`mdp services`) and housekeeping.
     services_backend: Literal["auto", "docker", "native"] = Field(

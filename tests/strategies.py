@@ -24,9 +24,11 @@ prices = st.decimals(
     places=8,
 )  # fmt: skip
 sizes = st.decimals(min_value=Decimal(0), max_value=Decimal("1e12"), allow_nan=False, places=8)
+# PostgreSQL text and jsonb cannot hold NUL; such records are invalid by contract.
+storable_text = st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=["Cs"])
 extras = st.none() | st.dictionaries(
-    st.text(max_size=10),
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    st.text(storable_text, max_size=10),
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(storable_text, max_size=20),
     max_size=4,
 )
 intervals = st.sampled_from(["1s", "1m", "3m", "5m", "15m", "1h", "4h", "1d", "1w", "1M"])

@@ -109,3 +109,26 @@ def test_derived_trade_id_is_stable_and_discriminating() -> None:
     # Field boundaries matter: ("ab", "c") is not ("a", "bc").
     assert derived_trade_id("ab", "c") != derived_trade_id("a", "bc")
     assert derived_trade_id("x").startswith("h:")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"symbol": "BTC\x00USDT"}, "symbol"),
+        ({"extras": {"note": "a\x00b"}}, "extras"),
+        ({"extras": {"k\x00": 1}}, "extras"),
+        ({"extras": {"nested": [{"deep": "\x00"}]}}, "extras"),
+        ({"price": Decimal("1e101")}, "price"),
+        ({"size": Decimal("1e-101")}, "size"),
+    ],
+)
+def test_values_postgresql_cannot_store_are_rejected(
+    changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        sample_tick(**changes)
+    assert caught.value.field == field
+
+
+def test_wide_but_storable_numbers_pass() -> None:
+    assert sample_tick(price=Decimal("1e100"), size=Decimal("1e-100")).size == Decimal("1e-100")

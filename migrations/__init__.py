@@ -1,0 +1,1 @@
+"""Alembic migrations of the market-data tables (run with `mdp migrate`)."""
