@@ -15,6 +15,7 @@ from marketdata.kafka import ensure_topics
 from marketdata.logs import configure_logging
 from marketdata.services.manager import ServiceManager
 from marketdata.settings import Settings
+from sinks.service import run_sink
 
 
 def _fail(error: MarketDataError) -> NoReturn:
@@ -76,9 +77,20 @@ def process() -> None:
 
 
 @cli.command()
-def sink() -> None:
-    """Consume the batched topics and upsert them into TimescaleDB."""
-    _pending("sink", 4)
+@click.pass_obj
+def sink(settings: Settings) -> None:
+    """Consume md.ticks and md.bars and upsert them into TimescaleDB.
+
+    \b
+    Batches up to MDP_SINK_BATCH_ROWS rows or MDP_SINK_BATCH_MS milliseconds, writes each batch
+    in one transaction, and commits Kafka offsets only after the database commit. Undecodable
+    messages go to md.dlq with the reason. Metrics and /health on MDP_METRICS_HOST:PORT.
+    Stops cleanly on SIGTERM/SIGINT. Run several in one group (MDP_SINK_GROUP) to scale out.
+    """
+    try:
+        asyncio.run(run_sink(settings))
+    except MarketDataError as exc:
+        _fail(exc)
 
 
 @cli.command()

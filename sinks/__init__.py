@@ -1,1 +1,1 @@
-"""sinks of the market-data pipeline (see README)."""
+"""The TimescaleDB sink: Kafka batches to bulk upserts, offsets committed after the database."""

@@ -1,0 +1,32 @@
+"""Which of several copies of a record to keep: shared by the processors and the sink."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from marketdata.records import Bar, BarKey, Tick, TickKey
+
+
+def unique_ticks(ticks: Iterable[Tick]) -> list[Tick]:
+    """Each tick key once, first copy kept (copies of one trade are the same trade)."""
+    seen: dict[TickKey, Tick] = {}
+    for tick in ticks:
+        seen.setdefault(tick.key, tick)
+    return list(seen.values())
+
+
+def supersedes(new: Bar, old: Bar) -> bool:
+    """A later version replaces an earlier one, except that a replayed live version (not
+    closed) never overwrites a closed bar."""
+    return new.closed or not old.closed
+
+
+def latest_bars(bars: Iterable[Bar]) -> list[Bar]:
+    """Each bar key once: the last version in arrival order that :func:`supersedes` the others."""
+    kept: dict[tuple[str, str, str, object], Bar] = {}
+    for bar in bars:
+        key: BarKey = bar.key
+        old = kept.get(key)
+        if old is None or supersedes(bar, old):
+            kept[key] = bar
+    return list(kept.values())

@@ -1,0 +1,308 @@
+"""`mdp sink`: consume the batch topics, upsert into TimescaleDB, commit offsets after the database.
+
+Delivery: rows are written in one transaction per flush, dead letters are delivered, and only
+then are the offsets committed. A crash anywhere before the commit replays the flush, which the
+idempotent upserts absorb; so every event is stored exactly once.
+
+A database that goes away (or a serialization failure) pauses consumption: the flush in hand is
+retried with capped backoff, nothing is committed, and consumption resumes once it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import TypeVar
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from prometheus_client import CollectorRegistry
+
+from marketdata.backoff import Backoff
+from marketdata.database import connect
+from marketdata.dlq import DeadLetters
+from marketdata.errors import MarketDataError, TransientError
+from marketdata.kafka import create_consumer, create_producer, kafka_errors, translate
+from marketdata.metrics import MetricsServer
+from marketdata.settings import Settings
+from sinks.accumulator import Accumulator, Pending
+from sinks.metrics import SinkMetrics
+from sinks.writer import AnyConnection, BatchWriter
+
+log = logging.getLogger(__name__)
+
+# psycopg errors after which the same write can succeed: the server went away, or lost a race.
+RETRIABLE_DB_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.AdminShutdown,
+)
+LAG_EVERY_S = 1.0
+T = TypeVar("T")
+
+
+class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.sink.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class Sink:
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.topics = (settings.topics.ticks, settings.topics.bars)
+        self.metrics = SinkMetrics(registry or CollectorRegistry())
+        self.accumulator = Accumulator(settings.sink_batch_rows, settings.sink_batch_ms / 1000)
+        self.writer = BatchWriter()
+        self.backoff = Backoff(maximum=settings.sink_max_backoff_s)
+        self._pending: Pending | None = None
+        self._retry_at = 0.0
+        self._paused = False
+        self._lag_at = 0.0
+        self._committed: dict[TopicPartition, int] = {}
+        self._conn: AnyConnection | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._dead_letters: DeadLetters | None = None
+        self._server = MetricsServer(
+            self.metrics.registry, self.ready, settings.metrics_host, settings.metrics_port
+        )
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._server.start()
+        self._conn = await self._connect()
+        self._producer = create_producer(self.settings)
+        self._consumer = create_consumer(self.settings, group_id=self.settings.sink_group)
+        async with kafka_errors():
+            await self._producer.start()
+            self._consumer.subscribe(self.topics, listener=_ForgetRevoked(self))
+            await self._consumer.start()
+        self._dead_letters = DeadLetters(self._producer, self.settings.topics.dlq, "sink")
+        log.info("sink consuming %s as group %s", ", ".join(self.topics), self.settings.sink_group)
+
+    async def aclose(self) -> None:
+        for close in (
+            self._consumer.stop if self._consumer else None,
+            self._producer.stop if self._producer else None,
+            self._conn.close if self._conn else None,
+            self._server.aclose,
+        ):
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    async def __aenter__(self) -> Sink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def ready(self) -> bool:
+        return self._consumer is not None and self._pending is None and self._conn is not None
+
+    @property
+    def metrics_port(self) -> int:
+        return self._server.port
+
+    # The loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then write what is buffered once and commit it."""
+        while not stop.is_set():
+            await self.step()
+        await self._drain()
+
+    async def step(self) -> None:
+        if self._pending is not None:
+            wait = self._retry_at - time.monotonic()
+            if wait <= 0:
+                await self._flush()
+            else:
+                await self._poll(min(wait, 0.2))  # paused: keeps the group membership alive
+            return
+        due_in = self.accumulator.seconds_until_due()
+        await self._poll(0.1 if due_in is None else min(due_in, 0.1))
+        if self.accumulator.due():
+            self._pending = self.accumulator.take()
+            await self._flush()
+        if time.monotonic() >= self._lag_at:
+            self._lag_at = time.monotonic() + LAG_EVERY_S
+            await self._measure_lag()
+
+    async def _poll(self, timeout_s: float) -> None:
+        consumer = self._require(self._consumer)
+        if self._paused:
+            # Partitions assigned by a rebalance while the database is away stay paused too.
+            consumer.pause(*consumer.assignment())
+        async with kafka_errors():
+            fetched = await consumer.getmany(
+                timeout_ms=int(timeout_s * 1000), max_records=self.settings.sink_batch_rows
+            )
+        for tp, messages in fetched.items():
+            self.metrics.messages.inc(len(messages))
+            self.accumulator.add(tp, messages)
+
+    async def _flush(self) -> bool:
+        """Write, dead-letter and commit the pending flush; on a transient failure, schedule a
+        retry and pause consumption. Return whether it was stored."""
+        pending = self._require(self._pending)
+        started = time.perf_counter()
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await self._connect()
+            result = await self.writer.write(self._conn, pending.ticks(), pending.bars())
+            await self._send_dead_letters(pending)
+        except (*RETRIABLE_DB_ERRORS, TransientError) as exc:
+            self._schedule_retry(exc)
+            return False
+        except psycopg.Error as exc:
+            raise MarketDataError(f"database rejected a batch: {exc}") from exc
+        await self._commit(pending)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batches.inc()
+        ticks, bars = self.writer.tables.ticks, self.writer.tables.bars
+        self.metrics.rows.labels(ticks).inc(result.ticks_inserted)
+        self.metrics.duplicates.labels(ticks).inc(result.ticks_staged - result.ticks_inserted)
+        self.metrics.rows.labels(bars).inc(result.bars_written)
+        self.metrics.duplicates.labels(bars).inc(result.bars_staged - result.bars_written)
+        self._pending = None
+        if self._paused:
+            self._resume()
+        return True
+
+    async def _send_dead_letters(self, pending: Pending) -> None:
+        dead = pending.dead()
+        if not dead:
+            return
+        dead_letters = self._require(self._dead_letters)
+        try:
+            deliveries = [await dead_letters.send(message, reason) for message, reason in dead]
+            await asyncio.gather(*deliveries)
+        except KafkaError as exc:
+            raise translate(exc) from exc
+        for message, reason in dead:
+            log.warning(
+                "dead letter %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                reason,
+            )
+        self.metrics.dead_letters.inc(len(dead))
+
+    async def _commit(self, pending: Pending) -> None:
+        consumer = self._require(self._consumer)
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in pending.offsets().items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self._committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions: the rows are stored, the next owner re-reads them
+            # from the last commit and the upserts absorb the replay.
+            log.warning("offsets not committed (%s); the next owner replays them", exc)
+
+    def _schedule_retry(self, exc: BaseException) -> None:
+        delay = self.backoff.next_delay()
+        self._retry_at = time.monotonic() + delay
+        self.metrics.retries.inc()
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn = None
+        if not self._paused:
+            self._paused = True
+            consumer = self._require(self._consumer)
+            consumer.pause(*consumer.assignment())
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("batch not stored (%s); consumption paused, retry in %.1fs", first, delay)
+
+    def _resume(self) -> None:
+        consumer = self._require(self._consumer)
+        consumer.resume(*consumer.paused())
+        self._paused = False
+        log.info("batch stored after %d retries; consumption resumed", self.backoff.attempts)
+        self.backoff.reset()
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        """Drop what is buffered for revoked partitions, uncommitted: their next owner re-reads
+        it. Nothing is lost, and rows already written are absorbed by the upserts."""
+        dropped = self.accumulator.discard(revoked)
+        if self._pending is not None:
+            dropped += sum(
+                self._pending.parts[tp].size for tp in revoked if tp in self._pending.parts
+            )
+            self._pending.drop(revoked)
+            if not self._pending.parts:
+                self._pending = None
+                if self._paused:
+                    self._resume()
+        if dropped:
+            self.metrics.abandoned.inc(dropped)
+            log.info("revoked %d partitions, %d buffered rows left to their next owner",
+                     len(revoked), dropped)  # fmt: skip
+
+    async def _drain(self) -> None:
+        """At shutdown: one attempt to store and commit what is buffered, else leave it."""
+        if self._pending is None and self.accumulator.rows:
+            self._pending = self.accumulator.take()
+        if self._pending is None:
+            return
+        size = self._pending.size
+        if not await self._flush():
+            self.metrics.abandoned.inc(size)
+            log.warning("shutting down with %d rows unstored; they stay uncommitted in Kafka", size)
+
+    async def _measure_lag(self) -> None:
+        consumer = self._require(self._consumer)
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            if tp not in self._committed:
+                # Once per partition: where the group stood before this process.
+                self._committed[tp] = await consumer.committed(tp) or 0
+            lag = max(0, highwater - self._committed[tp])
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    async def _connect(self) -> AnyConnection:
+        conn = await connect(self.settings.database)
+        try:
+            await self.writer.prepare(conn)
+        except psycopg.errors.UndefinedTable:
+            await conn.close()
+            raise MarketDataError(
+                "the market-data tables do not exist: run `mdp migrate` first"
+            ) from None
+        return conn
+
+    @staticmethod
+    def _require(value: T | None) -> T:
+        if value is None:
+            raise MarketDataError("sink not started")
+        return value
+
+
+async def run_sink(settings: Settings) -> None:
+    """The `mdp sink` process: run until SIGTERM or SIGINT, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Sink(settings) as sink:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, sink.metrics_port)
+        await sink.run(stop)
+    log.info("sink stopped")

@@ -1,0 +1,165 @@
+"""Helpers for the sink tests: publish records, run a sink, wait for rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from marketdata.codec import encode_bars, encode_ticks
+from marketdata.kafka import create_producer
+from marketdata.records import Bar, Tick
+from marketdata.settings import Settings
+from marketdata.topics import instrument_key
+from sinks.service import Sink
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make_ticks(count: int, symbols: int = 8) -> list[Tick]:
+    """``count`` distinct trades; several share a timestamp, as on a busy market."""
+    return [
+        Tick(
+            exchange="BINANCE",
+            symbol=f"SYM{n % symbols}",
+            timestamp=T0 + timedelta(milliseconds=n // 3),
+            source="binance.trade",
+            trade_id=str(n),
+            price=Decimal("100.25") + n,
+            size=Decimal("0.001") * (n % 7 + 1),
+            side="buy" if n % 2 else "sell",
+            received_at=T0 + timedelta(milliseconds=n // 3 + 5),
+            extras={"n": n} if n % 5 == 0 else None,
+        )
+        for n in range(count)
+    ]
+
+
+def make_bar(minute: int, *, closed: bool = True, close: str = "101", symbol: str = "SYM0") -> Bar:
+    return Bar(
+        exchange="BINANCE", symbol=symbol, interval="1m", timestamp=T0 + timedelta(minutes=minute),
+        open=Decimal("100"), high=Decimal("102"), low=Decimal("99"), close=Decimal(close),
+        volume=Decimal("12.5"), trade_count=40, closed=closed, source="binance.kline",
+    )  # fmt: skip
+
+
+def tick_messages(ticks: Sequence[Tick], per_message: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs, each value a batch of one instrument's ticks."""
+    by_symbol: dict[str, list[Tick]] = {}
+    for tick in ticks:
+        by_symbol.setdefault(tick.symbol, []).append(tick)
+    messages = []
+    for symbol, group in by_symbol.items():
+        for start in range(0, len(group), per_message):
+            chunk = group[start : start + per_message]
+            messages.append((instrument_key("BINANCE", symbol), encode_ticks(chunk)))
+    return messages
+
+
+def bar_messages(bars: Sequence[Bar]) -> list[tuple[bytes, bytes]]:
+    return [(instrument_key(b.exchange, b.symbol), encode_bars([b])) for b in bars]
+
+
+async def publish(
+    settings: Settings, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
+    *, pace_s: float = 0.0,
+) -> None:  # fmt: skip
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+            if pace_s:
+                await asyncio.sleep(pace_s)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def count_rows(settings: Settings, table: str = "market_data_ticks") -> int:
+    with psycopg.connect(settings.database) as conn:
+        row = conn.execute(
+            psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def wait_for_rows(
+    settings: Settings, expected: int, table: str = "market_data_ticks", within: float = 60.0
+) -> int:
+    """Poll until the table holds ``expected`` rows (or more), or the time is up."""
+    deadline = asyncio.get_running_loop().time() + within
+    rows = await asyncio.to_thread(count_rows, settings, table)
+    while rows < expected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        rows = await asyncio.to_thread(count_rows, settings, table)
+    return rows
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 30.0) -> None:
+    """Poll ``condition`` (a metric, a count) until it holds; fail the test after ``within``."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - the condition is a value, not an event
+            await asyncio.sleep(0.1)
+
+
+def metric(sink: Sink, name: str, **labels: str) -> float:
+    return sink.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+@contextlib.asynccontextmanager
+async def running_sink(settings: Settings) -> AsyncIterator[Sink]:
+    """A sink in this process, stopped (with its drain) on exit."""
+    stop = asyncio.Event()
+    sink = Sink(settings)
+    await sink.start()
+    task = asyncio.create_task(sink.run(stop))
+    try:
+        yield sink
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            await sink.aclose()
+
+
+def sink_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """`mdp sink` as its own process, as production runs it."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "MARKET_DATA_DATABASE_URL": settings.database,
+        "MDP_TOPIC_PREFIX": settings.topic_prefix,
+        "MDP_SINK_GROUP": settings.sink_group,
+        "MDP_SINK_BATCH_ROWS": str(settings.sink_batch_rows),
+        "MDP_SINK_BATCH_MS": str(settings.sink_batch_ms),
+        "MDP_METRICS_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "marketdata", "sink"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def committed_total(settings: Settings, group: str, topic: str) -> int:
+    """The sum of the group's committed offsets over the topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        total = 0
+        for partition in range(settings.topic_partitions):
+            with contextlib.suppress(KafkaError):
+                total += await consumer.committed(TopicPartition(topic, partition)) or 0
+        return total
+    finally:
+        await consumer.stop()
