@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -133,8 +134,8 @@ async def running_sink(settings: Settings) -> AsyncIterator[Sink]:
             await sink.aclose()
 
 
-def sink_process(settings: Settings) -> subprocess.Popen[bytes]:
-    """`mdp sink` as its own process, as production runs it."""
+def sink_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """`mdp sink` as its own process, as production runs it; its output appended to ``log``."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
@@ -145,10 +146,11 @@ def sink_process(settings: Settings) -> subprocess.Popen[bytes]:
         "MDP_SINK_BATCH_MS": str(settings.sink_batch_ms),
         "MDP_METRICS_PORT": "0",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "marketdata", "sink"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "marketdata", "sink"], env=env,
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
 
 async def committed_total(settings: Settings, group: str, topic: str) -> int:
