@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.codec import has_zstd, lz4_encode
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from bench.report import command_line, write_section
 from marketdata.codec import encode_ticks
 from marketdata.kafka import PRODUCER_TUNING, admin_client, create_producer, ensure_topics
 from marketdata.records import Side, Tick
@@ -52,13 +52,6 @@ from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 
 SECTION: Final = "## Kafka producer settings (bench/producer_settings.py)"
-FILE_HEADER: Final = """# Benchmarks
-
-Each section below is produced by a script in `bench/`, which writes (or replaces) its own section
-and records the exact command line, the date and the machine. Every figure is compared against a
-baseline measured in the same run on the same machine, because absolute rates on a small shared
-machine move from one run to the next: compare ratios across runs, not raw rates.
-"""
 
 Tuning = tuple[str | None, int, int]  # compression_type, linger_ms, max_batch_size
 Messages = Sequence[tuple[bytes, bytes]]
@@ -499,7 +492,7 @@ def render(out: Outcome, messages: Messages, run: RunInfo) -> str:
     lines = [
         SECTION,
         "",
-        f"Command: `{command_line()}`  ",
+        f"Command: `{command_line('bench.producer_settings')}`  ",
         f"Date: {run.started_at:%Y-%m-%d %H:%M} UTC ({run.wall_s:.0f} s wall time)  ",
         f"Machine: nproc {os.cpu_count()} ({cpu_model()}), Python {platform.python_version()}, "
         f"aiokafka {metadata.version('aiokafka')}, cramjam {metadata.version('cramjam')}, "
@@ -552,26 +545,6 @@ def render(out: Outcome, messages: Messages, run: RunInfo) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def section_into(document: str, section: str) -> str:
-    """Replace this benchmark's section in ``document``, or append it; leave the others alone."""
-    if not document.strip():
-        return f"{FILE_HEADER}\n{section}"
-    start = document.find(SECTION)
-    if start < 0:
-        return f"{document.rstrip()}\n\n{section}"
-    following = document.find("\n## ", start + len(SECTION))
-    after = "" if following < 0 else "\n" + document[following + 1 :].rstrip() + "\n"
-    return f"{document[:start]}{section.rstrip()}\n{after}"
-
-
-def command_line() -> str:
-    python = sys.executable
-    with contextlib.suppress(ValueError):
-        relative = os.path.relpath(python)
-        python = python if relative.startswith("..") else relative
-    return shlex.join([python, "-m", "bench.producer_settings", *sys.argv[1:]])
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -644,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     section = render(out, messages, run)
     output: Path = args.output
-    output.write_text(section_into(output.read_text() if output.exists() else "", section))
+    write_section(output, SECTION, section)
     print(section)
 
 

@@ -70,6 +70,8 @@ class Sink:
         self._paused = False
         self._lag_at = 0.0
         self._committed: dict[TopicPartition, int] = {}
+        # Until messages are seen, assume processor-sized batches rather than single records.
+        self._rows_per_message = 100.0
         self._conn: AnyConnection | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -147,13 +149,21 @@ class Sink:
         if self._paused:
             # Partitions assigned by a rebalance while the database is away stay paused too.
             consumer.pause(*consumer.assignment())
+        # Fetch no more messages than the batch has room for, judged by the rows a message has
+        # held so far: memory stays bounded by the batch size whatever the backlog.
+        room = max(1, self.settings.sink_batch_rows - self.accumulator.rows)
+        limit = max(1, int(room / self._rows_per_message))
         async with kafka_errors():
-            fetched = await consumer.getmany(
-                timeout_ms=int(timeout_s * 1000), max_records=self.settings.sink_batch_rows
-            )
+            fetched = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=limit)
+        before, count = self.accumulator.rows, 0
         for tp, messages in fetched.items():
-            self.metrics.messages.inc(len(messages))
+            count += len(messages)
             self.accumulator.add(tp, messages)
+        if count:
+            self.metrics.messages.inc(count)
+            observed = max(1.0, (self.accumulator.rows - before) / count)
+            # Quick to believe bigger messages (memory), slow to believe smaller ones.
+            self._rows_per_message = max(observed, 0.7 * self._rows_per_message + 0.3 * observed)
 
     async def _flush(self) -> bool:
         """Write, dead-letter and commit the pending flush; on a transient failure, schedule a

@@ -1,6 +1,9 @@
 """One transaction per batch: binary COPY into a staging table, then INSERT … ON CONFLICT.
 
-Ticks: a key already stored is skipped (``DO NOTHING``). Bars: a later version replaces the
+Ticks: a key already stored is skipped (``DO NOTHING``). Since a tick batch rarely holds a stored
+key (only replays after a crash or a rebalance do), it is first copied straight into the table
+inside a savepoint, which runs at about twice the speed of the staged path; a unique violation
+rolls that back and the batch takes the staged path. Bars: a later version replaces the
 stored one, except that a replayed live version never overwrites a closed bar, and a version
 equal to the stored one writes nothing. The batch is deduplicated by key before the insert,
 since ``ON CONFLICT`` cannot touch one row twice in a statement.
@@ -8,7 +11,7 @@ since ``ON CONFLICT`` cannot touch one row twice in a statement.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -85,6 +88,9 @@ class BatchWriter:
         self._copy_ticks = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             stage_ticks, _names(tick_cols)
         )
+        self._copy_ticks_direct = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            ticks, _names(tick_cols)
+        )
         self._copy_bars = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             stage_bars, _names(bar_cols)
         )
@@ -116,22 +122,35 @@ class BatchWriter:
         self, conn: AnyConnection, ticks: Sequence[Tick], bars: Sequence[Bar]
     ) -> WriteResult:
         """Store one batch in one transaction; nothing is stored when it raises."""
-        ticks = unique_ticks(ticks)
         bars = latest_bars(bars)
-        inserted = written = 0
+        staged = inserted = written = 0
         async with conn.transaction(), conn.cursor() as cur:
             if ticks:
-                async with cur.copy(self._copy_ticks) as copy:
-                    copy.set_types(self._tick_types)
-                    for tick in ticks:
-                        await copy.write_row(_tick_row(tick))
-                await cur.execute(self._insert_ticks)
-                inserted = cur.rowcount
+                # A repeated key within the batch also fails the fast path, and is deduplicated
+                # on the staged one; a clean batch skips that work.
+                try:
+                    async with conn.transaction():
+                        rows = map(_tick_row, ticks)
+                        await self._copy(cur, self._copy_ticks_direct, self._tick_types, rows)
+                    staged = inserted = len(ticks)
+                except psycopg.errors.UniqueViolation:
+                    unique = unique_ticks(ticks)
+                    rows = map(_tick_row, unique)
+                    await self._copy(cur, self._copy_ticks, self._tick_types, rows)
+                    await cur.execute(self._insert_ticks)
+                    staged, inserted = len(ticks), cur.rowcount
             if bars:
-                async with cur.copy(self._copy_bars) as copy:
-                    copy.set_types(self._bar_types)
-                    for bar in bars:
-                        await copy.write_row(_bar_row(bar))
+                await self._copy(cur, self._copy_bars, self._bar_types, map(_bar_row, bars))
                 await cur.execute(self._upsert_bars)
                 written = cur.rowcount
-        return WriteResult(len(ticks), inserted, len(bars), written)
+        return WriteResult(staged, inserted, len(bars), written)
+
+    @staticmethod
+    async def _copy(
+        cur: psycopg.AsyncCursor[Any], statement: sql.Composed, types: list[str],
+        rows: Iterable[tuple[object, ...]],
+    ) -> None:  # fmt: skip
+        async with cur.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                await copy.write_row(row)
