@@ -14,5 +14,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka reports every transient coordinator hiccup at ERROR; ours say what matters.
-    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # aiokafka reports every transient coordinator hiccup at ERROR, and Alembic narrates its
+    # plugins and context at INFO; our own lines say what matters.
+    quieter = max(logging.getLevelName(level), logging.WARNING)
+    for noisy in ("aiokafka", "alembic"):
+        logging.getLogger(noisy).setLevel(quieter)

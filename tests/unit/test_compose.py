@@ -165,14 +165,17 @@ def test_long_running_services_have_a_healthcheck() -> None:
 
 
 def test_app_role_healthchecks_can_fail() -> None:
-    """Not `os.path.exists('/proc/1')`: the roles check what PID 1 is, the webhook its HTTP."""
-    for name in LONG_RUNNING - INFRA - {"webhook"}:
+    """Not `os.path.exists('/proc/1')`: the roles check what PID 1 is, the webhook and the sink
+    their HTTP endpoints."""
+    for name in LONG_RUNNING - INFRA - {"webhook", "sink"}:
         script = " ".join(_services()[name]["healthcheck"]["test"])
         assert "/proc/1/cmdline" in script, name
         assert "b'mdp'" in script, name
     webhook = " ".join(_services()["webhook"]["healthcheck"]["test"])
     assert "http://127.0.0.1:8080/healthz" in webhook
     assert "urllib" in webhook
+    sink = " ".join(_services()["sink"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{Settings.model_fields['metrics_port'].default}/health" in sink
     kafka = " ".join(_services()["kafka"]["healthcheck"]["test"])
     assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in kafka
     assert "--bootstrap-server kafka:9092" in kafka
