@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from marketdata.codec import encode_bars, encode_ticks
+from sinks.accumulator import Accumulator
+from tests.strategies import sample_bar, sample_tick
+
+TP0 = TopicPartition("md.ticks", 0)
+TP1 = TopicPartition("md.ticks", 1)
+
+
+def _message(offset: int, value: bytes, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="md.ticks", partition=partition, offset=offset, timestamp=0, timestamp_type=0,
+        key=b"BINANCE:BTCUSDT", value=value, checksum=None, serialized_key_size=15,
+        serialized_value_size=len(value), headers=(),
+    )  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rows_are_decoded_and_counted_per_record_not_per_message() -> None:
+    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock())
+    ticks = [sample_tick(trade_id=str(n)) for n in range(4)]
+    acc.add(TP0, [_message(7, encode_ticks(ticks)), _message(8, encode_bars([sample_bar()]))])
+    assert acc.rows == 5
+    pending = acc.take()
+    assert pending.ticks() == ticks
+    assert pending.bars() == [sample_bar()]
+    assert pending.offsets() == {TP0: 9}
+    assert acc.rows == 0
+    assert acc.seconds_until_due() is None
+
+
+def test_due_by_row_count_or_by_age_of_the_oldest_row() -> None:
+    clock = Clock()
+    acc = Accumulator(max_rows=3, max_age_s=0.25, clock=clock)
+    acc.add(TP0, [_message(0, encode_ticks([sample_tick()]))])
+    assert not acc.due()
+    assert acc.seconds_until_due() == 0.25
+    clock.now += 0.1
+    acc.add(TP1, [_message(0, encode_ticks([sample_tick(trade_id="x")]), partition=1)])
+    assert acc.seconds_until_due() == pytest.approx(0.15)  # the oldest row sets the deadline
+    clock.now += 0.15
+    assert acc.due()
+    fresh = Accumulator(max_rows=3, max_age_s=60, clock=clock)
+    fresh.add(TP0, [_message(n, encode_ticks([sample_tick(trade_id=str(n))])) for n in range(3)])
+    assert fresh.due()
+
+
+def test_undecodable_messages_are_kept_with_their_reason_and_still_advance_the_offset() -> None:
+    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock())
+    bad = _message(3, b"{not json")
+    acc.add(TP0, [_message(2, encode_ticks([sample_tick()])), bad])
+    pending = acc.take()
+    ((message, reason),) = pending.dead()
+    assert message is bad
+    assert "malformed JSON" in reason
+    assert pending.offsets() == {TP0: 4}
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    acc = Accumulator(max_rows=100, max_age_s=1.0, clock=Clock())
+    acc.add(TP0, [_message(0, encode_ticks([sample_tick()]))])
+    acc.add(TP1, [_message(0, encode_ticks([sample_tick(), sample_tick(trade_id="2")]), 1)])
+    assert acc.discard({TP1}) == 2
+    assert acc.rows == 1
+    pending = acc.take()
+    assert set(pending.offsets()) == {TP0}
+    pending.drop({TP0})
+    assert pending.size == 0
