@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from marketdata.services.postgres_native import NativePostgres
 from marketdata.settings import Settings
 from tests.integration.sinks.support import (
     committed_total,
@@ -21,6 +23,7 @@ from tests.integration.sinks.support import (
     tick_messages,
     wait_for_rows,
 )
+from tests.services import Found
 
 N = 20_000
 
@@ -105,3 +108,34 @@ async def test_sigterm_stores_commits_and_exits_zero(
     assert processes[0].wait(timeout=30) == 0
     topic = sink_settings.topics.ticks
     assert await committed_total(sink_settings, sink_settings.sink_group, topic) == len(messages)
+
+
+async def test_postgresql_stopped_mid_stream_then_restarted_stores_exactly_n(
+    small_batches: Settings,
+    processes: list[subprocess.Popen[bytes]],
+    log: Path,
+    services: Found,
+) -> None:
+    if services.how != "native":
+        pytest.skip(f"stops the server itself; the session's came from {services.how}")
+    server = NativePostgres(Settings.from_env({**os.environ, "MDP_SERVICES_BACKEND": "native"}))
+    assert server.status().running
+    messages = tick_messages(make_ticks(N), per_message=10)
+    processes.append(sink_process(small_batches, log))
+    stream = asyncio.create_task(
+        publish(small_batches, small_batches.topics.ticks, messages, pace_s=0.002)
+    )
+    assert await wait_for_rows(small_batches, N // 4) >= N // 4
+    await asyncio.to_thread(server.stop)
+    try:
+        await asyncio.sleep(4)
+        assert processes[0].poll() is None  # the sink waits for its database, it does not die
+    finally:
+        await asyncio.to_thread(server.start)
+    await stream
+    assert await wait_for_rows(small_batches, N, within=90) == N
+    assert _distinct_trades(small_batches) == N
+    assert processes[0].poll() is None
+    output = log.read_text()
+    assert "consumption paused" in output  # it did meet the outage
+    assert "consumption resumed" in output
