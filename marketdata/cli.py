@@ -70,9 +70,24 @@ def backfill(venue: str) -> None:
 
 
 @cli.command()
-def process() -> None:
-    """Run a faust worker that deduplicates and batches ticks and bars."""
-    _pending("process", 5)
+@click.pass_obj
+def process(settings: Settings) -> None:
+    """Run a faust worker: deduplicate and batch md.ticks.raw / md.bars.raw.
+
+    \b
+    Writes per-instrument batches (MDP_PROCESS_BATCH_RECORDS records at most) to md.ticks and
+    md.bars, taking MDP_PROCESS_TAKE_MESSAGES messages or MDP_PROCESS_BATCH_MS at a time. Drops
+    ticks already emitted within MDP_DEDUPE_WINDOW_S / MDP_DEDUPE_WINDOW_KEYS, and superseded
+    bar versions. Undecodable messages go to md.dlq. Workers with the same MDP_PROCESS_GROUP
+    share the partitions. Metrics and /health on MDP_METRICS_HOST:MDP_PROCESS_WEB_PORT.
+    """
+    # Imported here: faust costs every other role half a second and tens of MB.
+    from processors.worker import run_worker  # noqa: PLC0415
+
+    try:
+        run_worker(settings)
+    except MarketDataError as exc:
+        _fail(exc)
 
 
 @cli.command()

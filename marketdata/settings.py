@@ -62,6 +62,15 @@ class Settings(BaseModel):
     ticks_retention: str | None = Field(None, alias="MDP_TICKS_RETENTION", pattern=_INTERVAL)
     bars_retention: str | None = Field(None, alias="MDP_BARS_RETENTION", pattern=_INTERVAL)
 
+    # Processors (`mdp process`).
+    process_group: str = Field("mdp-processor", alias="MDP_PROCESS_GROUP", min_length=1)
+    process_batch_records: int = Field(500, alias="MDP_PROCESS_BATCH_RECORDS", ge=1, le=100_000)
+    process_batch_ms: int = Field(200, alias="MDP_PROCESS_BATCH_MS", ge=1, le=60_000)
+    process_take_messages: int = Field(1000, alias="MDP_PROCESS_TAKE_MESSAGES", ge=1, le=100_000)
+    dedupe_window_keys: int = Field(1_000_000, alias="MDP_DEDUPE_WINDOW_KEYS", ge=1)
+    dedupe_window_s: float = Field(600.0, alias="MDP_DEDUPE_WINDOW_S", gt=0)
+    process_web_port: int = Field(6066, alias="MDP_PROCESS_WEB_PORT", ge=0, le=65535)
+
     # Sink (`mdp sink`).
     sink_group: str = Field("mdp-sink", alias="MDP_SINK_GROUP", min_length=1)
     sink_batch_rows: int = Field(20_000, alias="MDP_SINK_BATCH_ROWS", ge=1, le=1_000_000)

@@ -1,1 +1,1 @@
-"""processors of the market-data pipeline (see README)."""
+"""The processors: faust workers that deduplicate and batch the raw topics."""

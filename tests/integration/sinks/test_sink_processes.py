@@ -136,6 +136,6 @@ async def test_postgresql_stopped_mid_stream_then_restarted_stores_exactly_n(
     assert await wait_for_rows(small_batches, N, within=90) == N
     assert _distinct_trades(small_batches) == N
     assert processes[0].poll() is None
-    output = log.read_text()
+    output = await asyncio.to_thread(log.read_text)
     assert "consumption paused" in output  # it did meet the outage
     assert "consumption resumed" in output

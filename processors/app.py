@@ -1,0 +1,122 @@
+"""The faust app: one agent per raw topic, each deduplicating and batching.
+
+Each agent takes up to MDP_PROCESS_TAKE_MESSAGES messages or MDP_PROCESS_BATCH_MS of them
+(``Stream.take_events``), hands them to :class:`BatchProcessor`, and sends the batches it
+returns. faust-streaming 0.15 acks the taken events only once the agent has handled the whole
+buffer, and flushes its producer before it commits offsets, so a crash replays (never loses)
+what was in hand; the rebuilt dedupe window drops what of it was already emitted.
+Agents run with ``concurrency=1``: with more, faust may commit past an event still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from marketdata.dlq import dead_letter_headers
+from marketdata.settings import Settings
+from processors.core import BatchProcessor
+from processors.metrics import ProcessorMetrics
+from processors.rebuild import load_window
+
+log = logging.getLogger(__name__)
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{server}" for server in bootstrap.split(",")]
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    metrics = ProcessorMetrics(registry or CollectorRegistry())
+    app = faust.App(
+        settings.process_group,
+        broker=broker_urls(settings.kafka_bootstrap),
+        store="memory://",
+        autodiscover=False,
+        web_host=settings.metrics_host,
+        web_bind=settings.metrics_host,
+        web_port=settings.process_web_port,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        # A dead worker's partitions move after 10 s, not faust's default minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        producer_acks=-1,
+        producer_compression_type="zstd",
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+    )
+    topics = settings.topics
+    processor = BatchProcessor(
+        topics, max_records=settings.process_batch_records,
+        window_keys=settings.dedupe_window_keys, window_s=settings.dedupe_window_s,
+    )  # fmt: skip
+
+    def raw(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw")  # fmt: skip
+
+    outputs = {name: raw(name) for name in (topics.ticks, topics.bars, topics.dlq)}
+
+    async def handle(events: Sequence[faust.EventT[Any]]) -> None:
+        messages = [event.message for event in events]
+        for partition in {m.partition for m in messages if m.topic == topics.ticks_raw}:
+            if partition not in processor.windows:
+                loaded = await load_window(settings, partition, processor.window(partition))
+                metrics.window_loads.inc(loaded)
+        result = processor.process(messages)
+        for output in result.outputs:
+            await outputs[output.topic].send(key=output.key, value=output.value)
+        for message, reason in result.dead:
+            log.warning(
+                "dead letter %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                reason,
+            )
+            await outputs[topics.dlq].send(
+                key=message.key, value=message.value,
+                headers=dead_letter_headers(message, reason, "processor"),
+            )  # fmt: skip
+        metrics.messages_in.labels(messages[0].topic).inc(len(messages))
+        metrics.records_in.inc(result.records_in)
+        metrics.records_out.labels("tick").inc(result.ticks_out)
+        metrics.records_out.labels("bar").inc(result.bars_out)
+        metrics.duplicates.inc(result.duplicates)
+        metrics.batches.inc(len(result.outputs))
+        metrics.dead_letters.inc(len(result.dead))
+
+    async def agent(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        within = settings.process_batch_ms / 1000
+        async for events in cast(faust.Stream[Any], stream).take_events(
+            settings.process_take_messages, within
+        ):
+            await handle(events)
+            yield None
+
+    for name in (topics.ticks_raw, topics.bars_raw):
+        app.agent(raw(name), name=f"process-{name}", concurrency=1)(agent)
+
+    @app.on_partitions_revoked.connect
+    async def forget(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0] if args else set()
+        processor.forget(tp.partition for tp in revoked if tp.topic == topics.ticks_raw)
+
+    @app.page("/metrics")
+    async def serve_metrics(view: View, request: Request) -> Response:
+        # aiohttp wants the charset apart from the content type.
+        content_type = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+        return view.bytes(generate_latest(metrics.registry), content_type=content_type)
+
+    @app.page("/health")
+    async def serve_health(view: View, request: Request) -> Response:
+        ready = app.rebalancing is False and app.consumer is not None
+        return view.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
+
+    return app

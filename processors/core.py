@@ -1,0 +1,98 @@
+"""What a processor does to a handful of raw messages, without I/O: decode, drop duplicate ticks,
+keep the latest version of each bar, and re-pack the survivors into per-instrument batches.
+
+The faust agent and the plain-aiokafka baseline of ``bench/processor.py`` both call this, so the
+benchmark compares the frameworks and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from marketdata.codec import TickBatch, decode, encode_bars, encode_ticks
+from marketdata.dedupe import latest_bars
+from marketdata.dlq import SourceMessage
+from marketdata.errors import DecodeError
+from marketdata.records import Bar, Tick
+from marketdata.topics import Topics, instrument_key
+from processors.window import SeenWindow
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class Result:
+    outputs: list[Output] = field(default_factory=list)
+    dead: list[tuple[SourceMessage, str]] = field(default_factory=list)
+    records_in: int = 0
+    ticks_out: int = 0
+    bars_out: int = 0
+    duplicates: int = 0
+
+
+class BatchProcessor:
+    def __init__(
+        self, topics: Topics, *, max_records: int, window_keys: int, window_s: float
+    ) -> None:
+        self.topics = topics
+        self.max_records = max_records
+        self.window_keys = window_keys
+        self.window_s = window_s
+        self.windows: dict[int, SeenWindow] = {}
+
+    def window(self, partition: int) -> SeenWindow:
+        """The seen-keys window of one input partition (created empty when missing)."""
+        window = self.windows.get(partition)
+        if window is None:
+            window = self.windows[partition] = SeenWindow(self.window_keys, self.window_s)
+        return window
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.windows.pop(partition, None)
+
+    def process(self, messages: Sequence[SourceMessage]) -> Result:
+        result = Result()
+        ticks: dict[bytes, list[Tick]] = {}
+        bars: dict[bytes, list[Bar]] = {}
+        for message in messages:
+            try:
+                batch = decode(message.value)
+            except DecodeError as exc:
+                result.dead.append((message, exc.reason))
+                continue
+            result.records_in += len(batch.records)
+            if isinstance(batch, TickBatch):
+                fresh = self.window(message.partition).admit(batch.records)
+                result.duplicates += len(batch.records) - len(fresh)
+                for tick in fresh:
+                    ticks.setdefault(instrument_key(tick.exchange, tick.symbol), []).append(tick)
+            else:
+                for bar in batch.records:
+                    bars.setdefault(instrument_key(bar.exchange, bar.symbol), []).append(bar)
+        for key, group in ticks.items():
+            result.ticks_out += len(group)
+            for chunk in _chunks(group, self.max_records):
+                result.outputs.append(Output(self.topics.ticks, key, encode_ticks(chunk)))
+        for key, versions in bars.items():
+            kept = latest_bars(versions)
+            result.duplicates += len(versions) - len(kept)
+            result.bars_out += len(kept)
+            for bar_chunk in _chunks(kept, self.max_records):
+                result.outputs.append(Output(self.topics.bars, key, encode_bars(bar_chunk)))
+        return result
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
