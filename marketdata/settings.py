@@ -70,6 +70,9 @@ class Settings(BaseModel):
     dedupe_window_keys: int = Field(1_000_000, alias="MDP_DEDUPE_WINDOW_KEYS", ge=1)
     dedupe_window_s: float = Field(600.0, alias="MDP_DEDUPE_WINDOW_S", gt=0)
     process_web_port: int = Field(6066, alias="MDP_PROCESS_WEB_PORT", ge=0, le=65535)
+    process_commit_interval_s: float = Field(
+        1.0, alias="MDP_PROCESS_COMMIT_INTERVAL_S", gt=0, le=60
+    )
 
     # Sink (`mdp sink`).
     sink_group: str = Field("mdp-sink", alias="MDP_SINK_GROUP", min_length=1)

@@ -46,6 +46,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # A dead worker's partitions move after 10 s, not faust's default minute.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # What a crashed worker replays: at most this much of its input.
+        broker_commit_interval=settings.process_commit_interval_s,
         producer_acks=-1,
         producer_compression_type="zstd",
         producer_linger_ms=5,

@@ -33,6 +33,7 @@ def processor_process(
         "MDP_PROCESS_GROUP": settings.process_group,
         "MDP_PROCESS_WEB_PORT": str(web_port or settings.process_web_port),
         "MDP_PROCESS_BATCH_MS": str(settings.process_batch_ms),
+        "MDP_PROCESS_COMMIT_INTERVAL_S": str(settings.process_commit_interval_s),
         "MDP_LOG_LEVEL": "INFO",
     }
     with log.open("ab") as output:
