@@ -1,0 +1,1 @@
+"""Binance spot market data: live streams (WebSocket) and history (REST klines)."""
