@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from typing import NoReturn
 
 import click
@@ -62,11 +63,62 @@ def produce(venue: str) -> None:
     _pending(f"produce {venue}", {"binance": 6, "ibkr": 8, "dtc": 9}[venue])
 
 
-@cli.command()
-@click.argument("venue", type=click.Choice(["binance", "ibkr", "dtc"]))
-def backfill(venue: str) -> None:
-    """Fetch historical bars from VENUE into the raw Kafka topics."""
-    _pending(f"backfill {venue}", {"binance": 6, "ibkr": 8, "dtc": 9}[venue])
+@cli.group()
+def backfill() -> None:
+    """Fetch historical bars from a venue into md.bars.raw."""
+
+
+def _utc(_: click.Context, __: click.Parameter, value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+_DATE = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"])
+
+
+@backfill.command("binance")
+@click.option("--symbol", required=True, help="Binance symbol, e.g. BTCUSDT.")
+@click.option("--interval", required=True, help="Kline interval: 1s 1m 3m 5m 15m 30m 1h … 1M.")
+@click.option("--start", required=True, type=_DATE, callback=_utc, help="First bar (UTC).")
+@click.option("--end", type=_DATE, callback=_utc, help="Last bar (UTC); default: now.")
+@click.option("--resume", is_flag=True, help="Start from the newest bar already stored.")
+@click.pass_obj
+def backfill_binance(
+    settings: Settings, *, symbol: str, interval: str, start: datetime, end: datetime | None,
+    resume: bool,
+) -> None:  # fmt: skip
+    """Page through Binance REST klines (1000 a request) within its rate limits."""
+    from producers.binance.backfill import backfill as run  # noqa: PLC0415
+
+    with click.progressbar(length=1, label=f"{symbol} {interval}", file=sys.stderr) as bar:
+
+        def progress(done: int, expected: int) -> None:
+            bar.length = expected
+            bar.update(done - bar.pos)
+
+        try:
+            result = asyncio.run(
+                run(settings, symbol, interval, start, end, resume=resume, progress=progress)
+            )
+        except MarketDataError as exc:
+            _fail(exc)
+    click.echo(
+        f"{result.bars} bars of {symbol.upper()} {interval} from {result.started_at:%Y-%m-%d %H:%M}"
+        f" published to {settings.topics.bars_raw}"
+        + (f"; {result.rejected} malformed rows dead-lettered" if result.rejected else "")
+        + (f"; waited {result.waited_s:.0f}s for rate limits" if result.waited_s else "")
+    )
+
+
+@backfill.command("ibkr")
+def backfill_ibkr() -> None:
+    """Interactive Brokers history (issue #8)."""
+    _pending("backfill ibkr", 8)
+
+
+@backfill.command("dtc")
+def backfill_dtc() -> None:
+    """Sierra Chart DTC history (issue #9)."""
+    _pending("backfill dtc", 9)
 
 
 @cli.command()

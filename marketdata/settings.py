@@ -21,6 +21,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 DEFAULT_KAFKA_PORT: Final = 19092
 DEFAULT_POSTGRES_PORT: Final = 15432
+BINANCE_OFFICIAL: Final = ("https://api.binance.com", "wss://stream.binance.com:9443")
+BINANCE_FAKE: Final = ("http://127.0.0.1:18090", "ws://127.0.0.1:18090")
 _INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
 
@@ -50,6 +52,7 @@ class Settings(BaseModel):
     binance_api_key: SecretStr | None = Field(None, alias="BINANCE_API_KEY")
     binance_api_secret: SecretStr | None = Field(None, alias="BINANCE_API_SECRET")
     binance_api_base_url: str | None = Field(None, alias="BINANCE_API_BASE_URL")
+    binance_stream_url: str | None = Field(None, alias="BINANCE_STREAM_URL")
     ibkr_host: str = Field("127.0.0.1", alias="IBKR_HOST", min_length=1)
     ibkr_port: Port = Field(7497, alias="IBKR_PORT")
     ibkr_client_id: int = Field(1, alias="IBKR_CLIENT_ID", ge=0, le=2**31 - 1)
@@ -111,6 +114,13 @@ class Settings(BaseModel):
             raise ValueError(f"must be host:port[,host:port...], bad entries: {bad or [value]}")
         return ",".join(servers)
 
+    @field_validator("binance_stream_url")
+    @classmethod
+    def _ws_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value.rstrip("/") if value else value
+
     @field_validator("binance_api_base_url", "ibkr_http_sandbox_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -127,6 +137,19 @@ class Settings(BaseModel):
     def database(self) -> str:
         """The database to use: the variable when set, else the local server of `mdp services`."""
         return self.database_url or f"postgresql://mdp@127.0.0.1:{self.postgres_port}/marketdata"
+
+    @property
+    def binance_rest(self) -> str:
+        """REST base: the variable when set, else Binance (official) or the local fake (sandbox)."""
+        if self.binance_api_base_url:
+            return self.binance_api_base_url
+        return BINANCE_OFFICIAL[0] if self.providers_sandbox_mode == "official" else BINANCE_FAKE[0]
+
+    @property
+    def binance_stream(self) -> str:
+        if self.binance_stream_url:
+            return self.binance_stream_url
+        return BINANCE_OFFICIAL[1] if self.providers_sandbox_mode == "official" else BINANCE_FAKE[1]
 
     @property
     def topics(self) -> Topics:

@@ -1,0 +1,145 @@
+"""Binance REST klines, page by page, within the request-weight limit.
+
+Spot allows 6000 request weight a minute per IP; a klines request of up to 1000 bars weighs 2.
+The pager reads the used weight from each answer's ``X-MBX-USED-WEIGHT-1m`` header and, past
+``safety`` of the limit, waits for the next minute before asking again. On 429 it waits for
+``Retry-After``; on 418 (the IP is banned) it stops and says until when; network and server
+errors are retried with backoff; any other client error (a bad symbol or interval) stops with
+Binance's own message. binance-connector is synchronous: callers run the pager in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import requests
+from binance.error import ClientError, ServerError
+from binance.spot import Spot
+
+from marketdata.backoff import Backoff
+from marketdata.errors import InvalidRecord, MarketDataError
+from marketdata.records import Bar
+from producers.binance.normalise import rest_kline
+
+log = logging.getLogger(__name__)
+
+PAGE: Final = 1000
+WEIGHT_LIMIT: Final = 6000
+INTERVAL_MS: Final = {
+    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000,
+    "1M": 2_678_400_000,  # 31 days: an upper bound, used only to estimate progress
+}  # fmt: skip
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class BinanceRestError(MarketDataError):
+    """Binance refused a request; the message is Binance's own."""
+
+
+class KlinePager:
+    def __init__(
+        self, client: Spot, symbol: str, interval: str, start: datetime, end: datetime | None,
+        *, safety: float = 0.8, max_attempts: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
+        if interval not in INTERVAL_MS:
+            raise BinanceRestError(f"unknown interval {interval!r}")
+        self.client = client
+        self.symbol = symbol.upper()
+        self.interval = interval
+        self.start = start
+        self.end = end
+        self.safety = safety
+        self.max_attempts = max_attempts
+        self.sleep = sleep
+        self.used_weight = 0
+        self.waited_s = 0.0
+
+    def expected_bars(self, server_time: datetime) -> int:
+        end = min(self.end or server_time, server_time)
+        return max(0, (to_ms(end) - to_ms(self.start)) // INTERVAL_MS[self.interval] + 1)
+
+    def server_time(self) -> datetime:
+        answer = self._call(self.client.time)
+        return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
+
+    def pages(self, server_time: datetime) -> Iterator[tuple[list[Bar], list[tuple[Any, str]]]]:
+        """Bars from ``start`` to ``end`` (or now), oldest first, a page at a time, with the rows
+        that did not normalise and why."""
+        cursor = to_ms(self.start)
+        end_ms = to_ms(self.end) if self.end else None
+        while end_ms is None or cursor <= end_ms:
+            rows = self._call(
+                self.client.klines, self.symbol, self.interval,
+                startTime=cursor, endTime=end_ms, limit=PAGE,
+            )  # fmt: skip
+            if not rows:
+                return
+            bars, rejected = [], []
+            for row in rows:
+                try:
+                    bars.append(rest_kline(self.symbol, self.interval, row, server_time))
+                except InvalidRecord as exc:
+                    rejected.append((row, str(exc)))
+            yield bars, rejected
+            if len(rows) < PAGE:
+                return
+            cursor = rows[-1][0] + 1
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        backoff = Backoff(initial=1.0, maximum=30.0)
+        for attempt in range(1, self.max_attempts + 1):
+            self._respect_weight()
+            try:
+                answer = method(*args, **kwargs)
+            except ClientError as exc:
+                self._client_error(exc)
+            except (ServerError, requests.RequestException) as exc:
+                if attempt == self.max_attempts:
+                    raise BinanceRestError(
+                        f"Binance unreachable after {attempt} tries: {exc}"
+                    ) from exc
+                delay = backoff.next_delay()
+                log.warning("Binance request failed (%s); retry in %.1fs", exc, delay)
+                self._wait(delay)
+            else:
+                usage = answer.get("limit_usage", {}) if isinstance(answer, dict) else {}
+                self.used_weight = int(usage.get("x-mbx-used-weight-1m", self.used_weight))
+                return answer.get("data", answer) if isinstance(answer, dict) else answer
+        raise BinanceRestError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _client_error(self, exc: ClientError) -> None:
+        headers = exc.header or {}
+        if exc.status_code == 429:
+            wait = float(headers.get("Retry-After", 60))
+            log.warning("Binance answered 429 (rate limit); waiting %.0fs as told", wait)
+            self._wait(wait)
+            return
+        if exc.status_code == 418:
+            seconds = float(headers.get("Retry-After", 0))
+            until = datetime.now(UTC) + timedelta(seconds=seconds)
+            raise BinanceRestError(
+                f"Binance banned this IP (418) until {until:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        raise BinanceRestError(f"Binance: {exc.error_message} (code {exc.error_code})")
+
+    def _respect_weight(self) -> None:
+        if self.used_weight >= WEIGHT_LIMIT * self.safety:
+            wait = 60 - time.time() % 60 + 0.5
+            log.warning("used weight %d of %d; waiting %.0fs for the next minute",
+                        self.used_weight, WEIGHT_LIMIT, wait)  # fmt: skip
+            self._wait(wait)
+            self.used_weight = 0
+
+    def _wait(self, seconds: float) -> None:
+        self.waited_s += seconds
+        self.sleep(seconds)

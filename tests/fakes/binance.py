@@ -1,0 +1,185 @@
+"""A Binance-compatible server on loopback: REST (ping, time, exchangeInfo, klines) and
+WebSocket streams (``/ws/<stream>``, ``/stream?streams=``), speaking Binance's wire formats so
+that binance-connector's real clients run against it unchanged.
+
+Klines come from a deterministic series per symbol and interval (a random walk seeded by the
+symbol), so a test knows the exact bar set of any range. Faults on demand: ``fail_next`` (e.g.
+429 with Retry-After), ``weight_used`` (the X-MBX-USED-WEIGHT-1m the next answers report),
+``drop_connections``, ``push_raw`` (malformed frames), ``silent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+
+from aiohttp import WSMsgType, web
+
+INTERVAL_MS: Final = {
+    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000,
+}  # fmt: skip
+SYMBOLS: Final = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
+
+
+def kline_row(symbol: str, interval: str, open_ms: int) -> list[Any]:
+    """The bar opening at ``open_ms``, the same every time it is asked for."""
+    step = INTERVAL_MS[interval]
+    rng = random.Random(f"{symbol}/{interval}/{open_ms}")
+    base = Decimal(1000 + (open_ms // step) % 500)
+    o = base + Decimal(rng.randint(0, 99)) / 100
+    c = base + Decimal(rng.randint(0, 99)) / 100
+    h = max(o, c) + Decimal(rng.randint(0, 50)) / 100
+    low = min(o, c) - Decimal(rng.randint(0, 50)) / 100
+    volume = Decimal(rng.randint(1, 10_000)) / 1000
+    close_ms = open_ms + step - 1
+    return [open_ms, f"{o:.8f}", f"{h:.8f}", f"{low:.8f}", f"{c:.8f}", f"{volume:.8f}",
+            close_ms, f"{volume * c:.8f}", rng.randint(1, 500), "0", "0", "0"]  # fmt: skip
+
+
+@dataclass
+class FakeBinance:
+    """Start with :meth:`start`; ``rest_url`` and ``stream_url`` are the addresses to use."""
+
+    now_ms: int | None = None  # fixed server time; None follows the clock
+    weight_used: int = 0
+    klines_requests: int = 0
+    silent: bool = False
+    _faults: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    _sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def server_ms(self) -> int:
+        return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v3/ping", self._ping)
+        app.router.add_get("/api/v3/time", self._time)
+        app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        app.router.add_get("/api/v3/klines", self._klines)
+        app.router.add_get("/ws/{stream}", self._stream)
+        app.router.add_get("/ws", self._stream)
+        app.router.add_get("/stream", self._stream)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        await self.drop_connections()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # Faults --------------------------------------------------------------------------------
+
+    def fail_next(self, status: int, *, retry_after: int | None = None, code: int = -1003,
+                  msg: str = "Too many requests.") -> None:  # fmt: skip
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self._faults.append((status, headers, {"code": code, "msg": msg}))
+
+    async def drop_connections(self) -> None:
+        for socket in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await socket.close()
+        self._sockets.clear()
+
+    # Streams -------------------------------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        return len(self._sockets)
+
+    async def push(self, stream: str, payload: dict[str, Any]) -> None:
+        """Send one event to every connection (combined format on ``/stream`` connections)."""
+        for socket in list(self._sockets):
+            combined = socket.get("combined", False)
+            body = {"stream": stream, "data": payload} if combined else payload
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await socket.send_str(json.dumps(body))
+
+    async def push_raw(self, text: str) -> None:
+        for socket in list(self._sockets):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await socket.send_str(text)
+
+    async def _stream(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(heartbeat=20.0)
+        await socket.prepare(request)
+        socket["combined"] = request.path == "/stream"
+        self._sockets.add(socket)
+        try:
+            async for message in socket:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                command = json.loads(message.data)
+                if command.get("method") in {"SUBSCRIBE", "UNSUBSCRIBE"} and not self.silent:
+                    await socket.send_str(json.dumps({"result": None, "id": command.get("id")}))
+        finally:
+            self._sockets.discard(socket)
+        return socket
+
+    # REST ----------------------------------------------------------------------------------
+
+    def _headers(self, weight: int) -> dict[str, str]:
+        self.weight_used += weight
+        return {"X-MBX-USED-WEIGHT-1m": str(self.weight_used)}
+
+    def _fault(self) -> web.Response | None:
+        if not self._faults:
+            return None
+        status, headers, body = self._faults.pop(0)
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _ping(self, _: web.Request) -> web.Response:
+        return self._fault() or web.json_response({}, headers=self._headers(1))
+
+    async def _time(self, _: web.Request) -> web.Response:
+        return self._fault() or web.json_response(
+            {"serverTime": self.server_ms()}, headers=self._headers(1)
+        )
+
+    async def _exchange_info(self, _: web.Request) -> web.Response:
+        symbols = [{"symbol": s, "status": "TRADING", "baseAsset": s[:3], "quoteAsset": s[3:]}
+                   for s in SYMBOLS]  # fmt: skip
+        return self._fault() or web.json_response(
+            {"timezone": "UTC", "serverTime": self.server_ms(), "symbols": symbols},
+            headers=self._headers(20),
+        )
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        self.klines_requests += 1
+        fault = self._fault()
+        if fault is not None:
+            return fault
+        query = request.query
+        symbol, interval = query.get("symbol", ""), query.get("interval", "")
+        if symbol not in SYMBOLS:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        if interval not in INTERVAL_MS:
+            return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
+        limit = min(int(query.get("limit", 500)), 1000)
+        step = INTERVAL_MS[interval]
+        now = self.server_ms()
+        end = min(int(query.get("endTime", now)), now)
+        start = int(query.get("startTime", end - step * limit))
+        first = -(-start // step) * step  # first open time at or after startTime
+        rows = [kline_row(symbol, interval, t) for t in range(first, end + 1, step)][:limit]
+        await asyncio.sleep(0)
+        return web.json_response(rows, headers=self._headers(2 if limit <= 1000 else 5))
