@@ -56,11 +56,42 @@ def _pending(role: str, issue: int) -> None:
     sys.exit(2)
 
 
-@cli.command()
-@click.argument("venue", type=click.Choice(["binance", "ibkr", "dtc"]))
-def produce(venue: str) -> None:
-    """Stream live ticks and bars from VENUE into the raw Kafka topics."""
-    _pending(f"produce {venue}", {"binance": 6, "ibkr": 8, "dtc": 9}[venue])
+@cli.group()
+def produce() -> None:
+    """Stream live ticks and bars from a venue into md.ticks.raw / md.bars.raw."""
+
+
+@produce.command("binance")
+@click.option("--symbols", required=True, help="Comma-separated, e.g. BTCUSDT,ETHUSDT.")
+@click.option(
+    "--streams", default="trade,kline_1m,bookTicker", show_default=True,
+    help="Comma-separated stream kinds: trade, aggTrade, kline_<interval>, bookTicker.",
+)  # fmt: skip
+@click.option("--watchdog", default=30.0, show_default=True,
+              help="Seconds without a frame before the connection is replaced.")  # fmt: skip
+@click.pass_obj
+def produce_binance(settings: Settings, *, symbols: str, streams: str, watchdog: float) -> None:
+    """Binance spot streams (BINANCE_STREAM_URL; sandbox: the local fake)."""
+    from producers.binance.run import run_live  # noqa: PLC0415
+
+    names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    kinds = [k.strip() for k in streams.split(",") if k.strip()]
+    try:
+        asyncio.run(run_live(settings, names, kinds, watchdog_s=watchdog))
+    except MarketDataError as exc:
+        _fail(exc)
+
+
+@produce.command("ibkr")
+def produce_ibkr() -> None:
+    """Interactive Brokers through TWS / IB Gateway (issue #8)."""
+    _pending("produce ibkr", 8)
+
+
+@produce.command("dtc")
+def produce_dtc() -> None:
+    """Sierra Chart through the DTC protocol (issue #9)."""
+    _pending("produce dtc", 9)
 
 
 @cli.group()

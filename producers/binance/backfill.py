@@ -57,8 +57,18 @@ async def backfill(
         if newest is not None and newest > start:
             log.info("resuming from the newest stored bar, %s", newest.isoformat())
             start = newest  # re-fetched too: it may have been stored before it closed
+    own_client = pager is None
     pager = pager or KlinePager(rest_client(settings), symbol, interval, start, end)
     pager.start = start
+    pager.progress = progress
+    try:
+        return await _publish_pages(settings, pager, start)
+    finally:
+        if own_client:
+            pager.client.session.close()
+
+
+async def _publish_pages(settings: Settings, pager: KlinePager, start: datetime) -> BackfillResult:
     server_time = await asyncio.to_thread(pager.server_time)
     expected = pager.expected_bars(server_time)
     producer = create_producer(settings)
@@ -76,8 +86,8 @@ async def backfill(
                 await publisher.dead(json.dumps(row).encode(), reason, "binance.rest.klines")
             done += len(bars)
             rejected += len(bad)
-            if progress:
-                progress(done, max(expected, done))
+            if pager.progress:
+                pager.progress(done, max(expected, done))
         await publisher.flush(wait=True)
     finally:
         await producer.stop()

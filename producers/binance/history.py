@@ -63,6 +63,7 @@ class KlinePager:
         self.sleep = sleep
         self.used_weight = 0
         self.waited_s = 0.0
+        self.progress: Callable[[int, int], None] | None = None
 
     def expected_bars(self, server_time: datetime) -> int:
         end = min(self.end or server_time, server_time)

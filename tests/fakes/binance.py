@@ -50,7 +50,9 @@ class FakeBinance:
     now_ms: int | None = None  # fixed server time; None follows the clock
     weight_used: int = 0
     klines_requests: int = 0
-    silent: bool = False
+    silent: bool = False  # no reply to SUBSCRIBE
+    mute: bool = False  # no frames at all, the connection left open
+    subscriptions: int = 0
     _faults: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
     _runner: web.AppRunner | None = None
@@ -108,6 +110,8 @@ class FakeBinance:
 
     async def push(self, stream: str, payload: dict[str, Any]) -> None:
         """Send one event to every connection (combined format on ``/stream`` connections)."""
+        if self.mute:
+            return
         for socket in list(self._sockets):
             combined = socket.get("combined", False)
             body = {"stream": stream, "data": payload} if combined else payload
@@ -120,7 +124,7 @@ class FakeBinance:
                 await socket.send_str(text)
 
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(heartbeat=20.0)
+        socket = web.WebSocketResponse(heartbeat=None if self.mute else 20.0)
         await socket.prepare(request)
         socket["combined"] = request.path == "/stream"
         self._sockets.add(socket)
@@ -129,6 +133,8 @@ class FakeBinance:
                 if message.type != WSMsgType.TEXT:
                     continue
                 command = json.loads(message.data)
+                if command.get("method") == "SUBSCRIBE":
+                    self.subscriptions += 1
                 if command.get("method") in {"SUBSCRIBE", "UNSUBSCRIBE"} and not self.silent:
                     await socket.send_str(json.dumps({"result": None, "id": command.get("id")}))
         finally:

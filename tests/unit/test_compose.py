@@ -226,13 +226,12 @@ def test_app_services_build_the_project_and_run_real_mdp_subcommands() -> None:
 
 def test_one_producer_service_per_cli_venue() -> None:
     produce = cli.commands["produce"]
-    venue = produce.params[0]
-    assert isinstance(venue.type, click.Choice)
-    venues = {str(choice) for choice in venue.type.choices}
+    assert isinstance(produce, click.Group)
+    venues = set(produce.commands)
     producers = {name for name in _services() if name.startswith("producer-")}
     assert producers == {f"producer-{v}" for v in venues}
     for v in venues:
-        assert _command(f"producer-{v}") == ["produce", v]
+        assert _command(f"producer-{v}")[:2] == ["produce", v]
 
 
 def test_processor_is_scalable() -> None:

@@ -1,0 +1,43 @@
+"""The `mdp produce binance` process: settings in, streams to Kafka until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from marketdata.kafka import create_producer, kafka_errors
+from marketdata.settings import Settings
+from producers.binance.backfill import rest_client
+from producers.binance.live import BinanceLive, stream_names
+from producers.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+async def run_live(
+    settings: Settings, symbols: Sequence[str], kinds: Sequence[str], *, watchdog_s: float = 30.0,
+    stop: asyncio.Event | None = None,
+) -> BinanceLive:  # fmt: skip
+    if stop is None:  # the process's own: stop on SIGTERM/SIGINT
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    producer = create_producer(settings)
+    async with kafka_errors():
+        await producer.start()
+    rest = rest_client(settings)
+    try:
+        publisher = Publisher(producer, settings.topics, stage="binance.live")
+        live = BinanceLive(
+            settings.binance_stream, rest, stream_names(symbols, kinds), publisher,
+            watchdog_s=watchdog_s,
+        )  # fmt: skip
+        log.info("streaming %s from %s", ", ".join(live.streams), settings.binance_stream)
+        await live.run(stop)
+        return live
+    finally:
+        await producer.stop()
+        rest.session.close()

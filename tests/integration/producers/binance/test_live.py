@@ -1,0 +1,167 @@
+"""Live Binance streams through the fake server and binance-connector into a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marketdata.codec import BarBatch, TickBatch, decode
+from marketdata.dlq import HEADER_REASON
+from marketdata.kafka import create_producer, ensure_topics
+from marketdata.records import Bar, Tick
+from marketdata.settings import Settings
+from producers.binance.backfill import rest_client
+from producers.binance.live import BinanceLive
+from producers.publisher import Publisher
+from tests.fakes.binance import FakeBinance, kline_row
+from tests.integration.processors.support import read_topic
+
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "binance"
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
+
+
+def trade_event(n: int) -> dict[str, Any]:
+    event = json.loads((FIXTURES / "trade.json").read_text())["data"]
+    return {**event, "t": 1000 + n, "T": T0_MS + n, "E": T0_MS + n + 2, "p": f"{61000 + n}.5"}
+
+
+def kline_event(minute: int, *, closed: bool = True) -> dict[str, Any]:
+    row = kline_row("BTCUSDT", "1m", T0_MS + minute * 60_000)
+    return {"e": "kline", "E": row[6], "s": "BTCUSDT", "k": {
+        "t": row[0], "T": row[6], "s": "BTCUSDT", "i": "1m", "f": 1, "L": 2, "o": row[1],
+        "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8], "x": closed,
+        "q": row[7], "V": "0", "Q": "0", "B": "0"}}  # fmt: skip
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBinance]:
+    server = FakeBinance(now_ms=T0_MS + 10 * 60_000 + 30_000)  # 12:10:30
+    await server.start()
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+async def live(settings: Settings, fake: FakeBinance) -> AsyncIterator[BinanceLive]:
+    """The live producer, in this process, subscribed to BTCUSDT trades and 1m klines."""
+    await ensure_topics(settings, settings.topics.all())
+    configured = settings.model_copy(update={"binance_api_base_url": fake.rest_url})
+    producer = create_producer(configured)
+    await producer.start()
+    rest = rest_client(configured)
+    streamer = BinanceLive(
+        fake.stream_url, rest, ["btcusdt@trade", "btcusdt@kline_1m"],
+        Publisher(producer, configured.topics, stage="binance.live"), watchdog_s=3,
+        max_backoff_s=1,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(streamer.run(stop))
+    await _connected(fake, 1)
+    try:
+        yield streamer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+        rest.session.close()
+
+
+async def _connected(fake: FakeBinance, count: int) -> None:
+    async with asyncio.timeout(15):
+        while fake.subscriptions < count:  # noqa: ASYNC110 - the fake counts, it has no event
+            await asyncio.sleep(0.05)
+
+
+async def _ticks(settings: Settings) -> list[Tick]:
+    out: list[Tick] = []
+    for message in await read_topic(settings, settings.topics.ticks_raw, idle_s=2):
+        batch = decode(message.value)
+        assert isinstance(batch, TickBatch)
+        out.extend(batch.records)
+    return out
+
+
+async def _bars(settings: Settings) -> list[Bar]:
+    out: list[Bar] = []
+    for message in await read_topic(settings, settings.topics.bars_raw, idle_s=2):
+        batch = decode(message.value)
+        assert isinstance(batch, BarBatch)
+        out.extend(batch.records)
+    return out
+
+
+async def test_every_trade_arrives_once_with_its_fields(
+    live: BinanceLive, fake: FakeBinance, settings: Settings
+) -> None:
+    for n in range(200):
+        await fake.push("btcusdt@trade", trade_event(n))
+    async with asyncio.timeout(15):
+        while live.stats.records < 200:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    ticks = await _ticks(settings)
+    assert [t.trade_id for t in ticks] == [str(1000 + n) for n in range(200)]
+    first = ticks[0]
+    assert (first.exchange, first.symbol, first.source, first.side) == (
+        "BINANCE",
+        "BTCUSDT",
+        "binance.trade",
+        "sell",
+    )
+    assert first.timestamp == T0
+    assert str(first.price) == "61000.5"
+    assert first.extras == {"buyer_maker": True, "event_time": T0_MS + 2}
+
+
+async def test_a_dropped_connection_reconnects_and_backfills_the_missed_closed_bars(
+    live: BinanceLive, fake: FakeBinance, settings: Settings
+) -> None:
+    for minute in range(5):
+        await fake.push("btcusdt@kline_1m", kline_event(minute))
+    async with asyncio.timeout(15):
+        while live.stats.records < 5:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    await fake.drop_connections()  # minutes 5..9 close while we are away
+    await _connected(fake, 2)
+    async with asyncio.timeout(20):
+        while live.stats.gap_bars < 5:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    await fake.push("btcusdt@kline_1m", kline_event(10, closed=False))
+    bars = await _bars(settings)
+    closed = sorted({b.timestamp for b in bars if b.closed})
+    assert closed == [T0 + timedelta(minutes=m) for m in range(10)]
+    assert live.stats.reconnects == 1
+    assert len(live.stats.gaps) == 1
+    by_minute = {b.timestamp: b for b in bars if b.closed}
+    row = kline_row("BTCUSDT", "1m", T0_MS + 7 * 60_000)
+    assert str(by_minute[T0 + timedelta(minutes=7)].close) == row[4]
+
+
+async def test_a_silent_connection_is_replaced(
+    live: BinanceLive, fake: FakeBinance, settings: Settings
+) -> None:
+    fake.mute = True  # frames stop; the connection stays open
+    await _connected(fake, 2)
+    assert live.stats.reconnects >= 1
+
+
+async def test_malformed_frames_are_dead_lettered_and_the_stream_goes_on(
+    live: BinanceLive, fake: FakeBinance, settings: Settings
+) -> None:
+    await fake.push_raw("{not json")
+    await fake.push("btcusdt@trade", {"e": "trade", "s": "BTCUSDT"})
+    await fake.push("btcusdt@trade", trade_event(1))
+    async with asyncio.timeout(15):
+        while live.stats.records < 1 or live.stats.malformed < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    letters = await read_topic(settings, settings.topics.dlq, until=2)
+    reasons = sorted(dict(m.headers)[HEADER_REASON].decode() for m in letters)
+    assert any("Expecting property name" in r for r in reasons)
+    assert any("side: missing" in r for r in reasons)
+    assert [t.trade_id for t in await _ticks(settings)] == ["1001"]
