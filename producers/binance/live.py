@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_STREAMS_PER_CONNECTION: Final = 1024
 _CLOSED: Final = "closed"
+_PING: Final = "ping"
 
 
 @dataclass
@@ -80,6 +81,7 @@ class BinanceLive:
         self._current = 0
         self._last_closed: dict[tuple[str, str], datetime] = {}
         self._last_message = 0.0
+        self._opened_at = 0.0
 
     # Connections ---------------------------------------------------------------------------
 
@@ -93,9 +95,13 @@ class BinanceLive:
         def on_gone(*_: Any) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, (number, datetime.now(UTC), _CLOSED))
 
+        def on_ping(*_: Any) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, (number, datetime.now(UTC), _PING))
+
         client = await asyncio.to_thread(
             SpotWebsocketStreamClient, stream_url=self.stream_url, on_message=on_message,
-            on_close=on_gone, on_error=on_gone, is_combined=True, timeout=self.watchdog_s,
+            on_close=on_gone, on_error=on_gone, on_ping=on_ping, is_combined=True,
+            timeout=self.watchdog_s,
         )  # fmt: skip
         # One SUBSCRIBE for every stream: Binance takes at most 5 messages a second.
         await asyncio.to_thread(client.subscribe, self.streams, id=number)
@@ -128,17 +134,16 @@ class BinanceLive:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._current, client = await self._open_with_retry(stop)
-        rotate_at = time.monotonic() + self.rotate_s
-        self._last_message = time.monotonic()
+        self._opened_at = self._last_message = time.monotonic()
         try:
             while not stop.is_set():
-                reason = await self._pump(stop, rotate_at)
+                reason = await self._pump(stop)
                 if reason == "rotate":
                     number, fresh = await self._open_with_retry(stop)
                     old, self._current, client = client, number, fresh
+                    self._opened_at = time.monotonic()
                     await self._close(old)
                     self.stats.rotations += 1
-                    rotate_at = time.monotonic() + self.rotate_s
                 elif reason in {"closed", "silent"}:
                     lost_at = datetime.now(UTC)
                     await self._close(client)
@@ -147,18 +152,17 @@ class BinanceLive:
                     log.warning("stream %s; reconnecting in %.1fs", reason, delay)
                     await asyncio.sleep(delay)
                     self._current, client = await self._open_with_retry(stop)
-                    self._last_message = time.monotonic()
-                    rotate_at = time.monotonic() + self.rotate_s
+                    self._opened_at = self._last_message = time.monotonic()
                     await self._fill_gap(lost_at)
         finally:
             await self.publisher.flush(wait=True)
             await self._close(client)
 
-    async def _pump(self, stop: asyncio.Event, rotate_at: float) -> str:
+    async def _pump(self, stop: asyncio.Event) -> str:
         """Handle frames until the connection is lost or silent, rotation is due, or stop."""
         while not stop.is_set():
             now = time.monotonic()
-            if now >= rotate_at:
+            if now >= self._opened_at + self.rotate_s:
                 return "rotate"
             if now - self._last_message > self.watchdog_s:
                 return "silent"
@@ -170,12 +174,14 @@ class BinanceLive:
                 await self.publisher.flush()
                 continue
             if number != self._current:
-                if frame is not _CLOSED:
+                if frame is not _CLOSED and frame is not _PING:
                     await self._handle(received_at, frame)  # the overlap of a rotation
                 continue
             if frame is _CLOSED:
                 return "closed"
             self._last_message = time.monotonic()
+            if frame is _PING:  # Binance pings every 20 s: the connection is alive
+                continue
             await self._handle(received_at, frame)
             if time.monotonic() - self.publisher.last_flush >= self.linger_s:
                 await self.publisher.flush()

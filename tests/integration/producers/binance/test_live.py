@@ -165,3 +165,21 @@ async def test_malformed_frames_are_dead_lettered_and_the_stream_goes_on(
     assert any("Expecting property name" in r for r in reasons)
     assert any("side: missing" in r for r in reasons)
     assert [t.trade_id for t in await _ticks(settings)] == ["1001"]
+
+
+async def test_rotation_opens_the_new_connection_before_closing_the_old(
+    live: BinanceLive, fake: FakeBinance, settings: Settings
+) -> None:
+    live.rotate_s = 0.5  # Binance's limit is 24 h; rotate now
+    await _connected(fake, 2)
+    async with asyncio.timeout(15):
+        while live.stats.rotations < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    live.rotate_s = 3600
+    for n in range(50):
+        await fake.push("btcusdt@trade", trade_event(n))
+    async with asyncio.timeout(15):
+        while live.stats.records < 50:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert live.stats.reconnects == 0  # a rotation is not a loss of connection
+    assert {t.trade_id for t in await _ticks(settings)} == {str(1000 + n) for n in range(50)}
