@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import msgspec
 from binance.spot import Spot
 from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_STREAMS_PER_CONNECTION: Final = 1024
 _CLOSED: Final = "closed"
 _PING: Final = "ping"
+_json: Final = msgspec.json.Decoder()
 
 
 @dataclass
@@ -190,8 +191,9 @@ class BinanceLive:
     async def _handle(self, received_at: datetime, frame: str) -> None:
         self.stats.messages += 1
         try:
-            records = stream_event(json.loads(frame), received_at)
-        except (ValueError, InvalidRecord) as exc:
+            # msgspec parses JSON ~1.4x faster than the standard library (BENCHMARKS.md).
+            records = stream_event(_json.decode(frame), received_at)
+        except (msgspec.DecodeError, InvalidRecord) as exc:
             self.stats.malformed += 1
             await self.publisher.dead(frame.encode(), f"malformed Binance message: {exc}",
                                       "binance.ws")  # fmt: skip

@@ -1,0 +1,163 @@
+"""Binance normalisation and publishing, against raw JSON parsing, in one run.
+
+    .venv/bin/python -m bench.binance
+
+Part 1, per core: the recorded stream payloads (tests/fixtures/binance: trade, aggTrade, kline,
+bookTicker) parsed with ``orjson.loads`` alone (the baseline), then parsed and normalised to
+records (``stream_event``), then also encoded into one-record envelopes. Part 2: records
+published through the producer's Publisher (envelopes of 100 per instrument) into a real
+broker, until acknowledged, against raw aiokafka sends of the same encoded values.
+Results go to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import orjson
+
+from bench.report import command_line, write_section
+from marketdata.codec import encode_bars, encode_ticks
+from marketdata.kafka import create_producer, ensure_topics
+from marketdata.records import Tick
+from marketdata.settings import Settings
+from producers.binance.normalise import stream_event
+from producers.publisher import Publisher
+
+SECTION = "## Binance producer (bench/binance.py)"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "binance"
+KINDS = ("trade.json", "aggTrade.json", "kline.json", "bookTicker.json")
+
+
+def _rate(work: Callable[[], object], count: int) -> float:
+    started = time.process_time()
+    work()
+    return count / (time.process_time() - started)
+
+
+def normalise_rates(frames: Sequence[bytes]) -> dict[str, float]:
+    received = datetime.now(UTC)
+    decoder = msgspec.json.Decoder()
+
+    def parse() -> None:
+        for frame in frames:
+            orjson.loads(frame)
+
+    def normalise() -> None:
+        for frame in frames:
+            stream_event(orjson.loads(frame), received)
+
+    def normalise_encode() -> None:
+        for frame in frames:
+            for record in stream_event(orjson.loads(frame), received) or []:
+                if isinstance(record, Tick):
+                    encode_ticks([record])
+                else:
+                    encode_bars([record])
+
+    def stdlib_json() -> None:
+        for frame in frames:
+            stream_event(json.loads(frame), received)
+
+    def msgspec_json() -> None:
+        for frame in frames:
+            stream_event(decoder.decode(frame), received)
+
+    return {
+        "orjson.loads alone (baseline)": _rate(parse, len(frames)),
+        "json.loads + normalise": _rate(stdlib_json, len(frames)),
+        "orjson.loads + normalise": _rate(normalise, len(frames)),
+        "msgspec decode + normalise (what the producer runs)": _rate(msgspec_json, len(frames)),
+        "orjson.loads + normalise + encode": _rate(normalise_encode, len(frames)),
+    }
+
+
+async def publish_rates(settings: Settings, ticks: Sequence[Tick]) -> dict[str, float]:
+    run = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}."})
+    await ensure_topics(run, run.topics.all())
+    producer = create_producer(run)
+    await producer.start()
+    try:
+        values = [encode_ticks([t]) for t in ticks]
+        started = time.perf_counter()
+        futures = [await producer.send(run.topics.ticks_raw, v, key=b"BINANCE:BTCUSDT")
+                   for v in values]  # fmt: skip
+        await asyncio.gather(*futures)
+        raw = len(ticks) / (time.perf_counter() - started)
+        publisher = Publisher(producer, run.topics, stage="bench", max_records=100)
+        started = time.perf_counter()
+        for start in range(0, len(ticks), 1000):
+            await publisher.add(ticks[start : start + 1000])
+        await publisher.flush(wait=True)
+        enveloped = len(ticks) / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+    return {
+        "raw aiokafka, one record a message (baseline)": raw,
+        "Publisher, envelopes of 100": enveloped,
+    }
+
+
+async def measure(args: argparse.Namespace, settings: Settings) -> str:
+    payloads = [(FIXTURES / name).read_bytes().strip() for name in KINDS]
+    frames = [payloads[n % len(payloads)] for n in range(args.frames)]
+    rates = normalise_rates(frames)
+    trade = stream_event(orjson.loads(payloads[0]), datetime.now(UTC)) or []
+    template = trade[0]
+    assert isinstance(template, Tick)
+    ticks = [Tick(**{**{f: getattr(template, f) for f in template.__struct_fields__},
+                     "trade_id": str(n)}) for n in range(args.publish)]  # fmt: skip
+    published = await publish_rates(settings, ticks)
+    baseline = next(iter(rates.values()))
+    lines = [
+        SECTION,
+        "",
+        f"Command: `{command_line('bench.binance')}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()}; "
+        f"orjson {orjson.__version__}; Kafka 4.1.1 native on the same machine.",
+        "",
+        f"Normalisation, {args.frames:,} recorded frames (trade, aggTrade, kline, bookTicker in "
+        "turn), CPU time of one core:",
+        "",
+        "| path | frames/s | vs orjson.loads |",
+        "| --- | ---: | ---: |",
+        *[
+            f"| {name} | {rate / 1000:,.1f}k | {rate / baseline:.2f}x |"
+            for name, rate in rates.items()
+        ],
+        "",
+        f"Publishing {args.publish:,} trade ticks of one instrument until acknowledged "
+        "(acks=all, idempotent, zstd):",
+        "",
+        "| path | records/s |",
+        "| --- | ---: |",
+        *[f"| {name} | {rate / 1000:,.1f}k |" for name, rate in published.items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--frames", type=int, default=200_000, help="frames to normalise")
+    parser.add_argument("--publish", type=int, default=100_000, help="ticks to publish")
+    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    args = parser.parse_args(argv)
+    section = asyncio.run(measure(args, Settings.from_env()))
+    print(section)
+    write_section(args.output, SECTION, section)
+
+
+if __name__ == "__main__":
+    main()
