@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaProducer
+
+log = logging.getLogger(__name__)
 
 HEADER_REASON: Final = "mdp.reason"
 HEADER_STAGE: Final = "mdp.stage"
@@ -35,6 +38,12 @@ def dead_letter_headers(message: SourceMessage, reason: str, stage: str) -> list
         (HEADER_PARTITION, str(message.partition).encode()),
         (HEADER_OFFSET, str(message.offset).encode()),
     ]
+
+
+def log_dead_letter(message: SourceMessage, reason: str) -> None:
+    log.warning(
+        "dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )
 
 
 class DeadLetters:

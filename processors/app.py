@@ -10,7 +10,6 @@ Agents run with ``concurrency=1``: with more, faust may commit past an event sti
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -18,13 +17,11 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from marketdata.dlq import dead_letter_headers
+from marketdata.dlq import dead_letter_headers, log_dead_letter
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
 from processors.metrics import ProcessorMetrics
 from processors.rebuild import load_window
-
-log = logging.getLogger(__name__)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -75,13 +72,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         for output in result.outputs:
             await outputs[output.topic].send(key=output.key, value=output.value)
         for message, reason in result.dead:
-            log.warning(
-                "dead letter %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                reason,
-            )
+            log_dead_letter(message, reason)
             await outputs[topics.dlq].send(
                 key=message.key, value=message.value,
                 headers=dead_letter_headers(message, reason, "processor"),

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from marketdata.backoff import Backoff
 from marketdata.database import connect
-from marketdata.dlq import DeadLetters
+from marketdata.dlq import DeadLetters, log_dead_letter
 from marketdata.errors import MarketDataError, TransientError
 from marketdata.kafka import create_consumer, create_producer, kafka_errors, translate
 from marketdata.metrics import MetricsServer
@@ -204,13 +204,7 @@ class Sink:
         except KafkaError as exc:
             raise translate(exc) from exc
         for message, reason in dead:
-            log.warning(
-                "dead letter %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                reason,
-            )
+            log_dead_letter(message, reason)
         self.metrics.dead_letters.inc(len(dead))
 
     async def _commit(self, pending: Pending) -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from marketdata.settings import Settings
+from tests.integration.roles import role_process
 
 
 def free_port() -> int:
@@ -24,10 +23,9 @@ def free_port() -> int:
 def processor_process(
     settings: Settings, log: Path, web_port: int | None = None
 ) -> subprocess.Popen[bytes]:
-    """`mdp process` as its own process, as production runs it; its output appended to ``log``.
-    Workers on one host need web ports of their own."""
+    """`mdp process` as its own process; its output appended to ``log``. Workers on one host
+    need web ports of their own."""
     env = {
-        **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
         "MDP_TOPIC_PREFIX": settings.topic_prefix,
         "MDP_PROCESS_GROUP": settings.process_group,
@@ -36,11 +34,7 @@ def processor_process(
         "MDP_PROCESS_COMMIT_INTERVAL_S": str(settings.process_commit_interval_s),
         "MDP_LOG_LEVEL": "INFO",
     }
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "marketdata", "process"], env=env,
-            stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    return role_process(["process"], env, log)
 
 
 async def read_topic(

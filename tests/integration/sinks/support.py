@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +20,7 @@ from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 from sinks.service import Sink
+from tests.integration.roles import role_process
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -135,9 +134,8 @@ async def running_sink(settings: Settings) -> AsyncIterator[Sink]:
 
 
 def sink_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """`mdp sink` as its own process, as production runs it; its output appended to ``log``."""
+    """`mdp sink` as its own process; its output appended to ``log``."""
     env = {
-        **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
         "MARKET_DATA_DATABASE_URL": settings.database,
         "MDP_TOPIC_PREFIX": settings.topic_prefix,
@@ -146,11 +144,7 @@ def sink_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "MDP_SINK_BATCH_MS": str(settings.sink_batch_ms),
         "MDP_METRICS_PORT": "0",
     }
-    with log.open("ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "marketdata", "sink"], env=env,
-            stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    return role_process(["sink"], env, log)
 
 
 async def committed_total(settings: Settings, group: str, topic: str) -> int:

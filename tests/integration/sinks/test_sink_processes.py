@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -32,24 +31,6 @@ N = 20_000
 def small_batches(sink_settings: Settings) -> Settings:
     # Small, frequent batches, so that a kill lands between commits.
     return sink_settings.model_copy(update={"sink_batch_rows": 500, "sink_batch_ms": 50})
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "sinks.log"
-    yield path
-    if path.exists():
-        print(path.read_text(errors="replace")[-4000:])  # shown when the test fails
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def _distinct_trades(settings: Settings) -> int:

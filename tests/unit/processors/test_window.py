@@ -1,15 +1,8 @@
 from __future__ import annotations
 
 from processors.window import SeenWindow, fingerprint
+from tests.clock import Clock
 from tests.strategies import sample_tick
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_each_key_is_admitted_once() -> None:

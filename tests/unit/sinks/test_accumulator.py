@@ -5,6 +5,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from marketdata.codec import encode_bars, encode_ticks
 from sinks.accumulator import Accumulator
+from tests.clock import Clock
 from tests.strategies import sample_bar, sample_tick
 
 TP0 = TopicPartition("md.ticks", 0)
@@ -19,16 +20,8 @@ def _message(offset: int, value: bytes, partition: int = 0) -> ConsumerRecord[by
     )  # fmt: skip
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_rows_are_decoded_and_counted_per_record_not_per_message() -> None:
-    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock())
+    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock(100.0))
     ticks = [sample_tick(trade_id=str(n)) for n in range(4)]
     acc.add(TP0, [_message(7, encode_ticks(ticks)), _message(8, encode_bars([sample_bar()]))])
     assert acc.rows == 5
@@ -41,7 +34,7 @@ def test_rows_are_decoded_and_counted_per_record_not_per_message() -> None:
 
 
 def test_due_by_row_count_or_by_age_of_the_oldest_row() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     acc = Accumulator(max_rows=3, max_age_s=0.25, clock=clock)
     acc.add(TP0, [_message(0, encode_ticks([sample_tick()]))])
     assert not acc.due()
@@ -57,7 +50,7 @@ def test_due_by_row_count_or_by_age_of_the_oldest_row() -> None:
 
 
 def test_undecodable_messages_are_kept_with_their_reason_and_still_advance_the_offset() -> None:
-    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock())
+    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock(100.0))
     bad = _message(3, b"{not json")
     acc.add(TP0, [_message(2, encode_ticks([sample_tick()])), bad])
     pending = acc.take()
@@ -68,7 +61,7 @@ def test_undecodable_messages_are_kept_with_their_reason_and_still_advance_the_o
 
 
 def test_revoked_partitions_are_forgotten() -> None:
-    acc = Accumulator(max_rows=100, max_age_s=1.0, clock=Clock())
+    acc = Accumulator(max_rows=100, max_age_s=1.0, clock=Clock(100.0))
     acc.add(TP0, [_message(0, encode_ticks([sample_tick()]))])
     acc.add(TP1, [_message(0, encode_ticks([sample_tick(), sample_tick(trade_id="2")]), 1)])
     assert acc.discard({TP1}) == 2

@@ -1,0 +1,17 @@
+"""Running `mdp` roles as separate processes, as production does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def role_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``mdp ARGS`` with ``env`` over this environment, its output appended to ``log``."""
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "marketdata", *args], env={**os.environ, **env},
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
