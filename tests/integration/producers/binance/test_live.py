@@ -183,3 +183,15 @@ async def test_rotation_opens_the_new_connection_before_closing_the_old(
             await asyncio.sleep(0.05)
     assert live.stats.reconnects == 0  # a rotation is not a loss of connection
     assert {t.trade_id for t in await _ticks(settings)} == {str(1000 + n) for n in range(50)}
+
+
+async def test_a_server_shutdown_event_rotates_the_connection(
+    live: BinanceLive, fake: FakeBinance
+) -> None:
+    await fake.push("btcusdt@trade", {"e": "serverShutdown", "E": T0_MS})
+    await _connected(fake, 2)
+    async with asyncio.timeout(15):
+        while live.stats.rotations < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert live.stats.reconnects == 0
+    assert live.stats.malformed == 0
