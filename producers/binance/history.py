@@ -22,8 +22,8 @@ from binance.spot import Spot
 
 from marketdata.backoff import Backoff
 from marketdata.errors import InvalidRecord, MarketDataError
-from marketdata.records import Bar
-from producers.binance.normalise import rest_kline
+from marketdata.records import Bar, Tick
+from producers.binance.normalise import rest_kline, rest_trade
 
 log = logging.getLogger(__name__)
 
@@ -45,58 +45,25 @@ class BinanceRestError(MarketDataError):
     """Binance refused a request; the message is Binance's own."""
 
 
-class KlinePager:
+class BinanceRest:
+    """Every REST call of the producer: weight budget, 429/418, retries with backoff."""
+
     def __init__(
-        self, client: Spot, symbol: str, interval: str, start: datetime, end: datetime | None,
-        *, safety: float = 0.8, max_attempts: int = 8,
+        self, client: Spot, *, safety: float = 0.8, max_attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:  # fmt: skip
-        if interval not in INTERVAL_MS:
-            raise BinanceRestError(f"unknown interval {interval!r}")
         self.client = client
-        self.symbol = symbol.upper()
-        self.interval = interval
-        self.start = start
-        self.end = end
         self.safety = safety
         self.max_attempts = max_attempts
         self.sleep = sleep
         self.used_weight = 0
         self.waited_s = 0.0
-        self.progress: Callable[[int, int], None] | None = None
-
-    def expected_bars(self, server_time: datetime) -> int:
-        end = min(self.end or server_time, server_time)
-        return max(0, (to_ms(end) - to_ms(self.start)) // INTERVAL_MS[self.interval] + 1)
 
     def server_time(self) -> datetime:
-        answer = self._call(self.client.time)
+        answer = self.call(self.client.time)
         return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
 
-    def pages(self, server_time: datetime) -> Iterator[tuple[list[Bar], list[tuple[Any, str]]]]:
-        """Bars from ``start`` to ``end`` (or now), oldest first, a page at a time, with the rows
-        that did not normalise and why."""
-        cursor = to_ms(self.start)
-        end_ms = to_ms(self.end) if self.end else None
-        while end_ms is None or cursor <= end_ms:
-            rows = self._call(
-                self.client.klines, self.symbol, self.interval,
-                startTime=cursor, endTime=end_ms, limit=PAGE,
-            )  # fmt: skip
-            if not rows:
-                return
-            bars, rejected = [], []
-            for row in rows:
-                try:
-                    bars.append(rest_kline(self.symbol, self.interval, row, server_time))
-                except InvalidRecord as exc:
-                    rejected.append((row, str(exc)))
-            yield bars, rejected
-            if len(rows) < PAGE:
-                return
-            cursor = rows[-1][0] + 1
-
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         backoff = Backoff(initial=1.0, maximum=30.0)
         for attempt in range(1, self.max_attempts + 1):
             self._respect_weight()
@@ -144,3 +111,80 @@ class KlinePager:
     def _wait(self, seconds: float) -> None:
         self.waited_s += seconds
         self.sleep(seconds)
+
+
+class KlinePager:
+    def __init__(
+        self, client: Spot, symbol: str, interval: str, start: datetime, end: datetime | None,
+        *, safety: float = 0.8, max_attempts: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
+        if interval not in INTERVAL_MS:
+            raise BinanceRestError(f"unknown interval {interval!r}")
+        self.rest = BinanceRest(client, safety=safety, max_attempts=max_attempts, sleep=sleep)
+        self.client = client
+        self.symbol = symbol.upper()
+        self.interval = interval
+        self.start = start
+        self.end = end
+        self.progress: Callable[[int, int], None] | None = None
+
+    @property
+    def used_weight(self) -> int:
+        return self.rest.used_weight
+
+    @property
+    def waited_s(self) -> float:
+        return self.rest.waited_s
+
+    def expected_bars(self, server_time: datetime) -> int:
+        end = min(self.end or server_time, server_time)
+        return max(0, (to_ms(end) - to_ms(self.start)) // INTERVAL_MS[self.interval] + 1)
+
+    def server_time(self) -> datetime:
+        return self.rest.server_time()
+
+    def pages(self, server_time: datetime) -> Iterator[tuple[list[Bar], list[tuple[Any, str]]]]:
+        """Bars from ``start`` to ``end`` (or now), oldest first, a page at a time, with the rows
+        that did not normalise and why."""
+        cursor = to_ms(self.start)
+        end_ms = to_ms(self.end) if self.end else None
+        while end_ms is None or cursor <= end_ms:
+            rows = self.rest.call(
+                self.client.klines, self.symbol, self.interval,
+                startTime=cursor, endTime=end_ms, limit=PAGE,
+            )  # fmt: skip
+            if not rows:
+                return
+            bars, rejected = [], []
+            for row in rows:
+                try:
+                    bars.append(rest_kline(self.symbol, self.interval, row, server_time))
+                except InvalidRecord as exc:
+                    rejected.append((row, str(exc)))
+            yield bars, rejected
+            if len(rows) < PAGE:
+                return
+            cursor = rows[-1][0] + 1
+
+
+def trades_after(
+    rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int = 20
+) -> Iterator[tuple[list[Tick], list[tuple[Any, str]]]]:
+    """The trades after ``last_id`` (``GET /api/v3/historicalTrades``, weight 25 a page), a page
+    at a time, up to ``max_pages`` pages; the caller counts what is left beyond them."""
+    from_id = last_id + 1
+    for _ in range(max_pages):
+        rows = rest.call(rest.client.historical_trades, symbol, fromId=from_id, limit=PAGE)
+        if not rows:
+            return
+        ticks, rejected = [], []
+        for row in rows:
+            try:
+                ticks.append(rest_trade(symbol, row))
+            except InvalidRecord as exc:
+                rejected.append((row, str(exc)))
+        yield ticks, rejected
+        if len(rows) < PAGE:
+            return
+        from_id = rows[-1]["id"] + 1

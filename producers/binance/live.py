@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -27,8 +28,8 @@ from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
 
 from marketdata.backoff import Backoff
 from marketdata.errors import InvalidRecord, MarketDataError
-from marketdata.records import Bar
-from producers.binance.history import INTERVAL_MS, KlinePager
+from marketdata.records import Bar, Tick
+from producers.binance.history import INTERVAL_MS, PAGE, BinanceRest, KlinePager, trades_after
 from producers.binance.normalise import stream_event
 from producers.publisher import Publisher
 
@@ -48,6 +49,8 @@ class LiveStats:
     reconnects: int = 0
     rotations: int = 0
     gap_bars: int = 0
+    gap_trades: int = 0
+    unfilled_gaps: int = 0
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
 
 
@@ -71,7 +74,7 @@ class BinanceLive:
     def __init__(
         self, stream_url: str, rest: Spot, streams: Sequence[str], publisher: Publisher,
         *, watchdog_s: float = 30.0, linger_s: float = 0.005, rotate_s: float = 23 * 3600,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 30.0, max_gap_pages: int = 20,
     ) -> None:  # fmt: skip
         self.stream_url = stream_url
         self.rest = rest
@@ -80,12 +83,14 @@ class BinanceLive:
         self.watchdog_s = watchdog_s
         self.linger_s = linger_s
         self.rotate_s = rotate_s
+        self.max_gap_pages = max_gap_pages
         self.backoff = Backoff(initial=0.5, maximum=max_backoff_s)
         self.stats = LiveStats()
         self._queue: asyncio.Queue[tuple[int, datetime, str]] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._current = 0
         self._last_closed: dict[tuple[str, str], datetime] = {}
+        self._last_trade: dict[str, int] = {}
         self._last_message = 0.0
         self._opened_at = 0.0
 
@@ -213,7 +218,9 @@ class BinanceLive:
             return
         self.backoff.reset()
         for record in records:
-            if isinstance(record, Bar) and record.closed:
+            if isinstance(record, Tick) and record.source == "binance.trade":
+                self._last_trade[record.symbol] = int(record.trade_id)
+            elif isinstance(record, Bar) and record.closed:
                 key = (record.symbol, record.interval)
                 previous = self._last_closed.get(key)
                 if previous is None or record.timestamp > previous:
@@ -222,17 +229,41 @@ class BinanceLive:
         await self.publisher.add(records)
 
     async def _fill_gap(self, lost_at: datetime) -> None:
-        """Fetch over REST the closed bars after the last one seen, for every kline stream.
-        Trades of the gap are not fetched: the gap is logged and counted."""
+        """Fetch over REST what the gap took: the closed bars after the last one seen, and the
+        trades after the last trade id seen (up to ``max_gap_pages`` pages a symbol; beyond
+        that the gap is logged and counted as unfilled)."""
         self.stats.gaps.append((lost_at, datetime.now(UTC)))
+        rest = BinanceRest(self.rest)
+        for symbol, last_id in list(self._last_trade.items()):
+            pages = trades_after(rest, symbol, last_id, max_pages=self.max_gap_pages)
+            fetched = full_pages = 0
+            try:
+                while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                    ticks, bad = page
+                    await self.publisher.add(ticks)
+                    for row, reason in bad:
+                        await self.publisher.dead(json.dumps(row).encode(), reason,
+                                                  "binance.rest.historicalTrades")  # fmt: skip
+                    fetched += len(ticks)
+                    full_pages += len(ticks) + len(bad) >= PAGE
+                    if ticks:
+                        self._last_trade[symbol] = int(ticks[-1].trade_id)
+            except MarketDataError as exc:
+                log.error("gap backfill of %s trades failed: %s", symbol, exc)
+                full_pages = self.max_gap_pages
+            self.stats.gap_trades += fetched
+            if full_pages >= self.max_gap_pages:
+                self.stats.unfilled_gaps += 1
+                log.warning("trades of %s after id %d not all refetched: the gap is too long",
+                            symbol, self._last_trade[symbol])  # fmt: skip
         for (symbol, interval), last in list(self._last_closed.items()):
             start = last + timedelta(milliseconds=INTERVAL_MS[interval])
             pager = KlinePager(self.rest, symbol, interval, start, None)
             try:
                 server_time = await asyncio.to_thread(pager.server_time)
-                pages = pager.pages(server_time)
-                while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                    closed = [bar for bar in page[0] if bar.closed]
+                bar_pages = pager.pages(server_time)
+                while (bar_page := await asyncio.to_thread(next, bar_pages, None)) is not None:
+                    closed = [bar for bar in bar_page[0] if bar.closed]
                     await self.publisher.add(closed)
                     self.stats.gap_bars += len(closed)
                     if closed:
@@ -240,5 +271,6 @@ class BinanceLive:
             except MarketDataError as exc:
                 log.error("gap backfill of %s %s failed: %s", symbol, interval, exc)
         await self.publisher.flush()
-        log.warning("stream gap %s → %s: closed bars refetched over REST, trades not",
-                    lost_at.isoformat(), datetime.now(UTC).isoformat())  # fmt: skip
+        log.warning("stream gap %s → %s: %d trades and %d closed bars refetched over REST",
+                    lost_at.isoformat(), datetime.now(UTC).isoformat(), self.stats.gap_trades,
+                    self.stats.gap_bars)  # fmt: skip

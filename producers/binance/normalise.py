@@ -149,6 +149,24 @@ def rest_kline(symbol: str, interval: str, row: Sequence[Any], server_time: date
     )
 
 
+def rest_trade(symbol: str, row: Mapping[str, Any]) -> Tick:
+    """One trade of ``GET /api/v3/historicalTrades``, the same record as its ``@trade`` event
+    (same source and id), so that a trade fetched again after a gap deduplicates."""
+    maker = _get(row, "isBuyerMaker", "side")
+    return Tick(
+        exchange=EXCHANGE,
+        symbol=symbol,
+        timestamp=_ms("timestamp", _get(row, "time", "timestamp")),
+        source="binance.trade",
+        trade_id=str(_get(row, "id", "trade_id")),
+        price=_decimal("price", _get(row, "price", "price")),
+        size=_decimal("size", _get(row, "qty", "size")),
+        side="sell" if maker is True else "buy",
+        received_at=datetime.now(UTC),
+        extras={"buyer_maker": maker},
+    )
+
+
 def _interval(value: Any) -> str:
     if value not in INTERVALS:
         raise InvalidRecord("interval", f"not a Binance interval: {value!r}")

@@ -53,6 +53,7 @@ class FakeBinance:
     silent: bool = False  # no reply to SUBSCRIBE
     mute: bool = False  # no frames at all, the connection left open
     subscriptions: int = 0
+    trades: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _faults: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
     _runner: web.AppRunner | None = None
@@ -75,6 +76,7 @@ class FakeBinance:
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
         app.router.add_get("/api/v3/klines", self._klines)
+        app.router.add_get("/api/v3/historicalTrades", self._historical_trades)
         app.router.add_get("/ws/{stream}", self._stream)
         app.router.add_get("/ws", self._stream)
         app.router.add_get("/stream", self._stream)
@@ -110,6 +112,8 @@ class FakeBinance:
 
     async def push(self, stream: str, payload: dict[str, Any]) -> None:
         """Send one event to every connection (combined format on ``/stream`` connections)."""
+        if payload.get("e") == "trade":
+            self.record_trade(payload)
         if self.mute:
             return
         for socket in list(self._sockets):
@@ -117,6 +121,10 @@ class FakeBinance:
             body = {"stream": stream, "data": payload} if combined else payload
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await socket.send_str(json.dumps(body))
+
+    def record_trade(self, event: dict[str, Any]) -> None:
+        """A trade that happened (served by historicalTrades), pushed or not."""
+        self.trades.setdefault(event["s"], []).append(event)
 
     async def push_raw(self, text: str) -> None:
         for socket in list(self._sockets):
@@ -189,3 +197,20 @@ class FakeBinance:
         rows = [kline_row(symbol, interval, t) for t in range(first, end + 1, step)][:limit]
         await asyncio.sleep(0)
         return web.json_response(rows, headers=self._headers(2 if limit <= 1000 else 5))
+
+    async def _historical_trades(self, request: web.Request) -> web.Response:
+        fault = self._fault()
+        if fault is not None:
+            return fault
+        symbol = request.query.get("symbol", "")
+        if symbol not in SYMBOLS:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        limit = min(int(request.query.get("limit", 500)), 1000)
+        from_id = int(request.query.get("fromId", 0))
+        rows = [
+            {"id": t["t"], "price": t["p"], "qty": t["q"], "quoteQty": "0", "time": t["T"],
+             "isBuyerMaker": t["m"], "isBestMatch": True}
+            for t in sorted(self.trades.get(symbol, []), key=lambda t: int(t["t"]))
+            if int(t["t"]) >= from_id
+        ][:limit]  # fmt: skip
+        return web.json_response(rows, headers=self._headers(25))

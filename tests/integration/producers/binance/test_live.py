@@ -195,3 +195,28 @@ async def test_a_server_shutdown_event_rotates_the_connection(
             await asyncio.sleep(0.05)
     assert live.stats.reconnects == 0
     assert live.stats.malformed == 0
+
+
+async def test_trades_missed_during_a_gap_are_refetched(
+    live: BinanceLive, fake: FakeBinance, settings: Settings
+) -> None:
+    for n in range(50):
+        await fake.push("btcusdt@trade", trade_event(n))
+    async with asyncio.timeout(15):
+        while live.stats.records < 50:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    await fake.drop_connections()
+    for n in range(50, 1500):  # traded while we were away: more than one REST page
+        fake.record_trade(trade_event(n))
+    await _connected(fake, 2)
+    async with asyncio.timeout(20):
+        while live.stats.gap_trades < 1450:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    for n in range(1500, 1510):
+        await fake.push("btcusdt@trade", trade_event(n))
+    async with asyncio.timeout(15):
+        while live.stats.records < 60:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    ids = [int(t.trade_id) for t in await _ticks(settings)]
+    assert sorted(set(ids)) == [1000 + n for n in range(1510)]  # nothing lost
+    assert live.stats.unfilled_gaps == 0
