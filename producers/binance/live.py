@@ -59,15 +59,17 @@ def _event(message: Any) -> Any:
     return data.get("e") if isinstance(data, dict) else None
 
 
-def stream_names(symbols: Sequence[str], kinds: Sequence[str]) -> list[str]:
-    """``btcusdt@trade``-style names for every symbol and kind (``trade``, ``kline_1m``, ...)."""
-    names = [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in kinds]
-    if len(names) > MAX_STREAMS_PER_CONNECTION:
-        raise MarketDataError(
-            f"{len(names)} streams: Binance takes at most {MAX_STREAMS_PER_CONNECTION} a "
-            "connection; run several producers with fewer symbols"
-        )
-    return names
+def stream_names(symbols: Sequence[str], kinds: Sequence[str]) -> list[list[str]]:
+    """``btcusdt@trade``-style names for every symbol and kind (``trade``, ``kline_1m``, ...),
+    in groups of at most 1024, Binance's limit for one connection; a symbol's streams stay in
+    one group."""
+    groups: list[list[str]] = [[]]
+    for symbol in symbols:
+        names = [f"{symbol.lower()}@{kind}" for kind in kinds]
+        if len(groups[-1]) + len(names) > MAX_STREAMS_PER_CONNECTION:
+            groups.append([])
+        groups[-1].extend(names)
+    return [group for group in groups if group]
 
 
 class BinanceLive:

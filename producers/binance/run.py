@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 async def run_live(
     settings: Settings, symbols: Sequence[str], kinds: Sequence[str], *, watchdog_s: float = 30.0,
     stop: asyncio.Event | None = None,
-) -> BinanceLive:  # fmt: skip
+) -> list[BinanceLive]:  # fmt: skip
     if stop is None:  # the process's own: stop on SIGTERM/SIGINT
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -31,13 +31,15 @@ async def run_live(
     rest = rest_client(settings)
     try:
         publisher = Publisher(producer, settings.topics, stage="binance.live")
-        live = BinanceLive(
-            settings.binance_stream, rest, stream_names(symbols, kinds), publisher,
-            watchdog_s=watchdog_s,
-        )  # fmt: skip
-        log.info("streaming %s from %s", ", ".join(live.streams), settings.binance_stream)
-        await live.run(stop)
-        return live
+        # One connection per group of 1024 streams, all feeding one publisher.
+        lives = [
+            BinanceLive(settings.binance_stream, rest, group, publisher, watchdog_s=watchdog_s)
+            for group in stream_names(symbols, kinds)
+        ]
+        for number, live in enumerate(lives, 1):
+            log.info("connection group %d: %s", number, ", ".join(live.streams))
+        await asyncio.gather(*(live.run(stop) for live in lives))
+        return lives
     finally:
         await producer.stop()
         rest.session.close()
