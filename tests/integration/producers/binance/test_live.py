@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from producers.binance.live import BinanceLive
 from producers.publisher import Publisher
 from tests.fakes.binance import FakeBinance, kline_row
 from tests.integration.processors.support import read_topic
+from tests.integration.roles import role_process
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "binance"
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -220,3 +222,27 @@ async def test_trades_missed_during_a_gap_are_refetched(
     ids = [int(t.trade_id) for t in await _ticks(settings)]
     assert sorted(set(ids)) == [1000 + n for n in range(1510)]  # nothing lost
     assert live.stats.unfilled_gaps == 0
+
+
+async def test_the_producer_process_streams_and_stops_cleanly(
+    fake: FakeBinance, settings: Settings, log: Path
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+           "MDP_TOPIC_PREFIX": settings.topic_prefix, "BINANCE_API_BASE_URL": fake.rest_url,
+           "BINANCE_STREAM_URL": fake.stream_url}  # fmt: skip
+    process = role_process(["produce", "binance", "--symbols", "BTCUSDT", "--streams", "trade"],
+                           env, log)  # fmt: skip
+    try:
+        await _connected(fake, 1)
+        await asyncio.sleep(0.3)
+        for n in range(20):
+            await fake.push("btcusdt@trade", trade_event(n))
+        ticks = await _ticks(settings)
+        assert [t.trade_id for t in ticks] == [str(1000 + n) for n in range(20)]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
