@@ -190,10 +190,44 @@ def sink(settings: Settings) -> None:
         _fail(exc)
 
 
-@cli.command()
-def webhook() -> None:
-    """Serve the TradingView webhook endpoint."""
-    _pending("webhook", 7)
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def webhook(ctx: click.Context) -> None:
+    """Serve the TradingView webhook on MDP_WEBHOOK_HOST:MDP_WEBHOOK_PORT (uvicorn).
+
+    \b
+    POST /webhooks/tradingview takes an alert, authenticates it (MDP_WEBHOOK_AUTH: signature,
+    passphrase, allowlist), and publishes it as a tick once Kafka has acknowledged it (202).
+    GET /health and GET /metrics. `mdp webhook sign` signs a body for relays and tests.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn  # noqa: PLC0415
+
+    from webhook.app import create_app  # noqa: PLC0415
+
+    settings: Settings = ctx.obj
+    try:
+        app = create_app(settings)
+    except MarketDataError as exc:
+        _fail(exc)
+    uvicorn.run(app, host=settings.webhook_host, port=settings.webhook_port,
+                log_level=settings.log_level.lower(), access_log=False)  # fmt: skip
+
+
+@webhook.command("sign")
+@click.argument("body", type=click.File("rb"), default="-")
+@click.pass_obj
+def webhook_sign(settings: Settings, body: click.utils.LazyFile) -> None:
+    """Print the X-Signature of BODY (a file, or - for standard input) under
+    TRADINGVIEW_HMAC_SECRET."""
+    from webhook.auth import sign  # noqa: PLC0415
+
+    if settings.tradingview_hmac_secret is None:
+        _fail(MarketDataError("TRADINGVIEW_HMAC_SECRET is not set"))
+    click.echo(
+        "sha256=" + sign(body.read(), settings.tradingview_hmac_secret.get_secret_value().encode())
+    )
 
 
 @cli.command()

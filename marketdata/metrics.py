@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -40,13 +41,14 @@ def metrics_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Starl
     return Starlette(routes=[Route("/metrics", metrics), Route("/health", health)])
 
 
-class MetricsServer:
+class HttpServer:
+    """An ASGI app served by uvicorn inside a running event loop (start/aclose)."""
+
     def __init__(
-        self, registry: CollectorRegistry, ready: Callable[[], bool], host: str, port: int
+        self, app: Any, host: str, port: int, *, lifespan: Literal["on", "off"] = "off"
     ) -> None:
         config = uvicorn.Config(
-            metrics_app(registry, ready), host=host, port=port, log_level="warning",
-            access_log=False, lifespan="off",
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan=lifespan,
         )  # fmt: skip
         self._server = _QuietServer(config)
         self._address = (host, port)
@@ -60,8 +62,7 @@ class MetricsServer:
         except OSError as exc:
             host, port = self._address
             raise ServiceError(
-                f"metrics endpoint cannot listen on {host}:{port}: {exc.strerror}"
-                " (set MDP_METRICS_PORT)"
+                f"cannot listen on {host}:{port}: {exc.strerror} (choose another port)"
             ) from None
         self._task = asyncio.create_task(
             self._server.serve(sockets=[self._socket]), name="metrics-server"
@@ -69,6 +70,8 @@ class MetricsServer:
         # uvicorn tells that it has started only through this flag.
         while not self._server.started and not self._task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+        if self._task.done():
+            self._task.result()  # raises why it could not start (the app's lifespan failed)
 
     @property
     def port(self) -> int:
@@ -85,3 +88,12 @@ class MetricsServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+
+
+class MetricsServer(HttpServer):
+    """``/metrics`` and ``/health`` of a role."""
+
+    def __init__(
+        self, registry: CollectorRegistry, ready: Callable[[], bool], host: str, port: int
+    ) -> None:
+        super().__init__(metrics_app(registry, ready), host, port)

@@ -77,6 +77,23 @@ class Settings(BaseModel):
         1.0, alias="MDP_PROCESS_COMMIT_INTERVAL_S", gt=0, le=60
     )
 
+    # Webhook (`mdp webhook`).
+    webhook_auth: str = Field(
+        "signature",
+        alias="MDP_WEBHOOK_AUTH",
+        pattern=r"^(signature|passphrase|allowlist)(,(signature|passphrase|allowlist))*$",
+    )
+    tradingview_passphrase: SecretStr | None = Field(None, alias="TRADINGVIEW_PASSPHRASE")
+    webhook_allow: str = Field("tradingview", alias="MDP_WEBHOOK_ALLOW", min_length=1)
+    webhook_proxy_header: str | None = Field(None, alias="MDP_WEBHOOK_TRUSTED_PROXY_HEADER")
+    webhook_max_body: int = Field(65_536, alias="MDP_WEBHOOK_MAX_BODY", ge=256, le=10_485_760)
+    webhook_replay_s: float = Field(300.0, alias="MDP_WEBHOOK_REPLAY_S", gt=0)
+    webhook_publish_timeout_s: float = Field(
+        2.0, alias="MDP_WEBHOOK_PUBLISH_TIMEOUT_S", gt=0, le=2.5
+    )
+    webhook_host: str = Field("127.0.0.1", alias="MDP_WEBHOOK_HOST", min_length=1)
+    webhook_port: Port = Field(8080, alias="MDP_WEBHOOK_PORT")
+
     # Sink (`mdp sink`).
     sink_group: str = Field("mdp-sink", alias="MDP_SINK_GROUP", min_length=1)
     sink_batch_rows: int = Field(20_000, alias="MDP_SINK_BATCH_ROWS", ge=1, le=1_000_000)

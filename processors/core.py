@@ -17,7 +17,7 @@ from marketdata.dlq import SourceMessage
 from marketdata.errors import DecodeError
 from marketdata.records import Bar, Tick
 from marketdata.topics import Topics, instrument_key
-from processors.window import SeenWindow
+from marketdata.window import SeenWindow
 
 
 @dataclass(frozen=True, slots=True)

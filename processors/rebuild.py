@@ -18,7 +18,7 @@ from marketdata.codec import TickBatch, decode
 from marketdata.errors import DecodeError
 from marketdata.kafka import kafka_errors
 from marketdata.settings import Settings
-from processors.window import SeenWindow
+from marketdata.window import SeenWindow
 
 log = logging.getLogger(__name__)
 

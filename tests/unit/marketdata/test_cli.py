@@ -24,7 +24,9 @@ def test_services_help_explains_the_backends() -> None:
     assert {"up", "down", "status"} <= set(result.output.split())
 
 
-@pytest.mark.parametrize(("args", "issue"), [(["webhook"], "#7"), (["produce", "dtc"], "#9")])
+@pytest.mark.parametrize(
+    ("args", "issue"), [(["backfill", "ibkr"], "#8"), (["produce", "dtc"], "#9")]
+)
 def test_roles_not_built_yet_say_so_and_fail(args: list[str], issue: str) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2

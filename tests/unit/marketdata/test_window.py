@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from processors.window import SeenWindow, fingerprint
+from marketdata.window import SeenWindow, fingerprint
 from tests.clock import Clock
 from tests.strategies import sample_tick
 

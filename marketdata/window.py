@@ -1,4 +1,4 @@
-"""A bounded window of the tick keys already emitted, per input partition.
+"""A bounded window of keys already seen: tick keys emitted (processors), bodies taken (webhook).
 
 Producers reconnect and backfill, so the same trade comes again seconds to minutes later. The
 window remembers each key for ``max_age_s`` seconds of arrival time, and at most ``max_keys``
@@ -54,6 +54,18 @@ class SeenWindow:
                 fresh.append(tick)
         self._expire(now)
         return fresh
+
+    def seen_before(self, key: int) -> bool:
+        """Remember one key; True when it was already remembered (a replay)."""
+        if key in self._seen:
+            return True
+        now = self.clock()
+        self._seen[key] = now
+        self._expire(now)
+        return False
+
+    def forget(self, key: int) -> None:
+        self._seen.pop(key, None)
 
     def remember(self, ticks: list[Tick]) -> None:
         """Add keys already emitted (when rebuilding from the output topic)."""

@@ -1,0 +1,201 @@
+"""The TradingView webhook: verified alerts to ticks on ``md.ticks.raw``.
+
+``POST /webhooks/tradingview`` answers 202 only once Kafka has acknowledged the tick (within
+``MDP_WEBHOOK_PUBLISH_TIMEOUT_S``, inside TradingView's 3-second budget), else 503: an accepted
+alert is never one that could be lost. The same authenticated body again within
+``MDP_WEBHOOK_REPLAY_S`` is acknowledged (200) and not published twice. The Kafka producer and
+the replay window live in the app's lifespan state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from marketdata.codec import encode_ticks
+from marketdata.errors import ConfigError
+from marketdata.kafka import create_producer
+from marketdata.settings import Settings
+from marketdata.topics import instrument_key
+from marketdata.window import SeenWindow
+from webhook.alert import alert_to_tick, parse_body
+from webhook.auth import (
+    Networks,
+    Rejected,
+    check_source,
+    parse_networks,
+    source_address,
+    take_passphrase,
+    verify_signature,
+)
+
+log = logging.getLogger(__name__)
+MIN_SECRET_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """What a request must pass, built once from the settings (secrets as bytes, never logged)."""
+
+    secret: bytes | None
+    passphrase: bytes | None
+    networks: Networks | None
+    proxy_header: str | None
+    max_body: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Checks:
+        modes = set(settings.webhook_auth.split(","))
+        secret = passphrase = None
+        if "signature" in modes:
+            if settings.tradingview_hmac_secret is None:
+                raise ConfigError("TRADINGVIEW_HMAC_SECRET: required by MDP_WEBHOOK_AUTH=signature")
+            secret = settings.tradingview_hmac_secret.get_secret_value().encode()
+            if len(secret) < MIN_SECRET_BYTES:
+                raise ConfigError(f"TRADINGVIEW_HMAC_SECRET: at least {MIN_SECRET_BYTES} bytes")
+        if "passphrase" in modes:
+            if settings.tradingview_passphrase is None:
+                raise ConfigError("TRADINGVIEW_PASSPHRASE: required by MDP_WEBHOOK_AUTH=passphrase")
+            passphrase = settings.tradingview_passphrase.get_secret_value().encode()
+        try:
+            networks = parse_networks(settings.webhook_allow) if "allowlist" in modes else None
+        except ValueError as exc:
+            raise ConfigError(f"MDP_WEBHOOK_ALLOW: {exc}") from None
+        return cls(secret, passphrase, networks, settings.webhook_proxy_header,
+                   settings.webhook_max_body)  # fmt: skip
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter("mdp_webhook_requests", "Alerts by HTTP status", ["status"],
+                                registry=registry)  # fmt: skip
+        self.publish_seconds = Histogram(
+            "mdp_webhook_publish_seconds", "From the request to Kafka's acknowledgement",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )  # fmt: skip
+        self.replays = Counter("mdp_webhook_replays", "Alerts taken again within the replay window",
+                               registry=registry)  # fmt: skip
+
+
+class AlertIntake:
+    """``POST /webhooks/tradingview``: authenticate, parse, deduplicate, publish, answer."""
+
+    def __init__(self, settings: Settings, checks: Checks, metrics: Metrics) -> None:
+        self.topic = settings.topics.ticks_raw
+        self.timeout_s = settings.webhook_publish_timeout_s
+        self.checks = checks
+        self.metrics = metrics
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await self._take(request, started)
+        except Rejected as exc:
+            response = JSONResponse({"error": exc.reason}, status_code=exc.status)
+        self.metrics.requests.labels(str(response.status_code)).inc()
+        return response
+
+    async def _take(self, request: Request, started: float) -> Response:
+        if self.checks.networks is not None:
+            peer = request.client.host if request.client else None
+            address = source_address(peer, request.headers, self.checks.proxy_header)
+            check_source(address, self.checks.networks)
+        body = await _read_body(request, self.checks.max_body)
+        if self.checks.secret is not None:
+            verify_signature(body, request.headers.get("x-signature"), self.checks.secret)
+        alert = parse_body(body)  # JSON whatever the content type: TradingView sends text/plain
+        if self.checks.passphrase is not None:
+            take_passphrase(alert, self.checks.passphrase)
+        tick = alert_to_tick(alert, body, datetime.now(UTC))
+        digest = int.from_bytes(hashlib.sha256(body).digest()[:16], "big")
+        replays: SeenWindow = request.app.state.replays
+        if replays.seen_before(digest):
+            self.metrics.replays.inc()
+            return JSONResponse({"status": "duplicate", "trade_id": tick.trade_id}, status_code=200)
+        producer: AIOKafkaProducer = request.app.state.producer
+        try:
+            key = instrument_key(tick.exchange, tick.symbol)
+            delivery = await producer.send(self.topic, encode_ticks([tick]), key=key)
+            await asyncio.wait_for(delivery, self.timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            replays.forget(digest)  # not taken: TradingView's next delivery must get through
+            log.error("alert not published (%s)", type(exc).__name__)
+            raise Rejected(503, "not stored; retry") from None
+        self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        return JSONResponse({"status": "accepted", "trade_id": tick.trade_id}, status_code=202)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Rejected(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    producer_factory: Callable[[Settings], AIOKafkaProducer] = create_producer,
+) -> Starlette:
+    checks = Checks.from_settings(settings)  # refuses to build without a usable secret
+    metrics = Metrics(registry or CollectorRegistry())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        producer = producer_factory(settings)
+        await producer.start()
+        app.state.producer = producer
+        app.state.replays = SeenWindow(max_keys=100_000, max_age_s=settings.webhook_replay_s)
+        try:
+            yield
+        finally:
+            await producer.stop()
+
+    intake = AlertIntake(settings, checks, metrics)
+
+    async def health(request: Request) -> Response:
+        producer: AIOKafkaProducer | None = getattr(request.app.state, "producer", None)
+        ready = producer is not None and producer.client.cluster.brokers()
+        text = "ready: kafka connected\n" if ready else "not ready: kafka not connected\n"
+        return PlainTextResponse(text, status_code=200 if ready else 503)
+
+    async def serve_metrics(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/tradingview", intake.handle, methods=["POST"]),
+            Route("/health", health),
+            Route("/metrics", serve_metrics),
+        ],
+        lifespan=lifespan,
+    )
