@@ -172,7 +172,7 @@ def test_app_role_healthchecks_can_fail() -> None:
         assert "/proc/1/cmdline" in script, name
         assert "b'mdp'" in script, name
     webhook = " ".join(_services()["webhook"]["healthcheck"]["test"])
-    assert "http://127.0.0.1:8080/healthz" in webhook
+    assert "http://127.0.0.1:8080/health" in webhook
     assert "urllib" in webhook
     sink = " ".join(_services()["sink"]["healthcheck"]["test"])
     assert f"http://127.0.0.1:{Settings.model_fields['metrics_port'].default}/health" in sink
