@@ -160,11 +160,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def webhook_producer(settings: Settings) -> AIOKafkaProducer:
+    # Each request waits for its acknowledgement, so lingering only adds latency: 1 ms is enough
+    # to batch the concurrent requests of a burst.
+    return create_producer(settings, linger_ms=1)
+
+
 def create_app(
     settings: Settings,
     *,
     registry: CollectorRegistry | None = None,
-    producer_factory: Callable[[Settings], AIOKafkaProducer] = create_producer,
+    producer_factory: Callable[[Settings], AIOKafkaProducer] = webhook_producer,
 ) -> Starlette:
     checks = Checks.from_settings(settings)  # refuses to build without a usable secret
     metrics = Metrics(registry or CollectorRegistry())
