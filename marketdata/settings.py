@@ -91,6 +91,10 @@ class Settings(BaseModel):
     webhook_publish_timeout_s: float = Field(
         2.0, alias="MDP_WEBHOOK_PUBLISH_TIMEOUT_S", gt=0, le=2.5
     )
+    webhook_spool_dir: Path | None = Field(None, alias="MDP_WEBHOOK_SPOOL_DIR")
+    webhook_spool_max_bytes: int = Field(
+        64 * 1024 * 1024, alias="MDP_WEBHOOK_SPOOL_MAX_BYTES", ge=1024
+    )
     webhook_host: str = Field("127.0.0.1", alias="MDP_WEBHOOK_HOST", min_length=1)
     webhook_port: Port = Field(8080, alias="MDP_WEBHOOK_PORT")
 

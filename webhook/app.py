@@ -9,7 +9,6 @@ the replay window live in the app's lifespan state.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -19,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -48,6 +47,8 @@ from webhook.auth import (
     take_passphrase,
     verify_signature,
 )
+from webhook.delivery import Delivery
+from webhook.spool import Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
 MIN_SECRET_BYTES = 16
@@ -97,6 +98,8 @@ class Metrics:
         )  # fmt: skip
         self.replays = Counter("mdp_webhook_replays", "Alerts taken again within the replay window",
                                registry=registry)  # fmt: skip
+        self.spool_depth = Gauge("mdp_webhook_spool_depth", "Alerts in the spool, not yet in Kafka",
+                                 registry=registry)  # fmt: skip
 
 
 class AlertIntake:
@@ -134,17 +137,17 @@ class AlertIntake:
         if replays.seen_before(digest):
             self.metrics.replays.inc()
             return JSONResponse({"status": "duplicate", "trade_id": tick.trade_id}, status_code=200)
-        producer: AIOKafkaProducer = request.app.state.producer
+        delivery: Delivery = request.app.state.delivery
+        key = instrument_key(tick.exchange, tick.symbol)
         try:
-            key = instrument_key(tick.exchange, tick.symbol)
-            delivery = await producer.send(self.topic, encode_ticks([tick]), key=key)
-            await asyncio.wait_for(delivery, self.timeout_s)
-        except (KafkaError, TimeoutError) as exc:
+            outcome = await delivery.publish(key, encode_ticks([tick]))
+        except SpoolUnavailable as exc:
             replays.forget(digest)  # not taken: TradingView's next delivery must get through
-            log.error("alert not published (%s)", type(exc).__name__)
+            log.error("alert not stored: %s", exc)
             raise Rejected(503, "not stored; retry") from None
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
-        return JSONResponse({"status": "accepted", "trade_id": tick.trade_id}, status_code=202)
+        self.metrics.spool_depth.set(delivery.spool.depth)
+        return JSONResponse({"status": outcome, "trade_id": tick.trade_id}, status_code=202)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -162,8 +165,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def webhook_producer(settings: Settings) -> AIOKafkaProducer:
     # Each request waits for its acknowledgement, so lingering only adds latency: 1 ms is enough
-    # to batch the concurrent requests of a burst.
-    return create_producer(settings, linger_ms=1)
+    # to batch the concurrent requests of a burst. The producer gives up on a send (metadata
+    # wait, then the request) well within the publish deadline, so an alert it failed to deliver
+    # is never delivered later as well as from the spool.
+    timeout_ms = int(settings.webhook_publish_timeout_s * 1000 / 2)
+    return create_producer(settings, linger_ms=1, request_timeout_ms=timeout_ms)
 
 
 def create_app(
@@ -175,24 +181,31 @@ def create_app(
     checks = Checks.from_settings(settings)  # refuses to build without a usable secret
     metrics = Metrics(registry or CollectorRegistry())
 
+    spool_dir = settings.webhook_spool_dir or settings.state_dir / "webhook-spool"
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        producer = producer_factory(settings)
-        await producer.start()
-        app.state.producer = producer
+        delivery = Delivery(
+            settings, Spool(spool_dir, settings.webhook_spool_max_bytes), producer_factory
+        )
+        await delivery.start()
+        app.state.delivery = delivery
         app.state.replays = SeenWindow(max_keys=100_000, max_age_s=settings.webhook_replay_s)
         try:
             yield
         finally:
-            await producer.stop()
+            await delivery.aclose()
 
     intake = AlertIntake(settings, checks, metrics)
 
     async def health(request: Request) -> Response:
-        producer: AIOKafkaProducer | None = getattr(request.app.state, "producer", None)
-        ready = producer is not None and producer.client.cluster.brokers()
-        text = "ready: kafka connected\n" if ready else "not ready: kafka not connected\n"
-        return PlainTextResponse(text, status_code=200 if ready else 503)
+        delivery: Delivery | None = getattr(request.app.state, "delivery", None)
+        if delivery is not None and delivery.connected and not delivery.spool.depth:
+            return PlainTextResponse("ready: kafka connected\n")
+        if delivery is not None and delivery.spool.writable():
+            depth = delivery.spool.depth
+            return PlainTextResponse(f"ready: spooling ({depth} alerts waiting for kafka)\n")
+        return PlainTextResponse("not ready: kafka away and spool not writable\n", status_code=503)
 
     async def serve_metrics(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import uuid
@@ -170,14 +171,17 @@ class NativeKafka:
                 raise ServiceError(
                     f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
                 )
-        with self.console_log.open("ab") as console:
-            process = subprocess.Popen(
-                self._run_java("kafka.Kafka", str(config), log4j=log4j),
-                stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.home,
-            )  # fmt: skip
-        self.pidfile.write_text(f"{process.pid}\n")
-        return self._wait_ready(process.pid)
+        # Started through a shell that exits at once, so that the broker is not our child: it
+        # outlives this command, and no Python process is left holding (and reaping) it.
+        command = shlex.join(self._run_java("kafka.Kafka", str(config), log4j=log4j))
+        console = shlex.quote(str(self.console_log))
+        launched = subprocess.run(
+            ["sh", "-c", f"setsid {command} >>{console} 2>&1 </dev/null & echo $!"],
+            capture_output=True, text=True, check=True, cwd=self.home,
+        )  # fmt: skip
+        pid = int(launched.stdout.strip())
+        self.pidfile.write_text(f"{pid}\n")
+        return self._wait_ready(pid)
 
     def _wait_ready(self, pid: int | None) -> ServiceStatus:
         if pid is None or not wait_for_port(HOST, self.port, START_TIMEOUT, lambda: pid_alive(pid)):

@@ -1,0 +1,93 @@
+"""Accepted alerts survive a broker outage and a restart of the app while the broker is away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from marketdata.codec import TickBatch, decode
+from marketdata.kafka import ensure_topics
+from marketdata.services.kafka_native import NativeKafka
+from marketdata.settings import Settings
+from tests.integration.processors.support import free_port, read_topic
+from tests.integration.roles import role_process
+from tests.integration.webhook.test_webhook import SECRET, post
+from tests.services import Found
+from webhook.auth import sign
+
+
+def _alert(n: int) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"ticker": "BTCUSDT", "exchange": "BINANCE", "price": f"{100 + n}",
+                       "time": "2024-03-01T12:00:00Z", "n": n}).encode()  # fmt: skip
+    return body, {"X-Signature": sign(body, SECRET.encode())}
+
+
+async def _health(url: str) -> tuple[int, str]:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as response:
+            return response.status, await response.text()
+    except aiohttp.ClientConnectionError:
+        return 0, ""
+
+
+async def _up(url: str, words: str) -> None:
+    async with asyncio.timeout(30):
+        while words not in (await _health(url))[1]:  # noqa: ASYNC110 - polled over HTTP
+            await asyncio.sleep(0.2)
+
+
+async def test_nothing_accepted_is_lost_across_an_outage_and_a_restart(
+    settings: Settings, services: Found, tmp_path: Path, log: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
+    if services.how != "native":
+        pytest.skip(f"stops the broker itself; the session's came from {services.how}")
+    broker = NativeKafka(Settings.from_env({**os.environ, "MDP_SERVICES_BACKEND": "native"}))
+    await ensure_topics(settings, settings.topics.all())
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+           "MDP_TOPIC_PREFIX": settings.topic_prefix, "TRADINGVIEW_HMAC_SECRET": SECRET,
+           "MDP_WEBHOOK_PORT": str(port), "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path / "spool"),
+           "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "1.0"}  # fmt: skip
+    processes.append(role_process(["webhook"], env, log))
+    await _up(url, "ready: kafka connected")
+    outcomes = []
+
+    async def send(numbers: range) -> None:
+        for n in numbers:
+            started = asyncio.get_running_loop().time()
+            status, text = await post(url, *_alert(n))
+            assert status == 202, text
+            assert asyncio.get_running_loop().time() - started < 3.0  # TradingView's budget
+            outcomes.append(json.loads(text)["status"])
+
+    await send(range(10))
+    await asyncio.to_thread(broker.stop)
+    try:
+        await send(range(10, 20))
+        processes[0].send_signal(signal.SIGTERM)
+        # uvicorn shuts down cleanly, then re-raises the signal so the exit status tells it.
+        assert await asyncio.to_thread(processes[0].wait, 30) in {0, -signal.SIGTERM}
+        processes.append(role_process(["webhook"], env, log))  # the broker is still away
+        await _up(url, "ready: spooling")
+        await send(range(20, 30))
+    finally:
+        await asyncio.to_thread(broker.start)
+    assert outcomes[:10] == ["accepted"] * 10
+    assert set(outcomes[10:]) == {"spooled"}
+    await _up(url, "ready: kafka connected")  # the spool has drained
+
+    numbers: list[object] = []
+    for message in await read_topic(settings, settings.topics.ticks_raw, idle_s=3):
+        batch = decode(message.value)
+        assert isinstance(batch, TickBatch)
+        numbers.extend(t.extras["n"] for t in batch.records if t.extras)
+    assert numbers == list(range(30))  # every accepted alert, once, in order
