@@ -211,8 +211,11 @@ def webhook(ctx: click.Context) -> None:
         app = create_app(settings)
     except MarketDataError as exc:
         _fail(exc)
+    # proxy_headers off: which forwarded header to trust is MDP_WEBHOOK_TRUSTED_PROXY_HEADER's
+    # call alone (uvicorn would otherwise believe X-Forwarded-For from any loopback peer).
     uvicorn.run(app, host=settings.webhook_host, port=settings.webhook_port,
-                log_level=settings.log_level.lower(), access_log=False)  # fmt: skip
+                log_level=settings.log_level.lower(), access_log=False,
+                proxy_headers=False)  # fmt: skip
 
 
 @webhook.command("sign")

@@ -47,8 +47,10 @@ class HttpServer:
     def __init__(
         self, app: Any, host: str, port: int, *, lifespan: Literal["on", "off"] = "off"
     ) -> None:
+        # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from loopback peers.
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan=lifespan,
+            proxy_headers=False,
         )  # fmt: skip
         self._server = _QuietServer(config)
         self._address = (host, port)

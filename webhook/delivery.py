@@ -89,13 +89,11 @@ class Delivery:
     async def _send(
         self, producer: AIOKafkaProducer, key: bytes, value: bytes, deadline_s: float
     ) -> None:
-        async def send_and_wait() -> None:
-            delivery = await producer.send(self.topic, value, key=key)
-            await delivery
-
         # The producer fails the send itself before this deadline (see webhook_producer); the
         # deadline is a last bound, and when it does fire the producer is dropped unflushed.
-        await asyncio.wait_for(send_and_wait(), deadline_s + 0.4)
+        async with asyncio.timeout(deadline_s + 0.4):
+            delivery = await producer.send(self.topic, value, key=key)
+            await delivery
 
     async def _connect(self) -> None:
         producer = self.producer_factory(self.settings)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from marketdata.errors import MarketDataError
+
+log = logging.getLogger(__name__)
 
 
 class SpoolUnavailable(MarketDataError):
@@ -39,8 +42,13 @@ class Spool:
         self._done = 0
 
     def open(self) -> None:
-        """Load what a previous run left (entries not yet replayed)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Load what a previous run left (entries not yet replayed). An unusable directory is
+        not fatal: Kafka may take every alert; the health check says the spool is not writable."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("webhook spool %s unusable: %s", self.directory, exc.strerror)
+            return
         if self.log.exists():
             for number, line in enumerate(self.log.read_text().splitlines()):
                 try:
@@ -58,7 +66,11 @@ class Spool:
         return len(self._entries) - self._done
 
     def writable(self) -> bool:
-        return os.access(self.directory, os.W_OK) and self._size() < self.max_bytes
+        return (
+            self.directory.is_dir()
+            and os.access(self.directory, os.W_OK)
+            and self._size() < self.max_bytes
+        )
 
     def _size(self) -> int:
         return self.log.stat().st_size if self.log.exists() else 0
@@ -68,6 +80,8 @@ class Spool:
         line = json.dumps(
             {"k": base64.b64encode(key).decode(), "v": base64.b64encode(value).decode()}
         )
+        if not self.directory.is_dir():
+            raise SpoolUnavailable(f"spool directory {self.directory} unusable")
         if self._size() + len(line) + 1 > self.max_bytes:
             raise SpoolUnavailable("spool full")
         try:

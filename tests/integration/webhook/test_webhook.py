@@ -39,7 +39,7 @@ def alert(n: int = 0, **changes: object) -> bytes:
 
 
 @pytest.fixture
-async def webhook(settings: Settings) -> AsyncIterator[tuple[str, Settings]]:
+async def webhook(settings: Settings, tmp_path: object) -> AsyncIterator[tuple[str, Settings]]:
     await ensure_topics(settings, settings.topics.all())
     configured = Settings.from_env({
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
@@ -48,6 +48,7 @@ async def webhook(settings: Settings) -> AsyncIterator[tuple[str, Settings]]:
         "TRADINGVIEW_HMAC_SECRET": SECRET,
         "TRADINGVIEW_PASSPHRASE": PASSPHRASE,
         "MDP_WEBHOOK_MAX_BODY": "1024",
+        "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path),
     })  # fmt: skip
     server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
     await server.start()
@@ -196,3 +197,28 @@ def test_the_app_refuses_to_start_without_its_secrets(env: dict[str, str], words
     with pytest.raises(ConfigError, match=words) as caught:
         create_app(Settings.from_env(env))
     assert "short" not in str(caught.value)
+
+
+async def test_a_disallowed_source_address_is_403_and_publishes_nothing(
+    settings: Settings, tmp_path: object
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    configured = Settings.from_env({
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "MDP_TOPIC_PREFIX": settings.topic_prefix,
+        "MDP_WEBHOOK_AUTH": "signature,allowlist",
+        "MDP_WEBHOOK_ALLOW": "tradingview,10.0.0.0/8",  # not 127.0.0.1, where the test is
+        "TRADINGVIEW_HMAC_SECRET": SECRET,
+        "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path),
+    })  # fmt: skip
+    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
+    await server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        body = alert(1)
+        forged = {**signed(body), "X-Forwarded-For": "52.89.214.238"}  # not trusted by default
+        status, text = await post(url, body, forged)
+    finally:
+        await server.aclose()
+    assert (status, json.loads(text).get("error")) == (403, "source address not allowed"), text
+    assert await published(configured, idle_s=1) == []
