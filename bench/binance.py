@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 import orjson
 
-from bench.report import command_line, write_section
+from bench.report import benchmark_parser, command_line, run_benchmark
 from marketdata.codec import encode_bars, encode_ticks
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Tick
@@ -147,16 +147,10 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--frames", type=int, default=200_000, help="frames to normalise")
     parser.add_argument("--publish", type=int, default=100_000, help="ticks to publish")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    args = parser.parse_args(argv)
-    section = asyncio.run(measure(args, Settings.from_env()))
-    print(section)
-    write_section(args.output, SECTION, section)
+    run_benchmark(parser, measure, SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.report import command_line, write_section
+from bench.report import benchmark_parser, command_line, run_benchmark
 from marketdata.kafka import create_consumer, create_producer, ensure_topics
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
@@ -162,20 +162,14 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--messages", type=int, default=20_000, help="raw messages per run, at most"
     )
     parser.add_argument("--ticks", type=int, default=400_000, help="ticks per run, at most")
     parser.add_argument("--per-message", type=int, nargs="+", default=[1, 20, 100],
                         help="ticks per raw message, one run each")  # fmt: skip
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    args = parser.parse_args(argv)
-    section = asyncio.run(measure(args, Settings.from_env()))
-    print(section)
-    write_section(args.output, SECTION, section)
+    run_benchmark(parser, measure, SECTION, argv)
 
 
 if __name__ == "__main__":

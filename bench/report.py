@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import os
 import shlex
 import sys
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from marketdata.settings import Settings
 
 FILE_HEADER: Final = """# Benchmarks
 
@@ -41,3 +46,26 @@ def command_line(module: str) -> str:
         relative = os.path.relpath(python)
         python = python if relative.startswith("..") else relative
     return shlex.join([python, "-m", module, *sys.argv[1:]])
+
+
+def benchmark_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes; each adds its own."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"),
+                        help="the report whose section this benchmark replaces")  # fmt: skip
+    return parser
+
+
+def run_benchmark(
+    parser: argparse.ArgumentParser,
+    measure: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, str]],
+    title: str,
+    argv: Sequence[str] | None,
+) -> None:
+    """Parse the arguments, measure against the configured services, print and record."""
+    args = parser.parse_args(argv)
+    section = asyncio.run(measure(args, Settings.from_env()))
+    print(section)
+    write_section(args.output, title, section)

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.report import command_line, write_section
+from bench.report import benchmark_parser, command_line, run_benchmark
 from marketdata import migrate
 from marketdata.kafka import ensure_topics
 from marketdata.records import Tick
@@ -202,21 +202,14 @@ def _server_version(settings: Settings) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rows", type=int, default=200_000, help="ticks for the batched paths")
     parser.add_argument(
         "--single-rows", type=int, default=100_000, help="ticks sent one per message"
     )
     parser.add_argument("--per-message", type=int, default=100, help="ticks per Kafka message")
     parser.add_argument("--batch-rows", type=int, default=20_000, help="rows per writer batch")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    section = asyncio.run(measure(args, settings))
-    print(section)
-    write_section(args.output, SECTION, section)
+    run_benchmark(parser, measure, SECTION, argv)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 
-from bench.report import command_line, write_section
+from bench.report import benchmark_parser, command_line, run_benchmark
 from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
 from tests.integration.processors.support import free_port
@@ -167,18 +166,12 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--requests", type=int, default=5000, help="requests in the flood")
     parser.add_argument("--concurrency", type=int, default=32, help="flood clients")
     parser.add_argument("--rate", type=float, default=500.0, help="steady requests/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="steady duration")
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
-    args = parser.parse_args(argv)
-    section = asyncio.run(measure(args, Settings.from_env()))
-    print(section)
-    write_section(args.output, SECTION, section)
+    run_benchmark(parser, measure, SECTION, argv)
 
 
 if __name__ == "__main__":
