@@ -46,42 +46,36 @@ def _get(payload: Mapping[str, Any], key: str, field: str) -> Any:
         raise InvalidRecord("payload", f"must be an object, got {type(payload).__name__}") from None
 
 
-def trade(payload: Mapping[str, Any], received_at: datetime) -> Tick:
-    """``<symbol>@trade``: one trade; ``m`` (buyer is maker) means the seller was the aggressor."""
+def _taker_trade(
+    payload: Mapping[str, Any], received_at: datetime, source: str, id_key: str,
+    extras: dict[str, str],
+) -> Tick:  # fmt: skip
+    """A trade event; ``m`` (buyer is maker) means the seller was the aggressor. ``extras`` maps
+    record extras to Binance keys."""
     maker = _get(payload, "m", "side")
     return Tick(
         exchange=EXCHANGE,
         symbol=_get(payload, "s", "symbol"),
         timestamp=_ms("timestamp", _get(payload, "T", "timestamp")),
-        source="binance.trade",
-        trade_id=str(_get(payload, "t", "trade_id")),
+        source=source,
+        trade_id=str(_get(payload, id_key, "trade_id")),
         price=_decimal("price", _get(payload, "p", "price")),
         size=_decimal("size", _get(payload, "q", "size")),
         side="sell" if maker is True else "buy",
         received_at=received_at,
-        extras={"buyer_maker": maker, "event_time": _get(payload, "E", "event_time")},
+        extras={"buyer_maker": maker, **{k: _get(payload, key, k) for k, key in extras.items()}},
     )
+
+
+def trade(payload: Mapping[str, Any], received_at: datetime) -> Tick:
+    """``<symbol>@trade``: one trade."""
+    return _taker_trade(payload, received_at, "binance.trade", "t", {"event_time": "E"})
 
 
 def agg_trade(payload: Mapping[str, Any], received_at: datetime) -> Tick:
     """``<symbol>@aggTrade``: trades of one taker order at one price, aggregated."""
-    maker = _get(payload, "m", "side")
-    return Tick(
-        exchange=EXCHANGE,
-        symbol=_get(payload, "s", "symbol"),
-        timestamp=_ms("timestamp", _get(payload, "T", "timestamp")),
-        source="binance.aggTrade",
-        trade_id=str(_get(payload, "a", "trade_id")),
-        price=_decimal("price", _get(payload, "p", "price")),
-        size=_decimal("size", _get(payload, "q", "size")),
-        side="sell" if maker is True else "buy",
-        received_at=received_at,
-        extras={
-            "buyer_maker": maker,
-            "first_trade_id": _get(payload, "f", "first_trade_id"),
-            "last_trade_id": _get(payload, "l", "last_trade_id"),
-        },
-    )
+    return _taker_trade(payload, received_at, "binance.aggTrade", "a",
+                        {"first_trade_id": "f", "last_trade_id": "l"})  # fmt: skip
 
 
 _QUOTE_SIDES: Final[tuple[tuple[Side, str, str], ...]] = (("bid", "b", "B"), ("ask", "a", "A"))
