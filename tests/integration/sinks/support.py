@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -103,13 +103,6 @@ async def wait_for_rows(
         await asyncio.sleep(0.2)
         rows = await asyncio.to_thread(count_rows, settings, table)
     return rows
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 30.0) -> None:
-    """Poll ``condition`` (a metric, a count) until it holds; fail the test after ``within``."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - the condition is a value, not an event
-            await asyncio.sleep(0.1)
 
 
 def metric(sink: Sink, name: str, **labels: str) -> float:

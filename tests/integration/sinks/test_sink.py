@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from marketdata.dlq import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
 from marketdata.settings import Settings
+from tests.integration.polling import wait_until
 from tests.integration.sinks.support import (
     bar_messages,
     count_rows,
@@ -21,7 +22,6 @@ from tests.integration.sinks.support import (
     running_sink,
     tick_messages,
     wait_for_rows,
-    wait_until,
 )
 from tests.integration.tcp_proxy import TcpProxy
 

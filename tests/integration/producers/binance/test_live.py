@@ -21,6 +21,7 @@ from producers.binance.backfill import rest_client
 from producers.binance.live import BinanceLive
 from producers.publisher import Publisher
 from tests.fakes.binance import FakeBinance, kline_row
+from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_topic
 from tests.integration.roles import role_process
 
@@ -76,9 +77,7 @@ async def live(settings: Settings, fake: FakeBinance) -> AsyncIterator[BinanceLi
 
 
 async def _connected(fake: FakeBinance, count: int) -> None:
-    async with asyncio.timeout(15):
-        while fake.subscriptions < count:  # noqa: ASYNC110 - the fake counts, it has no event
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: fake.subscriptions >= count, within=15, step=0.05)
 
 
 async def _ticks(settings: Settings) -> list[Tick]:
@@ -104,9 +103,7 @@ async def test_every_trade_arrives_once_with_its_fields(
 ) -> None:
     for n in range(200):
         await fake.push("btcusdt@trade", trade_event(n))
-    async with asyncio.timeout(15):
-        while live.stats.records < 200:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.records >= 200, within=15, step=0.05)
     ticks = await _ticks(settings)
     assert [t.trade_id for t in ticks] == [str(1000 + n) for n in range(200)]
     first = ticks[0]
@@ -126,14 +123,10 @@ async def test_a_dropped_connection_reconnects_and_backfills_the_missed_closed_b
 ) -> None:
     for minute in range(5):
         await fake.push("btcusdt@kline_1m", kline_event(minute))
-    async with asyncio.timeout(15):
-        while live.stats.records < 5:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.records >= 5, within=15, step=0.05)
     await fake.drop_connections()  # minutes 5..9 close while we are away
     await _connected(fake, 2)
-    async with asyncio.timeout(20):
-        while live.stats.gap_bars < 5:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.gap_bars >= 5, within=20, step=0.05)
     await fake.push("btcusdt@kline_1m", kline_event(10, closed=False))
     bars = await _bars(settings)
     closed = sorted({b.timestamp for b in bars if b.closed})
@@ -159,9 +152,9 @@ async def test_malformed_frames_are_dead_lettered_and_the_stream_goes_on(
     await fake.push_raw("{not json")
     await fake.push("btcusdt@trade", {"e": "trade", "s": "BTCUSDT"})
     await fake.push("btcusdt@trade", trade_event(1))
-    async with asyncio.timeout(15):
-        while live.stats.records < 1 or live.stats.malformed < 2:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(
+        lambda: live.stats.records >= 1 and live.stats.malformed >= 2, within=15, step=0.05
+    )
     letters = await read_topic(settings, settings.topics.dlq, until=2)
     reasons = sorted(dict(m.headers)[HEADER_REASON].decode() for m in letters)
     assert any("malformed Binance message: JSON is malformed" in r for r in reasons)
@@ -174,15 +167,11 @@ async def test_rotation_opens_the_new_connection_before_closing_the_old(
 ) -> None:
     live.rotate_s = 0.5  # Binance's limit is 24 h; rotate now
     await _connected(fake, 2)
-    async with asyncio.timeout(15):
-        while live.stats.rotations < 1:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.rotations >= 1, within=15, step=0.05)
     live.rotate_s = 3600
     for n in range(50):
         await fake.push("btcusdt@trade", trade_event(n))
-    async with asyncio.timeout(15):
-        while live.stats.records < 50:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.records >= 50, within=15, step=0.05)
     assert live.stats.reconnects == 0  # a rotation is not a loss of connection
     assert {t.trade_id for t in await _ticks(settings)} == {str(1000 + n) for n in range(50)}
 
@@ -192,9 +181,7 @@ async def test_a_server_shutdown_event_rotates_the_connection(
 ) -> None:
     await fake.push("btcusdt@trade", {"e": "serverShutdown", "E": T0_MS})
     await _connected(fake, 2)
-    async with asyncio.timeout(15):
-        while live.stats.rotations < 1:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.rotations >= 1, within=15, step=0.05)
     assert live.stats.reconnects == 0
     assert live.stats.malformed == 0
 
@@ -204,21 +191,15 @@ async def test_trades_missed_during_a_gap_are_refetched(
 ) -> None:
     for n in range(50):
         await fake.push("btcusdt@trade", trade_event(n))
-    async with asyncio.timeout(15):
-        while live.stats.records < 50:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.records >= 50, within=15, step=0.05)
     await fake.drop_connections()
     for n in range(50, 1500):  # traded while we were away: more than one REST page
         fake.record_trade(trade_event(n))
     await _connected(fake, 2)
-    async with asyncio.timeout(20):
-        while live.stats.gap_trades < 1450:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.gap_trades >= 1450, within=20, step=0.05)
     for n in range(1500, 1510):
         await fake.push("btcusdt@trade", trade_event(n))
-    async with asyncio.timeout(15):
-        while live.stats.records < 60:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: live.stats.records >= 60, within=15, step=0.05)
     ids = [int(t.trade_id) for t in await _ticks(settings)]
     assert sorted(set(ids)) == [1000 + n for n in range(1510)]  # nothing lost
     assert live.stats.unfilled_gaps == 0
