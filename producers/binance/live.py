@@ -179,13 +179,18 @@ class BinanceLive:
                 return "rotate"
             if now - self._last_message > self.watchdog_s:
                 return "silent"
-            try:
-                number, received_at, frame = await asyncio.wait_for(
-                    self._queue.get(), timeout=max(self.linger_s, 0.001)
-                )
-            except TimeoutError:
-                await self.publisher.flush()
-                continue
+            if self._queue.empty():
+                # Waiting costs a task; a busy stream takes frames without one (below).
+                try:
+                    item = await asyncio.wait_for(
+                        self._queue.get(), timeout=max(self.linger_s, 0.001)
+                    )
+                except TimeoutError:
+                    await self.publisher.flush()
+                    continue
+            else:
+                item = self._queue.get_nowait()
+            number, received_at, frame = item
             if number != self._current:
                 if frame is not _CLOSED and frame is not _PING:
                     await self._handle(received_at, frame)  # the overlap of a rotation
