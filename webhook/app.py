@@ -105,9 +105,7 @@ class Metrics:
 class AlertIntake:
     """``POST /webhooks/tradingview``: authenticate, parse, deduplicate, publish, answer."""
 
-    def __init__(self, settings: Settings, checks: Checks, metrics: Metrics) -> None:
-        self.topic = settings.topics.ticks_raw
-        self.timeout_s = settings.webhook_publish_timeout_s
+    def __init__(self, checks: Checks, metrics: Metrics) -> None:
         self.checks = checks
         self.metrics = metrics
 
@@ -196,7 +194,7 @@ def create_app(
         finally:
             await delivery.aclose()
 
-    intake = AlertIntake(settings, checks, metrics)
+    intake = AlertIntake(checks, metrics)
 
     async def health(request: Request) -> Response:
         delivery: Delivery | None = getattr(request.app.state, "delivery", None)
