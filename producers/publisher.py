@@ -9,6 +9,7 @@ which the producer does every few milliseconds.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -72,6 +73,11 @@ class Publisher:
         async with kafka_errors():
             self._pending.append(await self.producer.send(self.topics.dlq, raw, headers=headers))
         self.dead_letters += 1
+
+    async def dead_rows(self, rejected: Iterable[tuple[Any, str]], origin: str) -> None:
+        """REST rows that did not normalise, each as the JSON it came as, with its reason."""
+        for row, reason in rejected:
+            await self.dead(json.dumps(row).encode(), reason, origin)
 
     async def _send_ticks(self, key: bytes, group: list[Tick]) -> None:
         await self._send(self.topics.ticks_raw, key, encode_ticks(group), len(group))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +81,7 @@ async def _publish_pages(settings: Settings, pager: KlinePager, start: datetime)
             bars, bad = page
             await publisher.add(bars)
             await publisher.flush()
-            for row, reason in bad:
-                await publisher.dead(json.dumps(row).encode(), reason, "binance.rest.klines")
+            await publisher.dead_rows(bad, "binance.rest.klines")
             done += len(bars)
             rejected += len(bad)
             if pager.progress:

@@ -117,11 +117,14 @@ class KlinePager:
     def __init__(
         self, client: Spot, symbol: str, interval: str, start: datetime, end: datetime | None,
         *, safety: float = 0.8, max_attempts: int = 8,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = time.sleep, rest: BinanceRest | None = None,
     ) -> None:  # fmt: skip
         if interval not in INTERVAL_MS:
             raise BinanceRestError(f"unknown interval {interval!r}")
-        self.rest = BinanceRest(client, safety=safety, max_attempts=max_attempts, sleep=sleep)
+        # Pass ``rest`` to share one weight budget: Binance counts weight per IP, not per series.
+        self.rest = rest or BinanceRest(
+            client, safety=safety, max_attempts=max_attempts, sleep=sleep
+        )
         self.client = client
         self.symbol = symbol.upper()
         self.interval = interval

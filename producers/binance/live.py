@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -248,9 +247,7 @@ class BinanceLive:
                 while (page := await asyncio.to_thread(next, pages, None)) is not None:
                     ticks, bad = page
                     await self.publisher.add(ticks)
-                    for row, reason in bad:
-                        await self.publisher.dead(json.dumps(row).encode(), reason,
-                                                  "binance.rest.historicalTrades")  # fmt: skip
+                    await self.publisher.dead_rows(bad, "binance.rest.historicalTrades")
                     fetched += len(ticks)
                     full_pages += len(ticks) + len(bad) >= PAGE
                     if ticks:
@@ -263,15 +260,22 @@ class BinanceLive:
                 self.stats.unfilled_gaps += 1
                 log.warning("trades of %s after id %d not all refetched: the gap is too long",
                             symbol, self._last_trade[symbol])  # fmt: skip
+        try:
+            server_time = await asyncio.to_thread(rest.server_time) if self._last_closed else None
+        except MarketDataError as exc:
+            log.error("gap backfill of bars failed: %s", exc)
+            server_time = None
         for (symbol, interval), last in list(self._last_closed.items()):
+            if server_time is None:
+                break
             start = last + timedelta(milliseconds=INTERVAL_MS[interval])
-            pager = KlinePager(self.rest, symbol, interval, start, None)
+            pager = KlinePager(self.rest, symbol, interval, start, None, rest=rest)
             try:
-                server_time = await asyncio.to_thread(pager.server_time)
                 bar_pages = pager.pages(server_time)
                 while (bar_page := await asyncio.to_thread(next, bar_pages, None)) is not None:
                     closed = [bar for bar in bar_page[0] if bar.closed]
                     await self.publisher.add(closed)
+                    await self.publisher.dead_rows(bar_page[1], "binance.rest.klines")
                     self.stats.gap_bars += len(closed)
                     if closed:
                         self._last_closed[(symbol, interval)] = closed[-1].timestamp
