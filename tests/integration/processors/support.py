@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from marketdata.codec import BarBatch, TickBatch, decode
+from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from tests.integration.roles import role_process
 
@@ -64,3 +66,33 @@ async def read_topic(
     finally:
         await consumer.stop()
     return received
+
+
+async def read_ticks(
+    settings: Settings, topic: str, *, key: bytes | None = None, idle_s: float = 2.0
+) -> list[Tick]:
+    """The ticks of every message in ``topic``; with ``key``, each message must carry it."""
+    return [r for r in await _read_records(settings, topic, TickBatch, key, idle_s)
+            if isinstance(r, Tick)]  # fmt: skip
+
+
+async def read_bars(
+    settings: Settings, topic: str, *, key: bytes | None = None, idle_s: float = 2.0
+) -> list[Bar]:
+    """The bars of every message in ``topic``; with ``key``, each message must carry it."""
+    return [r for r in await _read_records(settings, topic, BarBatch, key, idle_s)
+            if isinstance(r, Bar)]  # fmt: skip
+
+
+async def _read_records(
+    settings: Settings, topic: str, kind: type[TickBatch | BarBatch], key: bytes | None,
+    idle_s: float,
+) -> list[Tick | Bar]:  # fmt: skip
+    records: list[Tick | Bar] = []
+    for message in await read_topic(settings, topic, idle_s=idle_s):
+        batch = decode(message.value)
+        assert isinstance(batch, kind)
+        if key is not None:
+            assert message.key == key
+        records.extend(batch.records)
+    return records

@@ -14,13 +14,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from marketdata.codec import TickBatch, decode
 from marketdata.errors import ConfigError
 from marketdata.kafka import ensure_topics
 from marketdata.metrics import HttpServer
 from marketdata.records import Tick
 from marketdata.settings import Settings
-from tests.integration.processors.support import read_topic
+from tests.integration.processors.support import read_ticks
 from webhook.app import create_app
 from webhook.auth import sign
 
@@ -72,13 +71,9 @@ def signed(body: bytes) -> dict[str, str]:
 
 
 async def published(settings: Settings, idle_s: float = 2) -> list[Tick]:
-    ticks: list[Tick] = []
-    for message in await read_topic(settings, settings.topics.ticks_raw, idle_s=idle_s):
-        batch = decode(message.value)
-        assert isinstance(batch, TickBatch)
-        assert message.key == b"BINANCE:BTCUSDT"
-        ticks.extend(batch.records)
-    return ticks
+    return await read_ticks(
+        settings, settings.topics.ticks_raw, key=b"BINANCE:BTCUSDT", idle_s=idle_s
+    )
 
 
 async def test_a_signed_alert_is_202_and_one_tick_with_every_field(

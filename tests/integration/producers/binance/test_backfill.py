@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from marketdata import migrate
-from marketdata.codec import BarBatch, decode
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
@@ -22,7 +21,7 @@ from marketdata.settings import Settings
 from producers.binance.backfill import backfill, rest_client
 from producers.binance.history import KlinePager
 from tests.fakes.binance import FakeBinance, kline_row
-from tests.integration.processors.support import read_topic
+from tests.integration.processors.support import read_bars
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -48,13 +47,7 @@ def expected_bars(count: int, start: datetime = START) -> list[tuple[int, str, s
 
 
 async def published_bars(settings: Settings) -> list[Bar]:
-    bars: list[Bar] = []
-    for message in await read_topic(settings, settings.topics.bars_raw, idle_s=2):
-        batch = decode(message.value)
-        assert isinstance(batch, BarBatch)
-        assert message.key == b"BINANCE:BTCUSDT"
-        bars.extend(batch.records)
-    return bars
+    return await read_bars(settings, settings.topics.bars_raw, key=b"BINANCE:BTCUSDT")
 
 
 def _summary(bars: list[Bar]) -> list[tuple[int, str, str]]:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from marketdata.codec import BarBatch, TickBatch, decode
 from marketdata.dlq import HEADER_REASON
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Bar, Tick
@@ -22,7 +21,7 @@ from producers.binance.live import BinanceLive
 from producers.publisher import Publisher
 from tests.fakes.binance import FakeBinance, kline_row
 from tests.integration.polling import wait_until
-from tests.integration.processors.support import read_topic
+from tests.integration.processors.support import read_bars, read_ticks, read_topic
 from tests.integration.roles import role_process
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "binance"
@@ -81,21 +80,11 @@ async def _connected(fake: FakeBinance, count: int) -> None:
 
 
 async def _ticks(settings: Settings) -> list[Tick]:
-    out: list[Tick] = []
-    for message in await read_topic(settings, settings.topics.ticks_raw, idle_s=2):
-        batch = decode(message.value)
-        assert isinstance(batch, TickBatch)
-        out.extend(batch.records)
-    return out
+    return await read_ticks(settings, settings.topics.ticks_raw)
 
 
 async def _bars(settings: Settings) -> list[Bar]:
-    out: list[Bar] = []
-    for message in await read_topic(settings, settings.topics.bars_raw, idle_s=2):
-        batch = decode(message.value)
-        assert isinstance(batch, BarBatch)
-        out.extend(batch.records)
-    return out
+    return await read_bars(settings, settings.topics.bars_raw)
 
 
 async def test_every_trade_arrives_once_with_its_fields(
