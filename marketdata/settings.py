@@ -23,6 +23,10 @@ DEFAULT_KAFKA_PORT: Final = 19092
 DEFAULT_POSTGRES_PORT: Final = 15432
 BINANCE_OFFICIAL: Final = ("https://api.binance.com", "wss://stream.binance.com:9443")
 BINANCE_FAKE: Final = ("http://127.0.0.1:18090", "ws://127.0.0.1:18090")
+IBKR_OFFICIAL_PORT: Final = 7497  # TWS paper trading; IB Gateway listens on 4001/4002
+IBKR_FAKE_PORT: Final = 17497
+DTC_OFFICIAL_PORTS: Final = (11099, 11098)  # Sierra Chart's default DTC server ports
+DTC_FAKE_PORTS: Final = (18099, 18098)
 _INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
 
@@ -54,9 +58,18 @@ class Settings(BaseModel):
     binance_api_base_url: str | None = Field(None, alias="BINANCE_API_BASE_URL")
     binance_stream_url: str | None = Field(None, alias="BINANCE_STREAM_URL")
     ibkr_host: str = Field("127.0.0.1", alias="IBKR_HOST", min_length=1)
-    ibkr_port: Port = Field(7497, alias="IBKR_PORT")
+    ibkr_port: Port | None = Field(None, alias="IBKR_PORT")
     ibkr_client_id: int = Field(1, alias="IBKR_CLIENT_ID", ge=0, le=2**31 - 1)
     ibkr_http_sandbox_url: str | None = Field(None, alias="IBKR_HTTP_SANDBOX_URL")
+    ibkr_readonly: bool = Field(True, alias="IBKR_READONLY")
+    ibkr_timeout_s: float = Field(10.0, alias="IBKR_TIMEOUT_S", gt=0, le=300)
+    dtc_host: str = Field("127.0.0.1", alias="DTC_HOST", min_length=1)
+    dtc_port: Port | None = Field(None, alias="DTC_PORT")
+    dtc_historical_port: Port | None = Field(None, alias="DTC_HISTORICAL_PORT")
+    dtc_username: str = Field("", alias="DTC_USERNAME")
+    dtc_password: SecretStr | None = Field(None, alias="DTC_PASSWORD")
+    dtc_encoding: Literal["binary", "json"] = Field("binary", alias="DTC_ENCODING")
+    dtc_heartbeat_s: int = Field(10, alias="DTC_HEARTBEAT_S", ge=1, le=300)
 
     # Storage (`mdp migrate`): TimescaleDB chunking and policies, used when the extension exists.
     ticks_chunk_interval: str = Field("1 day", alias="MDP_TICKS_CHUNK_INTERVAL", pattern=_INTERVAL)
@@ -171,6 +184,21 @@ class Settings(BaseModel):
         if self.binance_stream_url:
             return self.binance_stream_url
         return BINANCE_OFFICIAL[1] if self.providers_sandbox_mode == "official" else BINANCE_FAKE[1]
+
+    @property
+    def ibkr_api_port(self) -> int:
+        """TWS/Gateway API port: the variable when set, else TWS paper (official) or the fake."""
+        if self.ibkr_port is not None:
+            return self.ibkr_port
+        return IBKR_OFFICIAL_PORT if self.providers_sandbox_mode == "official" else IBKR_FAKE_PORT
+
+    @property
+    def dtc_ports(self) -> tuple[int, int]:
+        """(market data, historical data) ports of the DTC server, like ``ibkr_api_port``."""
+        live, history = (
+            DTC_OFFICIAL_PORTS if self.providers_sandbox_mode == "official" else DTC_FAKE_PORTS
+        )
+        return self.dtc_port or live, self.dtc_historical_port or history
 
     @property
     def topics(self) -> Topics:

@@ -61,7 +61,16 @@ def test_secrets_never_show_in_repr() -> None:
 def test_empty_values_mean_unset() -> None:
     settings = Settings.from_env({"TRADINGVIEW_HMAC_SECRET": "", "IBKR_PORT": ""})
     assert settings.tradingview_hmac_secret is None
-    assert settings.ibkr_port == 7497
+    assert settings.ibkr_port is None
+
+
+def test_venue_addresses_follow_the_sandbox_mode_unless_set() -> None:
+    sandbox = Settings.from_env({})
+    official = Settings.from_env({"PROVIDERS_SANDBOX_MODE": "official"})
+    assert (sandbox.ibkr_api_port, sandbox.dtc_ports) == (17497, (18099, 18098))
+    assert (official.ibkr_api_port, official.dtc_ports) == (7497, (11099, 11098))
+    chosen = Settings.from_env({"IBKR_PORT": "4002", "DTC_PORT": "1", "DTC_HISTORICAL_PORT": "2"})
+    assert (chosen.ibkr_api_port, chosen.dtc_ports) == (4002, (1, 2))
 
 
 @pytest.mark.parametrize(
