@@ -1,0 +1,168 @@
+"""TWS wire messages to records: pure functions, no I/O.
+
+The producer takes tick-by-tick and real-time-bar messages as the fields TWS sent (strings,
+before ib_async turns prices into floats and replaces the exchange's epoch with the local
+arrival time), so prices keep their decimal text and timestamps are the exchange's. Layouts are
+those of TWS API server versions 157-178 (the range ib_async speaks):
+
+* tick-by-tick (99): ``99, reqId, tickType, time, …`` with ``price, size, mask, exchange,
+  specialConditions`` for Last (1) / AllLast (2) and ``bid, ask, bidSize, askSize, mask`` for
+  BidAsk (3); ``time`` is epoch seconds.
+* real-time bar (50): ``50, version, reqId, time, open, high, low, close, volume, wap, count``;
+  ``time`` is the bar's open, epoch seconds; a bar arrives once, closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Final
+
+from marketdata.errors import InvalidRecord
+from marketdata.records import Bar, Side, Tick, derived_trade_id
+from producers.ibkr.contracts import EXCHANGE
+
+TICK_BY_TICK: Final = 99
+REALTIME_BAR: Final = 50
+TICK_TYPES: Final = {"1": "Last", "2": "AllLast", "3": "BidAsk"}
+# ib_async's names for IB bar sizes, by the interval names the records use.
+BAR_SIZES: Final = {
+    "1s": "1 secs", "5s": "5 secs", "10s": "10 secs", "15s": "15 secs", "30s": "30 secs",
+    "1m": "1 min", "2m": "2 mins", "3m": "3 mins", "5m": "5 mins", "10m": "10 mins",
+    "15m": "15 mins", "20m": "20 mins", "30m": "30 mins", "1h": "1 hour", "2h": "2 hours",
+    "3h": "3 hours", "4h": "4 hours", "8h": "8 hours", "1d": "1 day", "1w": "1 week",
+    "1M": "1 month",
+}  # fmt: skip
+
+
+def _decimal(field: str, text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidRecord(field, f"not a number: {text!r}") from None
+    if not value.is_finite():
+        raise InvalidRecord(field, f"must be a finite number, got {text!r}")
+    return value
+
+
+def _epoch(field: str, text: str) -> datetime:
+    if not text.isdigit():
+        raise InvalidRecord(field, f"must be epoch seconds, got {text!r}")
+    seconds = int(text)
+    if seconds >= 4_102_444_800:  # 2100-01-01: milliseconds read as seconds, not a time
+        raise InvalidRecord(field, f"epoch seconds out of range: {text}")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _arity(fields: Sequence[str], count: int, what: str) -> None:
+    if len(fields) != count:
+        raise InvalidRecord("message", f"{what} needs {count} fields, got {len(fields)}")
+
+
+class TickIds:
+    """Deterministic ids for IB ticks, which carry none.
+
+    IB stamps ticks to the second, so one second can hold several identical trades (same price,
+    size and venue); the n-th repeat within a second gets ``n`` in its id, which keeps them
+    apart and gives a replay of the same sequence the same ids.
+    """
+
+    def __init__(self) -> None:
+        self._second: dict[str, str] = {}
+        self._seen: dict[str, dict[tuple[str, ...], int]] = {}
+
+    def next(self, symbol: str, time: str, payload: tuple[str, ...]) -> str:
+        if self._second.get(symbol) != time:
+            self._second[symbol] = time
+            self._seen[symbol] = {}
+        seen = self._seen[symbol]
+        occurrence = seen.get(payload, 0)
+        seen[payload] = occurrence + 1
+        return derived_trade_id(symbol, time, *payload, occurrence)
+
+
+def tick_by_tick(
+    fields: Sequence[str], symbol: str, received_at: datetime, ids: TickIds
+) -> list[Tick]:
+    """One tick-by-tick message → one trade tick, or a bid and an ask tick."""
+    if len(fields) < 4:
+        raise InvalidRecord("message", f"tick-by-tick needs at least 4 fields, got {len(fields)}")
+    kind = TICK_TYPES.get(fields[2])
+    if kind is None:
+        raise InvalidRecord("tickType", f"unsupported tick-by-tick type {fields[2]!r}")
+    time = fields[3]
+    timestamp = _epoch("timestamp", time)
+    source = f"ibkr.{kind}"
+    if kind == "BidAsk":
+        _arity(fields, 9, "a BidAsk tick")
+        bid, ask, bid_size, ask_size, mask = fields[4:9]
+        trade_id = ids.next(symbol, time, ("BidAsk", bid, ask, bid_size, ask_size))
+        flags = _flags(mask, _BID_ASK_FLAGS) or None
+        sides: tuple[tuple[Side, str, str], ...] = (("bid", bid, bid_size), ("ask", ask, ask_size))
+        return [
+            Tick(exchange=EXCHANGE, symbol=symbol, timestamp=timestamp, source=source,
+                 trade_id=trade_id, price=_decimal(side, price),
+                 size=_decimal(f"{side}_size", size), side=side, received_at=received_at,
+                 extras=flags)
+            for side, price, size in sides
+        ]  # fmt: skip
+    _arity(fields, 9, f"a {kind} tick")
+    price, size, mask, venue, conditions = fields[4:9]
+    extras = {"venue": venue, **_flags(mask, _LAST_FLAGS)}
+    if conditions:
+        extras["conditions"] = conditions
+    return [
+        Tick(exchange=EXCHANGE, symbol=symbol, timestamp=timestamp, source=source,
+             trade_id=ids.next(symbol, time, (price, size, venue, conditions, mask)),
+             price=_decimal("price", price), size=_decimal("size", size), side=None,
+             received_at=received_at, extras=extras)
+    ]  # fmt: skip
+
+
+_LAST_FLAGS: Final = (("past_limit", 1), ("unreported", 2))
+_BID_ASK_FLAGS: Final = (("bid_past_low", 1), ("ask_past_high", 2))
+
+
+def _flags(mask: str, names: tuple[tuple[str, int], ...]) -> dict[str, object]:
+    if not mask.isdigit():
+        raise InvalidRecord("mask", f"must be an integer, got {mask!r}")
+    bits = int(mask)
+    return {name: True for name, bit in names if bits & bit}
+
+
+def realtime_bar(fields: Sequence[str], symbol: str) -> Bar:
+    """One 5-second real-time bar message → a closed ``5s`` bar."""
+    _arity(fields, 11, "a real-time bar")
+    count = fields[10]
+    if not count.lstrip("-").isdigit():
+        raise InvalidRecord("trade_count", f"must be an integer, got {count!r}")
+    return Bar(
+        exchange=EXCHANGE, symbol=symbol, interval="5s", timestamp=_epoch("timestamp", fields[3]),
+        open=_decimal("open", fields[4]), high=_decimal("high", fields[5]),
+        low=_decimal("low", fields[6]), close=_decimal("close", fields[7]),
+        volume=_decimal("volume", fields[8]), trade_count=int(count) if int(count) >= 0 else None,
+        closed=True, source="ibkr.realtime",
+    )  # fmt: skip
+
+
+def historical_bar(
+    when: datetime | date, values: Sequence[float], symbol: str, interval: str, *, closed: bool
+) -> Bar:
+    """One bar of ``reqHistoricalData`` (``formatDate=2``: epoch times as UTC datetimes; daily and
+    longer bars come as dates, taken as UTC midnight). ``values`` is open, high, low, close,
+    volume, bar count as ib_async parsed them; -1 means IB does not know."""
+    if not isinstance(when, datetime):
+        when = datetime(when.year, when.month, when.day, tzinfo=UTC)
+    open_, high, low, close, volume, count = values
+    return Bar(
+        exchange=EXCHANGE, symbol=symbol, interval=interval, timestamp=when,
+        open=_float("open", open_), high=_float("high", high), low=_float("low", low),
+        close=_float("close", close), volume=_float("volume", max(volume, 0.0)),
+        trade_count=int(count) if count >= 0 else None, closed=closed, source="ibkr.historical",
+    )  # fmt: skip
+
+
+def _float(field: str, value: float) -> Decimal:
+    # repr is the shortest text that reads back as the same double: TWS's own decimal text.
+    return _decimal(field, repr(float(value)))
