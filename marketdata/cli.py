@@ -82,10 +82,50 @@ def produce_binance(settings: Settings, *, symbols: str, streams: str, watchdog:
         _fail(exc)
 
 
+_SPECS_HELP = (
+    "Comma-separated TYPE:SYMBOL:EXCHANGE:CURRENCY[:EXPIRY], e.g. STK:AAPL:SMART:USD,"
+    "FUT:ES:CME:USD:202412,CASH:EUR:IDEALPRO:USD,CRYPTO:BTC:PAXOS:USD."
+)
+
+
 @produce.command("ibkr")
-def produce_ibkr() -> None:
-    """Interactive Brokers through TWS / IB Gateway (issue #8)."""
-    _pending("produce ibkr", 8)
+@click.option("--symbols", required=True, help=_SPECS_HELP)
+@click.option(
+    "--ticks",
+    type=click.Choice(["AllLast", "Last", "none"]),
+    default="AllLast",
+    show_default=True,
+    help="Tick-by-tick trades: all prints, or exchange trades only.",
+)
+@click.option("--quotes", is_flag=True, help="Also tick-by-tick best bid/ask.")
+@click.option(
+    "--bars/--no-bars",
+    default=True,
+    show_default=True,
+    help="5-second real-time bars (TRADES; MIDPOINT for forex).",
+)
+@click.option("--watchdog", default=60.0, show_default=True,
+              help="Seconds without data before TWS is probed, and the session replaced if "
+              "it does not answer.")  # fmt: skip
+@click.pass_obj
+def produce_ibkr(
+    settings: Settings, *, symbols: str, ticks: str, quotes: bool, bars: bool, watchdog: float
+) -> None:
+    """Interactive Brokers through TWS / IB Gateway (IBKR_HOST, IBKR_PORT, IBKR_CLIENT_ID).
+
+    Trades keep the exchange's timestamp; reconnects renew every subscription and fetch the
+    5-second bars missed meanwhile. Sandbox mode: the local fake TWS on port 17497.
+    """
+    from producers.ibkr.contracts import parse_specs  # noqa: PLC0415
+    from producers.ibkr.live import LiveOptions  # noqa: PLC0415
+    from producers.ibkr.run import run_live  # noqa: PLC0415
+
+    options = LiveOptions(ticks=None if ticks == "none" else ticks, quotes=quotes, bars=bars,
+                          watchdog_s=watchdog)  # fmt: skip
+    try:
+        asyncio.run(run_live(settings, parse_specs(symbols), options))
+    except MarketDataError as exc:
+        _fail(exc)
 
 
 @produce.command("dtc")
@@ -141,9 +181,47 @@ def backfill_binance(
 
 
 @backfill.command("ibkr")
-def backfill_ibkr() -> None:
-    """Interactive Brokers history (issue #8)."""
-    _pending("backfill ibkr", 8)
+@click.option("--symbol", required=True, help="One instrument: " + _SPECS_HELP)
+@click.option(
+    "--bar-size",
+    required=True,
+    help="1s 5s 10s 15s 30s 1m 2m 3m 5m 10m 15m 20m 30m 1h 2h 3h 4h 8h 1d 1w 1M.",
+)
+@click.option("--start", required=True, type=_DATE, callback=_utc, help="First bar (UTC).")
+@click.option("--end", type=_DATE, callback=_utc, help="End of the range, exclusive (UTC); "
+              "default: now.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue below the oldest bar already stored.")
+@click.option("--rth", is_flag=True, help="Regular trading hours only.")
+@click.option("--client-id", type=int, help="TWS client id; default IBKR_CLIENT_ID + 1, so "
+              "that a backfill runs beside the live producer.")  # fmt: skip
+@click.pass_obj
+def backfill_ibkr(
+    settings: Settings, *, symbol: str, bar_size: str, start: datetime, end: datetime | None,
+    resume: bool, rth: bool, client_id: int | None,
+) -> None:  # fmt: skip
+    """Page backwards through reqHistoricalData within IB's pacing rules (never error 162)."""
+    from producers.ibkr.backfill import backfill as run  # noqa: PLC0415
+    from producers.ibkr.contracts import parse_spec  # noqa: PLC0415
+
+    with click.progressbar(length=1, label=f"{symbol} {bar_size}", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        try:
+            result = asyncio.run(run(
+                settings, parse_spec(symbol), bar_size, start, end, resume=resume,
+                client_id=client_id, use_rth=rth, progress=progress,
+            ))  # fmt: skip
+        except MarketDataError as exc:
+            _fail(exc)
+    click.echo(
+        f"{result.bars} bars of {result.symbol} {bar_size} before {result.end:%Y-%m-%d %H:%M}"
+        f" published to {settings.topics.bars_raw} in {result.requests} requests"
+        + (f"; {result.rejected} malformed rows dead-lettered" if result.rejected else "")
+        + (f"; waited {result.waited_s:.0f}s for IB's pacing" if result.waited_s else "")
+    )
 
 
 @backfill.command("dtc")

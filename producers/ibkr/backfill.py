@@ -1,0 +1,112 @@
+"""`mdp backfill ibkr`: ``reqHistoricalData`` pages of a range into ``md.bars.raw``, resumable.
+
+Pages go backwards from the end of the range, one window (the largest IB allows for the bar
+size) per request, within IB's pacing rules (``producers.ibkr.pacing``). ``resume`` continues
+below the oldest bar of the range already in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from marketdata.errors import ConfigError, MarketDataError
+from marketdata.kafka import create_producer, kafka_errors
+from marketdata.settings import Settings
+from producers.ibkr import session
+from producers.ibkr.contracts import EXCHANGE, Spec, record_symbol
+from producers.ibkr.history import HistoryClient, Request, windows
+from producers.ibkr.live import what_to_show
+from producers.ibkr.normalise import BAR_SIZES
+from producers.ibkr.pacing import HistoricalPacer
+from producers.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    symbol: str
+    bars: int
+    rejected: int
+    requests: int
+    end: datetime
+    waited_s: float
+
+
+def oldest_stored_bar(
+    settings: Settings, symbol: str, interval: str, start: datetime, end: datetime
+) -> datetime | None:
+    """The open time of the oldest bar of this series stored within ``[start, end)``."""
+    with psycopg.connect(settings.database, connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT min(timestamp) FROM market_data_ohlcv WHERE exchange = %s AND symbol = %s"
+            " AND interval = %s AND timestamp >= %s AND timestamp < %s",
+            (EXCHANGE, symbol, interval, start, end),
+        ).fetchone()
+    return row[0] if row else None
+
+
+async def backfill(
+    settings: Settings, spec: Spec, interval: str, start: datetime, end: datetime | None, *,
+    resume: bool = False, client_id: int | None = None, use_rth: bool = False,
+    progress: Callable[[int, int], None] | None = None, pacer: HistoricalPacer | None = None,
+    retry_wait_s: float = 15.0,
+) -> BackfillResult:  # fmt: skip
+    """Publish the bars of ``[start, end)`` (``end`` default: now). ``progress(done, total)``
+    counts request windows."""
+    if interval not in BAR_SIZES:
+        raise ConfigError(f"bar size {interval!r}: use one of {', '.join(BAR_SIZES)}")
+    end = end or datetime.now(UTC).replace(microsecond=0)
+    if start >= end:
+        raise ConfigError(f"--start {start.isoformat()} is not before --end {end.isoformat()}")
+    ib = await session.connect(settings, settings.ibkr_client_id + 1 if client_id is None
+                               else client_id)  # fmt: skip
+    try:
+        good, bad = await session.qualify(ib, [spec])
+        if spec not in good:
+            raise MarketDataError(f"instrument {spec.text}: {bad[spec]}")
+        contract = good[spec]
+        symbol = record_symbol(contract)
+        if resume:
+            oldest = await asyncio.to_thread(
+                oldest_stored_bar, settings, symbol, interval, start, end
+            )
+            if oldest is not None:
+                log.info("resuming below the oldest stored bar, %s", oldest.isoformat())
+                end = oldest
+        client = HistoryClient(ib, pacer, retry_wait_s=retry_wait_s)
+        request = Request(contract, interval, what_to_show(contract), use_rth)
+        return await _publish(settings, client, request, start, end, progress=progress)
+    finally:
+        ib.disconnect()
+
+
+async def _publish(
+    settings: Settings, client: HistoryClient, request: Request, start: datetime, end: datetime,
+    *, progress: Callable[[int, int], None] | None,
+) -> BackfillResult:  # fmt: skip
+    producer = create_producer(settings)
+    async with kafka_errors():
+        await producer.start()
+    publisher = Publisher(producer, settings.topics, stage="ibkr.backfill", max_records=500)
+    total = len(windows(start, end, request.interval))
+    done = bars = rejected = 0
+    try:
+        async for page in client.pages(request, start, end, lambda: datetime.now(UTC)):
+            await publisher.add(page.bars)
+            await publisher.flush()
+            await publisher.dead_rows(page.rejected, "ibkr.historical")
+            done, bars, rejected = done + 1, bars + len(page.bars), rejected + len(page.rejected)
+            if progress:
+                progress(done, total)
+        await publisher.flush(wait=True)
+    finally:
+        await producer.stop()
+    return BackfillResult(record_symbol(request.contract), bars, rejected, done, end,
+                          client.pacer.waited_s)  # fmt: skip
