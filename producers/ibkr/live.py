@@ -94,11 +94,12 @@ class IbkrLive:
         self._last_bar: dict[str, datetime] = {}
         self._gap_from: datetime | None = None
         self._last_data = time.monotonic()
+        self._closing = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; raises only when no instrument can be subscribed."""
         backoff = Backoff(initial=1.0, maximum=self.options.max_backoff_s)
-        pump = asyncio.create_task(self._pump(stop))
+        pump = asyncio.create_task(self._pump())
         try:
             while not stop.is_set():
                 try:
@@ -120,6 +121,7 @@ class IbkrLive:
                 if time.monotonic() - started > 60:
                     backoff.reset()
         finally:
+            self._closing = True
             self._wake.set()
             await pump
 
@@ -161,7 +163,7 @@ class IbkrLive:
         if time.monotonic() - self._last_data < self.options.watchdog_s:
             return True
         try:
-            await asyncio.wait_for(ib.reqCurrentTimeAsync(), 10)
+            await asyncio.wait_for(ib.reqCurrentTimeAsync(), min(10.0, self.options.watchdog_s))
         except (TimeoutError, ConnectionError):
             log.warning("TWS silent for %.0f s and not answering; reconnecting",
                         self.options.watchdog_s)  # fmt: skip
@@ -301,12 +303,12 @@ class IbkrLive:
             log.error("%s %s subscription failed (IB error %d: %s); the others go on",
                       symbol, kind, code, message)  # fmt: skip
 
-    async def _pump(self, stop: asyncio.Event) -> None:
+    async def _pump(self) -> None:
         """Publish what the decoder produced, in small per-instrument envelopes."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._held_since is None or stop.is_set():
+            if self._held_since is None or self._closing:
                 records, self._records = self._records, []
                 self.stats.records += len(records)
                 await self.publisher.add(records)
@@ -317,6 +319,6 @@ class IbkrLive:
                 await self.publisher.dead(raw, reason, "ibkr.live")
             await asyncio.sleep(self.options.flush_s)
             await self.publisher.flush()
-            if stop.is_set() and not self._records:
+            if self._closing and not self._records:
                 await self.publisher.flush(wait=True)
                 return

@@ -1,0 +1,249 @@
+"""The live IB producer, in this process, against the fake TWS and a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from marketdata.dlq import HEADER_REASON
+from marketdata.kafka import create_producer, ensure_topics
+from marketdata.records import Bar, Tick
+from marketdata.settings import Settings
+from producers.ibkr.contracts import parse_specs
+from producers.ibkr.live import IbkrLive, LiveOptions
+from producers.publisher import Publisher
+from tests.fakes.tws import FakeTws, history_bar, recorded_trades
+from tests.fakes.tws_wire import frame
+from tests.integration.polling import wait_until
+from tests.integration.processors.support import read_bars, read_ticks, read_topic
+
+SPECS = "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412"
+T0 = 1_709_305_200  # 2024-03-01 15:00:00 UTC
+
+Launch = Callable[..., Awaitable[IbkrLive]]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTws]:
+    server = FakeTws()
+    await server.start()
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+async def start(settings: Settings, fake: FakeTws) -> AsyncIterator[Launch]:
+    """Starts the producer with given specs and options; stops it at the end of the test."""
+    await ensure_topics(settings, settings.topics.all())
+    configured = settings.model_copy(update={"ibkr_port": fake.port, "ibkr_timeout_s": 3.0})
+    producer = create_producer(configured)
+    await producer.start()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def launch(specs: str = SPECS, **options: object) -> IbkrLive:
+        live = IbkrLive(configured, parse_specs(specs),
+                        Publisher(producer, configured.topics, stage="ibkr.live"),
+                        LiveOptions(max_backoff_s=0.5, **options))  # type: ignore[arg-type]  # fmt: skip
+        tasks.append(asyncio.create_task(live.run(stop)))
+        await wait_until(lambda: live._routes or tasks[-1].done(), within=15)
+        if tasks[-1].done():
+            tasks.pop().result()  # the producer gave up: its error
+        return live
+
+    yield launch
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    await producer.stop()
+
+
+def _subscribed(fake: FakeTws, kind: str, count: int) -> Callable[[], bool]:
+    return lambda: len(fake.subscribed(kind)) >= count
+
+
+async def _ticks(settings: Settings) -> list[Tick]:
+    return await read_ticks(settings, settings.topics.ticks_raw)
+
+
+async def _bars(settings: Settings) -> list[Bar]:
+    return await read_bars(settings, settings.topics.bars_raw)
+
+
+def _bar_values(bar: Bar) -> tuple[str, ...]:
+    return tuple(str(v) for v in (bar.open, bar.high, bar.low, bar.close, bar.volume))
+
+
+async def test_trades_and_bars_arrive_once_with_the_exchanges_time(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start()
+    await wait_until(_subscribed(fake, "AllLast", 2))
+    await wait_until(_subscribed(fake, "bars", 2))
+    recorded = recorded_trades()
+    for symbol in ("AAPL", "ESZ4"):
+        for row in recorded[symbol]:
+            fake.publish_trade(symbol, T0 + row["offset_s"], row)
+    for n in range(3):
+        fake.publish_bar("AAPL", T0 + 5 * n)
+    expected = len(recorded["AAPL"]) + len(recorded["ESZ4"]) + 3
+    await wait_until(lambda: live.stats.records >= expected, within=15, step=0.05)
+
+    ticks = await _ticks(settings)
+    aapl = [t for t in ticks if t.symbol == "AAPL"]
+    assert [
+        (t.timestamp, str(t.price), str(t.size), (t.extras or {}).get("venue")) for t in aapl
+    ] == [
+        (datetime.fromtimestamp(T0 + r["offset_s"], UTC), r["price"], r["size"], r["venue"])
+        for r in recorded["AAPL"]
+    ]
+    assert len({t.trade_id for t in aapl}) == len(aapl)  # the two identical prints stay two
+    assert all(t.exchange == "IBKR" and t.source == "ibkr.AllLast" for t in ticks)
+    assert all(t.received_at > t.timestamp for t in ticks)  # wire time, not arrival time
+    assert sorted({t.symbol for t in ticks}) == ["AAPL", "ESZ4"]
+    assert [t.extras for t in aapl][4] == {"venue": "FINRA", "unreported": True,
+                                           "conditions": "I F"}  # fmt: skip
+
+    bars = await _bars(settings)
+    assert [(b.symbol, b.interval, b.timestamp, b.closed, b.source) for b in bars] == [
+        ("AAPL", "5s", datetime.fromtimestamp(T0 + 5 * n, UTC), True, "ibkr.realtime")
+        for n in range(3)
+    ]
+    assert [_bar_values(b) for b in bars] == [
+        history_bar("AAPL", "5 secs", T0 + 5 * n)[:5] for n in range(3)
+    ]
+    assert bars[0].trade_count == history_bar("AAPL", "5 secs", T0)[6]
+
+
+async def test_quotes_become_bid_and_ask_ticks(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", ticks=None, quotes=True, bars=False)
+    await wait_until(_subscribed(fake, "BidAsk", 1))
+    fake.publish_quote("AAPL", T0, {"bid": "189.51", "ask": "189.53", "bid_size": "300",
+                                    "ask_size": "200"})  # fmt: skip
+    await wait_until(lambda: live.stats.records >= 2, within=15, step=0.05)
+    ticks = await _ticks(settings)
+    assert [(t.side, t.price, t.size, t.source) for t in ticks] == [
+        ("bid", Decimal("189.51"), Decimal("300"), "ibkr.BidAsk"),
+        ("ask", Decimal("189.53"), Decimal("200"), "ibkr.BidAsk"),
+    ]
+    assert fake.subscribed("AllLast") == []
+    assert fake.subscribed("bars") == []
+
+
+async def test_a_bad_contract_or_a_refused_subscription_fails_alone(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    fake.reject_ticks = {"MSFT"}
+    live = await start("STK:NOPE:SMART:USD,STK:MSFT:SMART:USD,STK:AAPL:SMART:USD", bars=False)
+    await wait_until(lambda: live.stats.failed_requests == 1)
+    assert [spec.text for spec in live.rejected] == ["STK:NOPE:SMART:USD"]
+    assert "No security definition has been found" in next(iter(live.rejected.values()))
+    assert fake.subscribed("AllLast") == ["AAPL"]
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await wait_until(lambda: live.stats.records == 1, within=15, step=0.05)
+    assert [t.symbol for t in await _ticks(settings)] == ["AAPL"]
+
+
+async def test_no_instrument_at_all_is_an_error_naming_them(
+    start: Launch,
+) -> None:
+    from marketdata.errors import MarketDataError  # noqa: PLC0415
+
+    with pytest.raises(MarketDataError, match=r"STK:NOPE:SMART:USD: IB error 200"):
+        await start("STK:NOPE:SMART:USD")
+
+
+async def test_a_malformed_message_is_dead_lettered_and_the_stream_goes_on(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", bars=False)
+    await wait_until(_subscribed(fake, "AllLast", 1))
+    [req_id] = fake.clients[0].ticks
+    fake.send_raw(frame(99, req_id, 2, T0, "12..5", "100", 0, "NASDAQ", ""))
+    fake.send_raw(frame(99, 424242, 2, T0, "12.5", "100", 0, "NASDAQ", ""))
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await wait_until(lambda: live.stats.records == 1 and live.stats.malformed == 2, within=15)
+    dead = await read_topic(settings, settings.topics.dlq, until=2)
+    reasons = sorted(dict(m.headers)[HEADER_REASON].decode() for m in dead)
+    assert reasons == [
+        "message for no subscription of this producer",
+        "price: not a number: '12..5'",
+    ]
+    assert dead[0].value.split(b"\0")[0] == b"99"
+    assert len(await _ticks(settings)) == 1
+
+
+async def test_a_dropped_connection_reconnects_resubscribes_and_fills_the_missed_bars(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", ticks=None)
+    await wait_until(_subscribed(fake, "bars", 1))
+    now = int(time.time()) // 5 * 5
+    first = now - 30
+    for n in range(3):
+        fake.publish_bar("AAPL", first + 5 * n)
+    await wait_until(lambda: live.stats.records >= 3, within=15, step=0.05)
+    fake.drop()
+    await wait_until(lambda: live.stats.sessions == 2 and live.stats.gap_bars >= 3, within=20)
+    assert fake.count(50) == 2  # real-time bars requested again on the new connection
+    bars = await _bars(settings)
+    end = max(b.timestamp for b in bars)
+    expected = list(range(first, int(end.timestamp()) + 5, 5))
+    assert sorted({int(b.timestamp.timestamp()) for b in bars}) == expected
+    assert len(expected) >= 6
+    assert all(b.closed for b in bars)
+    for bar in bars:  # historical bars went through ib_async's floats: equal values, not text
+        source = history_bar("AAPL", "5 secs", int(bar.timestamp.timestamp()))
+        assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == tuple(
+            Decimal(v) for v in source[:5]
+        )
+    assert {b.source for b in bars} == {"ibkr.realtime", "ibkr.historical"}
+
+
+async def test_1101_data_lost_resubscribes_and_1102_data_kept_carries_on(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", bars=False)
+    await wait_until(_subscribed(fake, "AllLast", 1))
+    trade = recorded_trades()["AAPL"][0]
+
+    fake.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+    await asyncio.sleep(0.3)
+    fake.publish_trade("AAPL", T0, trade)
+    await asyncio.sleep(0.5)
+    assert live.stats.records == 0  # held back while TWS has no link to IB
+    fake.send_error(1102, "Connectivity between IB and Trader Workstation has been restored"
+                    " - data maintained.")  # fmt: skip
+    await wait_until(lambda: live.stats.records == 1, within=10, step=0.05)
+    assert (fake.count(97), live.stats.resubscribes) == (1, 0)
+
+    fake.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+    fake.send_error(1101, "Connectivity between IB and Trader Workstation has been restored"
+                    " - data lost.")  # fmt: skip
+    await wait_until(lambda: fake.count(97) == 2, within=10)
+    assert (fake.count(98), live.stats.resubscribes) == (1, 1)  # the old one cancelled
+    assert fake.subscribed("AllLast") == ["AAPL"]
+    fake.publish_trade("AAPL", T0 + 1, trade)
+    await wait_until(lambda: live.stats.records == 2, within=10, step=0.05)
+    assert [t.timestamp.second for t in await _ticks(settings)] == [0, 1]
+
+
+async def test_a_silent_connection_is_replaced(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", bars=False, watchdog_s=1.0)
+    await wait_until(_subscribed(fake, "AllLast", 1))
+    fake.silent = True  # the socket stays open; nothing is answered or sent
+    await wait_until(lambda: fake.connections >= 2, within=20)
+    fake.silent = False
+    await wait_until(lambda: live.stats.sessions >= 2 and bool(fake.subscribed("AllLast")),
+                     within=30)  # fmt: skip
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await wait_until(lambda: live.stats.records >= 1, within=10, step=0.05)
+    assert [t.symbol for t in await _ticks(settings)] == ["AAPL"]
