@@ -37,6 +37,7 @@ class BackfillResult:
     requests: int
     end: datetime
     waited_s: float
+    retries: int
 
 
 def oldest_stored_bar(
@@ -109,4 +110,4 @@ async def _publish(
     finally:
         await producer.stop()
     return BackfillResult(record_symbol(request.contract), bars, rejected, done, end,
-                          client.pacer.waited_s)  # fmt: skip
+                          client.pacer.waited_s, client.retries)  # fmt: skip

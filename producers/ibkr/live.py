@@ -96,6 +96,11 @@ class IbkrLive:
         self._last_data = time.monotonic()
         self._closing = False
 
+    @property
+    def subscriptions(self) -> list[tuple[str, str]]:
+        """The live subscriptions: (record symbol, AllLast / Last / BidAsk / bars)."""
+        return sorted(self._routes.values())
+
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; raises only when no instrument can be subscribed."""
         backoff = Backoff(initial=1.0, maximum=self.options.max_backoff_s)

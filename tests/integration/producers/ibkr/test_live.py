@@ -51,7 +51,7 @@ async def start(settings: Settings, fake: FakeTws) -> AsyncIterator[Launch]:
                         Publisher(producer, configured.topics, stage="ibkr.live"),
                         LiveOptions(max_backoff_s=0.5, **options))  # type: ignore[arg-type]  # fmt: skip
         tasks.append(asyncio.create_task(live.run(stop)))
-        await wait_until(lambda: live._routes or tasks[-1].done(), within=15)
+        await wait_until(lambda: bool(live.subscriptions) or tasks[-1].done(), within=15)
         if tasks[-1].done():
             tasks.pop().result()  # the producer gave up: its error
         return live
