@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,7 @@ from tests.fakes.tws import FakeTws, history_bar, recorded_trades
 from tests.fakes.tws_wire import frame
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_bars, read_ticks, read_topic
+from tests.integration.roles import role_process
 
 SPECS = "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412"
 T0 = 1_709_305_200  # 2024-03-01 15:00:00 UTC
@@ -247,3 +251,22 @@ async def test_a_silent_connection_is_replaced(
     fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
     await wait_until(lambda: live.stats.records >= 1, within=10, step=0.05)
     assert [t.symbol for t in await _ticks(settings)] == ["AAPL"]
+
+
+async def test_the_cli_role_streams_until_sigterm(
+    settings: Settings, fake: FakeTws, log: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+           "MDP_TOPIC_PREFIX": settings.topic_prefix, "IBKR_PORT": str(fake.port)}  # fmt: skip
+    process = role_process(["produce", "ibkr", "--symbols", "STK:AAPL:SMART:USD,STK:NOPE:SMART:USD",
+                            "--no-bars"], env, log)  # fmt: skip
+    processes.append(process)
+    await wait_until(_subscribed(fake, "AllLast", 1), within=30)
+    for row in recorded_trades()["AAPL"]:
+        fake.publish_trade("AAPL", T0 + row["offset_s"], row)
+    ticks = await _ticks(settings)
+    assert [str(t.price) for t in ticks] == [r["price"] for r in recorded_trades()["AAPL"]]
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 30) == 0
+    assert "STK:NOPE:SMART:USD: IB error 200" in await asyncio.to_thread(log.read_text)
