@@ -25,13 +25,16 @@ def test_services_help_explains_the_backends() -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "issue"), [(["backfill", "ibkr"], "#8"), (["produce", "dtc"], "#9")]
-)
-def test_roles_not_built_yet_say_so_and_fail(args: list[str], issue: str) -> None:
+    ("args", "words"),
+    [(["produce", "ibkr", "--symbols", "AAPL"],
+      "instrument 'AAPL': expected TYPE:SYMBOL:EXCHANGE:CURRENCY[:EXPIRY]"),
+     (["backfill", "ibkr", "--symbol", "OPT:AAPL:SMART:USD", "--bar-size", "1m", "--start",
+       "2024-03-01"], "instrument 'OPT:AAPL:SMART:USD': type must be one of")],
+)  # fmt: skip
+def test_a_bad_instrument_spec_fails_before_connecting(args: list[str], words: str) -> None:
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2
-    assert "not built yet" in result.output
-    assert issue in result.output
+    assert result.exit_code == 1
+    assert f"mdp: error: {words}" in result.output
 
 
 def test_bad_environment_fails_at_start_naming_the_variable(
