@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -49,11 +51,6 @@ def cli(ctx: click.Context) -> None:
         _fail(exc)
     configure_logging(settings.log_level)
     ctx.obj = settings
-
-
-def _pending(role: str, issue: int) -> None:
-    click.echo(f"mdp {role}: this role is not built yet (tracked in issue #{issue}).", err=True)
-    sys.exit(2)
 
 
 @cli.group()
@@ -129,9 +126,23 @@ def produce_ibkr(
 
 
 @produce.command("dtc")
-def produce_dtc() -> None:
-    """Sierra Chart through the DTC protocol (issue #9)."""
-    _pending("produce dtc", 9)
+@click.option(
+    "--symbols", required=True, help="Comma-separated SYMBOL or SYMBOL@EXCHANGE: ESZ4@CME,NQZ4@CME."
+)
+@click.option("--timeout", type=float, default=None,
+              help="Seconds without a message before the connection is replaced "
+                   "[default: 2.5 x DTC_HEARTBEAT_S].")  # fmt: skip
+@click.pass_obj
+def produce_dtc(settings: Settings, *, symbols: str, timeout: float | None) -> None:
+    """Sierra Chart trades and best bid/ask over DTC (DTC_HOST, DTC_PORT; sandbox: the fake)."""
+    from producers.dtc.normalise import Instrument  # noqa: PLC0415
+    from producers.dtc.run import run_live  # noqa: PLC0415
+
+    try:
+        instruments = [Instrument.parse(s) for s in symbols.split(",") if s.strip()]
+        asyncio.run(run_live(settings, instruments, timeout_s=timeout))
+    except MarketDataError as exc:
+        _fail(exc)
 
 
 @cli.group()
@@ -144,6 +155,18 @@ def _utc(_: click.Context, __: click.Parameter, value: datetime | None) -> datet
 
 
 _DATE = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"])
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, and the ``progress(done, total)`` callback that moves it."""
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        yield progress
 
 
 @backfill.command("binance")
@@ -160,12 +183,7 @@ def backfill_binance(
     """Page through Binance REST klines (1000 a request) within its rate limits."""
     from producers.binance.backfill import backfill as run  # noqa: PLC0415
 
-    with click.progressbar(length=1, label=f"{symbol} {interval}", file=sys.stderr) as bar:
-
-        def progress(done: int, expected: int) -> None:
-            bar.length = expected
-            bar.update(done - bar.pos)
-
+    with _progress(f"{symbol} {interval}") as progress:
         try:
             result = asyncio.run(
                 run(settings, symbol, interval, start, end, resume=resume, progress=progress)
@@ -203,12 +221,7 @@ def backfill_ibkr(
     from producers.ibkr.backfill import backfill as run  # noqa: PLC0415
     from producers.ibkr.contracts import parse_spec  # noqa: PLC0415
 
-    with click.progressbar(length=1, label=f"{symbol} {bar_size}", file=sys.stderr) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(done - bar.pos)
-
+    with _progress(f"{symbol} {bar_size}") as progress:
         try:
             result = asyncio.run(run(
                 settings, parse_spec(symbol), bar_size, start, end, resume=resume,
@@ -225,9 +238,45 @@ def backfill_ibkr(
 
 
 @backfill.command("dtc")
-def backfill_dtc() -> None:
-    """Sierra Chart DTC history (issue #9)."""
-    _pending("backfill dtc", 9)
+@click.option("--symbol", required=True, help="SYMBOL or SYMBOL@EXCHANGE, e.g. ESZ4@CME.")
+@click.option(
+    "--interval",
+    required=True,
+    help="tick, or bars: 1s 2s 4s 5s 10s 30s 1m 5m 10m 15m 30m 1h 2h 1d 1w.",
+)
+@click.option("--start", required=True, type=_DATE, callback=_utc, help="First record (UTC).")
+@click.option("--end", type=_DATE, callback=_utc, help="Last record (UTC); default: now.")
+@click.option("--resume", is_flag=True, help="Start from the newest record already stored.")
+@click.option("--no-compression", is_flag=True, help="Do not ask for zlib-compressed data.")
+@click.pass_obj
+def backfill_dtc(
+    settings: Settings, *, symbol: str, interval: str, start: datetime, end: datetime | None,
+    resume: bool, no_compression: bool,
+) -> None:  # fmt: skip
+    """Historical bars or trades from the DTC server's historical port (DTC_HISTORICAL_PORT)."""
+    from producers.dtc.backfill import backfill as run  # noqa: PLC0415
+    from producers.dtc.normalise import INTERVALS, Instrument  # noqa: PLC0415
+
+    if interval not in INTERVALS:
+        _fail(MarketDataError(f"unknown DTC interval {interval!r}; one of {', '.join(INTERVALS)}"))
+    with _progress(f"{symbol} {interval}") as advance:
+
+        def progress(covered_s: float, total_s: float) -> None:
+            advance(int(covered_s), max(int(total_s), 1))
+
+        try:
+            instrument = Instrument.parse(symbol)
+            result = asyncio.run(run(settings, instrument, interval, start, end, resume=resume,
+                                     progress=progress, compress=not no_compression))  # fmt: skip
+        except MarketDataError as exc:
+            _fail(exc)
+    topic = settings.topics.ticks_raw if interval == "tick" else settings.topics.bars_raw
+    click.echo(
+        f"{result.records} {'trades' if interval == 'tick' else 'bars'} of {instrument} {interval}"
+        f" from {result.started_at:%Y-%m-%d %H:%M:%S} published to {topic}"
+        + (f"; {result.rejected} malformed records dead-lettered" if result.rejected else "")
+        + (f"; {result.attempts} attempts" if result.attempts > 1 else "")
+    )
 
 
 @cli.command()

@@ -11,11 +11,10 @@ from datetime import datetime
 import psycopg
 from binance.spot import Spot
 
-from marketdata.kafka import create_producer, kafka_errors
 from marketdata.settings import Settings
 from producers.binance.history import KlinePager
 from producers.binance.normalise import EXCHANGE
-from producers.publisher import Publisher
+from producers.process import publishing
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,8 @@ async def backfill(
 async def _publish_pages(settings: Settings, pager: KlinePager, start: datetime) -> BackfillResult:
     server_time = await asyncio.to_thread(pager.server_time)
     expected = pager.expected_bars(server_time)
-    producer = create_producer(settings)
-    async with kafka_errors():
-        await producer.start()
-    publisher = Publisher(producer, settings.topics, stage="binance.backfill", max_records=500)
     done = rejected = 0
-    try:
+    async with publishing(settings, "binance.backfill", max_records=500) as publisher:
         pages = pager.pages(server_time)
         while (page := await asyncio.to_thread(next, pages, None)) is not None:
             bars, bad = page
@@ -87,6 +82,4 @@ async def _publish_pages(settings: Settings, pager: KlinePager, start: datetime)
             if pager.progress:
                 pager.progress(done, max(expected, done))
         await publisher.flush(wait=True)
-    finally:
-        await producer.stop()
     return BackfillResult(done, rejected, start, pager.waited_s)

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 import psycopg
 
 from marketdata.errors import ConfigError, MarketDataError
-from marketdata.kafka import create_producer, kafka_errors
 from marketdata.settings import Settings
 from producers.ibkr import session
 from producers.ibkr.contracts import EXCHANGE, Spec, record_symbol
@@ -24,7 +23,7 @@ from producers.ibkr.history import HistoryClient, Request, windows
 from producers.ibkr.live import what_to_show
 from producers.ibkr.normalise import BAR_SIZES
 from producers.ibkr.pacing import HistoricalPacer
-from producers.publisher import Publisher
+from producers.process import publishing
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +91,9 @@ async def _publish(
     settings: Settings, client: HistoryClient, request: Request, start: datetime, end: datetime,
     *, progress: Callable[[int, int], None] | None,
 ) -> BackfillResult:  # fmt: skip
-    producer = create_producer(settings)
-    async with kafka_errors():
-        await producer.start()
-    publisher = Publisher(producer, settings.topics, stage="ibkr.backfill", max_records=500)
     total = len(windows(start, end, request.interval))
     done = bars = rejected = 0
-    try:
+    async with publishing(settings, "ibkr.backfill", max_records=500) as publisher:
         async for page in client.pages(request, start, end, lambda: datetime.now(UTC)):
             await publisher.add(page.bars)
             await publisher.flush()
@@ -107,7 +102,5 @@ async def _publish(
             if progress:
                 progress(done, total)
         await publisher.flush(wait=True)
-    finally:
-        await producer.stop()
     return BackfillResult(record_symbol(request.contract), bars, rejected, done, end,
                           client.pacer.waited_s, client.retries)  # fmt: skip

@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 
-from marketdata import migrate
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
@@ -22,6 +20,7 @@ from producers.binance.backfill import backfill, rest_client
 from producers.binance.history import KlinePager
 from tests.fakes.binance import FakeBinance, kline_row
 from tests.integration.processors.support import read_bars
+from tests.integration.producers.support import stored_bar
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -120,22 +119,10 @@ async def test_a_ban_stops_and_says_until_when(
 async def test_resume_starts_from_the_newest_stored_bar(
     binance_settings: Settings, services: object
 ) -> None:
-    migrate.upgrade(binance_settings)
     newest = START + timedelta(minutes=30)
-    with psycopg.connect(binance_settings.database, autocommit=True) as conn:
-        conn.execute("DELETE FROM market_data_ohlcv WHERE exchange = 'BINANCE'")
-        conn.execute(
-            "INSERT INTO market_data_ohlcv (exchange, symbol, interval, timestamp, open, high,"
-            " low, close, volume, closed, source) VALUES ('BINANCE', 'BTCUSDT', '1m', %s, 1, 1,"
-            " 1, 1, 1, true, 'test')",
-            (newest,),
-        )
-    try:
+    async with stored_bar(binance_settings, "BINANCE", "BTCUSDT", "1m", newest):
         result = await backfill(binance_settings, "BTCUSDT", "1m", START,
                                 START + timedelta(minutes=59), resume=True)  # fmt: skip
-    finally:
-        with psycopg.connect(binance_settings.database, autocommit=True) as conn:
-            conn.execute("DELETE FROM market_data_ohlcv WHERE exchange = 'BINANCE'")
     assert result.started_at == newest
     assert result.bars == 30
     assert _summary(await published_bars(binance_settings)) == expected_bars(30, newest)

@@ -6,14 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import psycopg
 import pytest
 
-from marketdata import migrate
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
@@ -22,17 +19,10 @@ from producers.ibkr.backfill import backfill
 from producers.ibkr.contracts import parse_spec
 from tests.fakes.tws import FakeTws, history_bar
 from tests.integration.processors.support import read_bars
+from tests.integration.producers.support import stored_bar
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 AAPL = parse_spec("STK:AAPL:SMART:USD")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTws]:
-    server = FakeTws()
-    await server.start()
-    yield server
-    await server.aclose()
 
 
 @pytest.fixture
@@ -96,22 +86,10 @@ async def test_a_pacing_violation_is_waited_out_and_retried(
 async def test_resume_continues_below_the_oldest_stored_bar(
     ib_settings: Settings, services: object
 ) -> None:
-    migrate.upgrade(ib_settings)
     oldest = START + timedelta(hours=2)
-    with psycopg.connect(ib_settings.database, autocommit=True) as conn:
-        conn.execute("DELETE FROM market_data_ohlcv WHERE exchange = 'IBKR'")
-        conn.execute(
-            "INSERT INTO market_data_ohlcv (exchange, symbol, interval, timestamp, open, high,"
-            " low, close, volume, closed, source) VALUES ('IBKR', 'AAPL', '1m', %s, 1, 1,"
-            " 1, 1, 1, true, 'test')",
-            (oldest,),
-        )
-    try:
+    async with stored_bar(ib_settings, "IBKR", "AAPL", "1m", oldest):
         result = await backfill(ib_settings, AAPL, "1m", START, START + timedelta(hours=5),
                                 resume=True)  # fmt: skip
-    finally:
-        with psycopg.connect(ib_settings.database, autocommit=True) as conn:
-            conn.execute("DELETE FROM market_data_ohlcv WHERE exchange = 'IBKR'")
     assert (result.end, result.bars) == (oldest, 120)
     assert_exact(await published(ib_settings), minutes(START, oldest))
 

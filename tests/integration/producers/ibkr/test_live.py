@@ -33,14 +33,6 @@ Launch = Callable[..., Awaitable[IbkrLive]]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTws]:
-    server = FakeTws()
-    await server.start()
-    yield server
-    await server.aclose()
-
-
-@pytest.fixture
 async def start(settings: Settings, fake: FakeTws) -> AsyncIterator[Launch]:
     """Starts the producer with given specs and options; stops it at the end of the test."""
     await ensure_topics(settings, settings.topics.all())

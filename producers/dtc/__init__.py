@@ -1,0 +1,1 @@
+"""Sierra Chart through the DTC protocol: live market data and history."""

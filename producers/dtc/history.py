@@ -1,0 +1,155 @@
+"""DTC historical price data: one request on the historical port, its records as they come.
+
+Sierra Chart serves history on a port of its own and, typically, one request per connection:
+connect, log on, send ``HISTORICAL_PRICE_DATA_REQUEST``, read the ``RESPONSE_HEADER`` (or a
+``REJECT`` with the server's reason), then ``RECORD_RESPONSE``s (bars) or
+``TICK_RECORD_RESPONSE``s (trades) until one has ``IsFinalRecord``. When the header says
+``UseZLibCompression``, everything after it is one zlib stream of binary messages; the client
+asks for it only in the binary encoding, which is what Sierra Chart compresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from marketdata.errors import InvalidRecord
+from marketdata.records import Bar, Tick
+from producers.dtc import messages as m
+from producers.dtc import normalise
+from producers.dtc.codec import DtcDecodeError, DtcError, Message
+from producers.dtc.normalise import INTERVALS, Instrument, Occurrences
+from producers.dtc.session import DtcSession, Endpoint, logged_off
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID: Final = 1
+
+
+class DtcHistoryRejected(DtcError):
+    """``HISTORICAL_PRICE_DATA_REJECT``: the message is the server's text; ``retry_s`` is set
+    when the server asked to try again after that many seconds."""
+
+    def __init__(self, message: str, *, retry_s: int | None = None) -> None:
+        super().__init__(message, retriable=retry_s is not None)
+        self.retry_s = retry_s
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    instrument: Instrument
+    interval: str  # a key of normalise.INTERVALS; "tick" for trades
+    start: datetime
+    end: datetime | None = None
+    compress: bool = True
+
+    def message(self, encoding: str) -> dict[str, object]:
+        if self.interval not in INTERVALS:
+            raise DtcError(f"unknown DTC interval {self.interval!r}; one of {', '.join(INTERVALS)}")
+        return {
+            "Type": m.HISTORICAL_PRICE_DATA_REQUEST, "RequestID": REQUEST_ID,
+            "Symbol": self.instrument.symbol, "Exchange": self.instrument.exchange,
+            "RecordInterval": INTERVALS[self.interval],
+            "StartDateTime": int(self.start.timestamp()),
+            "EndDateTime": int(self.end.timestamp()) if self.end else 0,
+            "UseZLibCompression": int(self.compress and encoding == "binary"),
+        }  # fmt: skip
+
+
+@dataclass
+class Page:
+    """What one read brought: records, and the frames that did not normalise, with why."""
+
+    records: list[Bar | Tick]
+    rejected: list[tuple[bytes, str]]
+    last: datetime | None  # the time of the newest record so far
+
+
+async def fetch(
+    endpoint: Endpoint, request: HistoryRequest, *, timeout_s: float = 30.0,
+    now: datetime | None = None,
+) -> AsyncIterator[Page]:  # fmt: skip
+    """The records of ``request``, oldest first, a page per network read."""
+    now = now or datetime.now(UTC)
+    session = DtcSession(endpoint, timeout_s=timeout_s)
+    await session.start()
+    try:
+        await session.send(request.message(session.codec.name))
+        header = await _header(session, request, timeout_s)
+        if header["NoRecordsToReturn"]:
+            return
+        if header["UseZLibCompression"]:
+            session.inflate()
+        async for page in _records(session, request, now, timeout_s):
+            yield page
+    finally:
+        await session.aclose(reason="historical request complete")
+
+
+async def _header(session: DtcSession, request: HistoryRequest, timeout_s: float) -> Message:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            for frame in await session.read_frames(limit=1):
+                message = session.decode(frame)
+                if message["Type"] == m.HISTORICAL_PRICE_DATA_RESPONSE_HEADER:
+                    return message
+                if message["Type"] == m.HISTORICAL_PRICE_DATA_REJECT:
+                    retry = message["RetryTimeInSeconds"]
+                    raise DtcHistoryRejected(
+                        f"DTC server rejected history of {request.instrument} "
+                        f"{request.interval}: {message['RejectText'] or 'no reason given'}",
+                        retry_s=retry if message["RejectReasonCode"] == m.HPDR_RETRY_IN_SECONDS
+                        else None,
+                    )  # fmt: skip
+                if message["Type"] == m.LOGOFF:
+                    raise logged_off(message)
+
+
+async def _records(
+    session: DtcSession, request: HistoryRequest, now: datetime, timeout_s: float
+) -> AsyncIterator[Page]:
+    occurrences = Occurrences()
+    instrument, interval = request.instrument, request.interval
+    last: datetime | None = None
+    final = False
+    while not final:
+        async with asyncio.timeout(timeout_s):
+            frames = await session.read_frames()
+        page = Page([], [], last)
+        received_at = datetime.now(UTC)
+        for frame in frames:
+            try:
+                message = session.decode(frame)
+            except DtcDecodeError as exc:
+                page.rejected.append((frame, f"undecodable DTC message: {exc}"))
+                continue
+            type_ = message["Type"]
+            if type_ not in (m.HISTORICAL_PRICE_DATA_RECORD_RESPONSE,
+                             m.HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE):  # fmt: skip
+                if type_ == m.LOGOFF:
+                    raise logged_off(message)
+                continue  # heartbeats
+            final = bool(message["IsFinalRecord"])
+            # Sierra Chart may close the stream with an empty final record.
+            stamp = message.get("StartDateTime") or message.get("DateTime")
+            if final and not stamp:
+                break
+            try:
+                record: Bar | Tick = (
+                    normalise.history_bar(message, instrument, interval, now)
+                    if type_ == m.HISTORICAL_PRICE_DATA_RECORD_RESPONSE
+                    else normalise.trade(message, instrument, received_at, occurrences)
+                )
+            except InvalidRecord as exc:
+                page.rejected.append((frame, f"malformed DTC {m.NAMES[type_]}: {exc}"))
+            else:
+                page.records.append(record)
+                page.last = record.timestamp
+            if final:
+                break
+        last = page.last
+        yield page

@@ -1,0 +1,298 @@
+"""Decoded DTC messages to records: pure functions, no I/O.
+
+Market-data messages name their instrument by the ``SymbolID`` the client chose when it
+subscribed, so each function takes the :class:`Instrument` that id stands for. Records carry
+the server's own times: ``t_DateTimeWithMilliseconds`` (double seconds) in trades and
+historical ticks, ``t_DateTime4Byte`` (uint32 seconds) in bid/ask and compact messages,
+``t_DateTime`` (int64 seconds) in historical bars. A message whose time is unset (0 or
+``DBL_MAX``, as a truncated message leaves it) is an :class:`InvalidRecord`, never "now".
+
+DTC trades carry no trade id. The id is derived from the trade's own fields plus its
+occurrence number among identical trades in the same timestamp (two real 1-lot trades at one
+price in one millisecond are two trades), so the same stream replayed gives the same ids, and
+a historical tick record gets the id its live update got.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from marketdata.errors import InvalidRecord
+from marketdata.records import Bar, Side, Tick, derived_trade_id
+from producers.dtc.messages import AT_ASK, AT_BID, DBL_MAX, FLT_MAX, UINT_MAX
+
+DEFAULT_EXCHANGE: Final = "SIERRA"
+TRADE: Final = "dtc.trade"
+QUOTE: Final = "dtc.quote"
+SNAPSHOT: Final = "dtc.snapshot"
+HISTORY: Final = "dtc.history"
+# DTC's HistoricalDataIntervalEnum, in seconds; 0 is ticks.
+INTERVALS: Final = {
+    "tick": 0, "1s": 1, "2s": 2, "4s": 4, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300,
+    "10m": 600, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "1d": 86400, "1w": 604800,
+}  # fmt: skip
+_LATEST_S: Final = 4_102_444_800  # 2100-01-01, the records' upper bound
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# The aggressor: a trade at the bid was a sell hitting it, one at the ask a buy lifting it.
+_AGGRESSOR: Final[dict[int, Side]] = {AT_BID: "sell", AT_ASK: "buy"}
+_FLOAT32: Final = struct.Struct("<f")
+_SIDES: Final[tuple[tuple[Side, str], ...]] = (("bid", "Bid"), ("ask", "Ask"))
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A DTC symbol and its exchange (``ESZ4`` on ``CME``); written ``ESZ4@CME`` on the
+    command line. Records are stored under the exchange, or ``SIERRA`` when none is given."""
+
+    symbol: str
+    exchange: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Instrument:
+        symbol, _, exchange = text.strip().partition("@")
+        if not symbol:
+            raise InvalidRecord("symbol", f"expected SYMBOL or SYMBOL@EXCHANGE, got {text!r}")
+        return cls(symbol, exchange)
+
+    @property
+    def venue(self) -> str:
+        return self.exchange.upper() or DEFAULT_EXCHANGE
+
+    def __str__(self) -> str:
+        return f"{self.symbol}@{self.exchange}" if self.exchange else self.symbol
+
+
+class Occurrences:
+    """Counts identical events within one timestamp, per symbol and source; only the latest
+    timestamp of each is kept, so memory stays flat."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], tuple[object, dict[tuple[object, ...], int]]] = {}
+
+    def next(self, symbol: str, source: str, when: object, identity: tuple[object, ...]) -> int:
+        key = (symbol, source)
+        entry = self._latest.get(key)
+        if entry is None or entry[0] != when:
+            entry = (when, {})
+            self._latest[key] = entry
+        counts = entry[1]
+        number = counts.get(identity, 0)
+        counts[identity] = number + 1
+        return number
+
+    def reset(self) -> None:
+        """After a reconnect: a replayed event must get the id it had the first time."""
+        self._latest.clear()
+
+
+def _unset(value: float) -> bool:
+    return value == DBL_MAX or value == FLT_MAX  # noqa: PLR1714 - two sentinels, one meaning
+
+
+def _double(field: str, value: float) -> Decimal:
+    if not math.isfinite(value):
+        raise InvalidRecord(field, f"must be a finite number, got {value}")
+    return Decimal(repr(value))
+
+
+def _single(field: str, value: float) -> Decimal:
+    """A float32 as the shortest decimal that reads back as the same float32 (4500.25, not
+    4500.25 with float64 noise): what the sender meant, before float32 rounded it."""
+    if not math.isfinite(value):
+        raise InvalidRecord(field, f"must be a finite number, got {value}")
+    for digits in range(6, 10):
+        text = f"{value:.{digits}g}"
+        if _FLOAT32.unpack(_FLOAT32.pack(float(text)))[0] == value:
+            return Decimal(text)
+    return Decimal(repr(value))  # pragma: no cover - 9 significant digits always round-trip
+
+
+def _set_price(field: str, value: float, single: bool = False) -> Decimal:
+    if _unset(value):
+        raise InvalidRecord(field, "unset (DBL_MAX)")
+    return _single(field, value) if single else _double(field, value)
+
+
+def time_ms(field: str, value: float) -> datetime:
+    """``t_DateTimeWithMilliseconds``: double seconds since the epoch, to the microsecond."""
+    if not math.isfinite(value) or value <= 0 or value >= _LATEST_S:
+        raise InvalidRecord(field, "unset" if value in (0, DBL_MAX) else f"out of range: {value}")
+    return _EPOCH + timedelta(microseconds=round(value * 1_000_000))
+
+
+def time_s(field: str, value: int) -> datetime:
+    """``t_DateTime`` (int64) and ``t_DateTime4Byte`` (uint32): whole seconds since the epoch."""
+    if value <= 0 or value >= _LATEST_S:
+        raise InvalidRecord(field, "unset" if value in (0, UINT_MAX) else f"out of range: {value}")
+    return _EPOCH + timedelta(seconds=value)
+
+
+def _trade(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences, *, when: datetime, single: bool,
+) -> Tick:  # fmt: skip
+    price = _set_price("Price", message["Price"], single)
+    size = _single("Volume", message["Volume"]) if single else _double("Volume", message["Volume"])
+    at = message["AtBidOrAsk"]
+    identity = (message["Price"], message["Volume"], at)
+    number = occurrences.next(instrument.symbol, TRADE, when, identity)
+    return Tick(
+        exchange=instrument.venue,
+        symbol=instrument.symbol,
+        timestamp=when,
+        source=TRADE,
+        trade_id=derived_trade_id(instrument.symbol, when.isoformat(), *identity, number),
+        price=price,
+        size=size,
+        side=_AGGRESSOR.get(at),
+        received_at=received_at,
+    )
+
+
+def trade(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> Tick:  # fmt: skip
+    """``MARKET_DATA_UPDATE_TRADE`` (107), and ``HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE``
+    (804), which has the same fields: the same trade gets the same record from either."""
+    when = time_ms("DateTime", message["DateTime"])
+    return _trade(message, instrument, received_at, occurrences, when=when, single=False)
+
+
+def trade_compact(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> Tick:  # fmt: skip
+    """``MARKET_DATA_UPDATE_TRADE_COMPACT`` (112): float32 price and volume, whole seconds."""
+    when = time_s("DateTime", message["DateTime"])
+    return _trade(message, instrument, received_at, occurrences, when=when, single=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Quote:
+    side: Side
+    price: Decimal
+    size: Decimal
+    source: str = QUOTE
+
+
+def _quote(
+    instrument: Instrument, received_at: datetime, occurrences: Occurrences, when: datetime,
+    quote: _Quote,
+) -> Tick:  # fmt: skip
+    side, price, size, source = quote.side, quote.price, quote.size, quote.source
+    identity = (side, str(price), str(size))
+    number = occurrences.next(instrument.symbol, source, when, identity)
+    return Tick(
+        exchange=instrument.venue,
+        symbol=instrument.symbol,
+        timestamp=when,
+        source=source,
+        trade_id=derived_trade_id(instrument.symbol, when.isoformat(), *identity, number),
+        price=price,
+        size=size,
+        side=side,
+        received_at=received_at,
+    )
+
+
+def bid_ask(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences, *, single: bool = False,
+) -> list[Tick]:  # fmt: skip
+    """``MARKET_DATA_UPDATE_BID_ASK`` (108) and, with ``single``, its compact form (117): a
+    quote tick for each side whose price is set (``DBL_MAX``/``FLT_MAX`` means unchanged)."""
+    when = time_s("DateTime", message["DateTime"])
+    ticks = []
+    for side, prefix in _SIDES:
+        raw = message[f"{prefix}Price"]
+        if _unset(raw):
+            continue
+        price = _set_price(f"{prefix}Price", raw, single)
+        size = _single(f"{prefix}Quantity", message[f"{prefix}Quantity"])  # float32 in both
+        ticks.append(_quote(instrument, received_at, occurrences, when, _Quote(side, price, size)))
+    return ticks
+
+
+def snapshot(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> list[Tick]:  # fmt: skip
+    """``MARKET_DATA_SNAPSHOT`` (104), sent after each subscription: the best bid and ask
+    (stamped with the arrival time when the server gives none), and the last trade with the
+    session's statistics in its extras; side unknown. Source ``dtc.snapshot``, so that the
+    last trade does not pose as a new trade."""
+    ticks: list[Tick] = []
+    quoted_at = message["BidAskDateTime"]
+    when = received_at if quoted_at in (0, DBL_MAX) else time_ms("BidAskDateTime", quoted_at)
+    for side, prefix in _SIDES:
+        raw = message[f"{prefix}Price"]
+        quantity = message[f"{prefix}Quantity"]
+        if _unset(raw):
+            continue
+        size = Decimal(0) if _unset(quantity) else _double(f"{prefix}Quantity", quantity)
+        quote = _Quote(side, _double(f"{prefix}Price", raw), size, SNAPSHOT)
+        ticks.append(_quote(instrument, received_at, occurrences, when, quote))
+    if not _unset(message["LastTradePrice"]):
+        traded_at = time_ms("LastTradeDateTime", message["LastTradeDateTime"])
+        volume = message["LastTradeVolume"]
+        size = Decimal(0) if _unset(volume) else _double("LastTradeVolume", volume)
+        identity = (message["LastTradePrice"], volume)
+        ticks.append(Tick(
+            exchange=instrument.venue, symbol=instrument.symbol, timestamp=traded_at,
+            source=SNAPSHOT, trade_id=derived_trade_id(instrument.symbol, traded_at.isoformat(),
+                                                       *identity, "last"),
+            price=_double("LastTradePrice", message["LastTradePrice"]), size=size, side=None,
+            received_at=received_at, extras=_session(message) or None,
+        ))  # fmt: skip
+    return ticks
+
+
+_SESSION_PRICES: Final = (
+    ("session_settlement", "SessionSettlementPrice"), ("session_open", "SessionOpenPrice"),
+    ("session_high", "SessionHighPrice"), ("session_low", "SessionLowPrice"),
+    ("session_volume", "SessionVolume"),
+)  # fmt: skip
+
+
+def _session(message: dict[str, Any]) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    for key, name in _SESSION_PRICES:
+        if not _unset(message[name]):
+            extras[key] = str(_double(name, message[name]))
+    for key, name in (("session_trades", "SessionNumTrades"), ("open_interest", "OpenInterest")):
+        if message[name] != UINT_MAX:
+            extras[key] = message[name]
+    if message["TradingSessionDate"]:
+        extras["session_date"] = time_s("TradingSessionDate", message["TradingSessionDate"])
+        extras["session_date"] = extras["session_date"].date().isoformat()
+    return extras
+
+
+def history_bar(
+    message: dict[str, Any], instrument: Instrument, interval: str, now: datetime
+) -> Bar:
+    """``HISTORICAL_PRICE_DATA_RECORD_RESPONSE`` (803): one bar, open at ``StartDateTime``;
+    closed once its interval has passed by ``now``. ``NumTrades`` shares its bytes with
+    ``OpenInterest`` (a C union): it is the trade count for intraday bars only."""
+    seconds = INTERVALS[interval]
+    opened = time_s("StartDateTime", message["StartDateTime"])
+    return Bar(
+        exchange=instrument.venue,
+        symbol=instrument.symbol,
+        interval=interval,
+        timestamp=opened,
+        open=_set_price("OpenPrice", message["OpenPrice"]),
+        high=_set_price("HighPrice", message["HighPrice"]),
+        low=_set_price("LowPrice", message["LowPrice"]),
+        close=_set_price("LastPrice", message["LastPrice"]),
+        volume=_double("Volume", message["Volume"]),
+        trade_count=message["NumTrades"] if seconds < INTERVALS["1d"] else None,
+        closed=opened + timedelta(seconds=seconds) <= now,
+        source=HISTORY,
+    )

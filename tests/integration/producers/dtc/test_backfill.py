@@ -1,0 +1,150 @@
+"""DTC history (`mdp backfill dtc`) from the fake's historical port into a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from marketdata.errors import MarketDataError
+from marketdata.kafka import ensure_topics
+from marketdata.records import Bar
+from marketdata.settings import Settings
+from producers.dtc.backfill import backfill
+from producers.dtc.normalise import Instrument
+from tests.fakes.dtc import FakeDtc, bar_record, fixture_trades
+from tests.integration.processors.support import read_bars, read_ticks
+from tests.integration.producers.support import stored_bar
+
+START = datetime(2024, 3, 1, 14, 0, tzinfo=UTC)
+ES = Instrument("ESZ4", "CME")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDtc]:
+    server = FakeDtc(now_s=int((START + timedelta(days=1)).timestamp()))
+    await server.start()
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+async def dtc_settings(settings: Settings, fake: FakeDtc) -> Settings:
+    await ensure_topics(settings, settings.topics.all())
+    return settings.model_copy(update={"dtc_port": fake.port,
+                                       "dtc_historical_port": fake.historical_port})  # fmt: skip
+
+
+def expected_bars(minutes: range, symbol: str = "ESZ4") -> list[tuple[datetime, Decimal, Decimal]]:
+    first = int(START.timestamp())
+    rows = [bar_record(symbol, 60, first + 60 * n) for n in minutes]
+    return [(datetime.fromtimestamp(r["StartDateTime"], UTC), Decimal(str(r["OpenPrice"])),
+             Decimal(str(r["LastPrice"]))) for r in rows]  # fmt: skip
+
+
+def summary(bars: list[Bar]) -> list[tuple[datetime, Decimal, Decimal]]:
+    return [(b.timestamp, b.open, b.close) for b in bars]
+
+
+@pytest.mark.parametrize("encoding", ["binary", "json"])
+async def test_bars_of_a_range_arrive_exactly(
+    dtc_settings: Settings, fake: FakeDtc, encoding: str
+) -> None:
+    configured = dtc_settings.model_copy(update={"dtc_encoding": encoding})
+    seen: list[tuple[float, float]] = []
+    result = await backfill(configured, ES, "1m", START, START + timedelta(minutes=599),
+                            progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+    assert result.records == 600
+    [request] = fake.history_requests
+    assert (request["Symbol"], request["Exchange"]) == ("ESZ4", "CME")
+    assert request["RecordInterval"] == 60
+    # Compressed where Sierra Chart compresses: binary only.
+    assert request["UseZLibCompression"] == (encoding == "binary")
+    bars = await read_bars(configured, configured.topics.bars_raw, key=b"CME:ESZ4")
+    assert summary(bars) == expected_bars(range(600))
+    first = bar_record("ESZ4", 60, int(START.timestamp()))
+    assert (bars[0].high, bars[0].low, bars[0].volume, bars[0].trade_count) == (
+        Decimal(str(first["HighPrice"])), Decimal(str(first["LowPrice"])),
+        Decimal(str(first["Volume"])), first["NumTrades"],
+    )  # fmt: skip
+    assert all(b.closed and b.source == "dtc.history" and b.interval == "1m" for b in bars)
+    assert seen[-1] == (36_000 - 60.0, 36_000 - 60.0)
+
+
+async def test_ticks_come_with_the_ids_live_trades_get(dtc_settings: Settings) -> None:
+    trades = fixture_trades()
+    result = await backfill(dtc_settings, ES, "tick", START, START + timedelta(hours=1))
+    assert result.records == len(trades)
+    ticks = await read_ticks(dtc_settings, dtc_settings.topics.ticks_raw, key=b"CME:ESZ4")
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [(t.timestamp, t.price, t.size) for t in ticks] == [
+        (epoch + timedelta(milliseconds=round(t["DateTime"] * 1000)), Decimal(str(t["Price"])),
+         Decimal(str(t["Volume"]))) for t in trades
+    ]  # fmt: skip
+    assert len({t.trade_id for t in ticks}) == len(trades)
+    assert {t.source for t in ticks} == {"dtc.trade"}
+
+
+async def test_a_reject_fails_with_the_servers_text(dtc_settings: Settings) -> None:
+    with pytest.raises(MarketDataError, match="rejected history of NOPE@CME 1m: Symbol NOPE not"):
+        await backfill(dtc_settings, Instrument("NOPE", "CME"), "1m", START, None)
+
+
+async def test_busy_server_and_broken_stream_are_retried_from_the_last_record(
+    dtc_settings: Settings, fake: FakeDtc
+) -> None:
+    fake.history_busy = 1  # "retry in 1 s"
+    fake.history_cut_after = 250  # then the connection breaks after 250 bars
+    result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=499))
+    assert result.attempts == 3
+    starts = [r["StartDateTime"] - int(START.timestamp()) for r in fake.history_requests]
+    assert starts == [0, 0, 249 * 60]  # the last bar received is asked for again
+    bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
+    assert sorted(set(summary(bars))) == expected_bars(range(500))
+
+
+async def test_cli_resumes_from_the_newest_stored_bar_with_progress(
+    dtc_settings: Settings, fake: FakeDtc, unique: str
+) -> None:
+    symbol = f"ES{unique}".upper()[:20]  # a series of this test's own in the shared database
+    fake.symbols = (*fake.symbols, symbol)
+    newest = START + timedelta(minutes=30)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": dtc_settings.kafka_bootstrap,
+           "MARKET_DATA_DATABASE_URL": dtc_settings.database,
+           "MDP_TOPIC_PREFIX": dtc_settings.topic_prefix, "DTC_HOST": "127.0.0.1",
+           "DTC_HISTORICAL_PORT": str(fake.historical_port)}  # fmt: skip
+    async with stored_bar(dtc_settings, "CME", symbol, "1m", newest):
+        # Run from the loop that serves the fake, so that the fake can answer.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "marketdata", "backfill", "dtc", "--symbol", f"{symbol}@CME",
+            "--interval", "1m", "--start", "2024-03-01T14:00", "--end", "2024-03-01T14:59",
+            "--resume", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()
+    assert (f"30 bars of {symbol}@CME 1m from 2024-03-01 14:30:00 published to "
+            f"{dtc_settings.topics.bars_raw}") in stdout.decode()  # fmt: skip
+    assert f"{symbol}@CME 1m" in stderr.decode()  # the progress bar's label
+    bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
+    assert summary(bars) == expected_bars(range(30, 60), symbol)
+
+
+async def test_cli_reports_a_reject_and_fails(dtc_settings: Settings, fake: FakeDtc) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "marketdata", "backfill", "dtc", "--symbol", "NOPE",
+        "--interval", "1h", "--start", "2024-03-01", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": dtc_settings.kafka_bootstrap,
+             "DTC_HISTORICAL_PORT": str(fake.historical_port)},
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert "mdp: error: DTC server rejected history of NOPE 1h: Symbol NOPE not found" in (
+        stderr.decode()
+    )

@@ -1,0 +1,257 @@
+"""Live DTC market data through the protocol-level fake server into a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marketdata.dlq import HEADER_REASON
+from marketdata.errors import MarketDataError
+from marketdata.kafka import create_producer, ensure_topics
+from marketdata.records import Tick
+from marketdata.settings import Settings
+from producers.dtc import messages as m
+from producers.dtc.live import DtcLive
+from producers.dtc.normalise import Instrument, Occurrences, trade
+from producers.dtc.session import Endpoint
+from producers.publisher import Publisher
+from tests.fakes.dtc import FakeDtc, fixture, fixture_trades
+from tests.integration.polling import wait_until
+from tests.integration.processors.support import read_ticks, read_topic
+from tests.integration.roles import role_process
+
+ES = Instrument("ESZ4", "CME")
+NQ = Instrument("NQZ4", "CME")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDtc]:
+    server = FakeDtc()
+    await server.start()
+    yield server
+    await server.aclose()
+
+
+class Live:
+    """Starts a DtcLive against the fake, publishing into the test's topics."""
+
+    def __init__(self, settings: Settings, fake: FakeDtc) -> None:
+        self.settings, self.fake = settings, fake
+        self.producer = create_producer(settings)
+        self.live: DtcLive | None = None
+
+    async def start(self, instruments: Sequence[Instrument] = (ES,), encoding: str = "binary",
+                    subscribed: int = 1) -> DtcLive:  # fmt: skip
+        await ensure_topics(self.settings, self.settings.topics.all())
+        await self.producer.start()
+        endpoint = Endpoint("127.0.0.1", self.fake.port, encoding, heartbeat_s=1)
+        publisher = Publisher(self.producer, self.settings.topics, stage="dtc.live")
+        self.live = DtcLive(endpoint, instruments, publisher, max_backoff_s=0.3)
+        await self.live.start()
+        await wait_until(lambda: self.fake.subscriptions >= subscribed, within=15, step=0.02)
+        return self.live
+
+    async def aclose(self) -> None:
+        if self.live is not None:
+            await asyncio.wait_for(self.live.aclose(), 30)
+        await self.producer.stop()
+
+
+@pytest.fixture
+async def runner(settings: Settings, fake: FakeDtc) -> AsyncIterator[Live]:
+    live = Live(settings, fake)
+    try:
+        yield live
+    finally:
+        await live.aclose()
+
+
+def expected(trades: Sequence[dict[str, Any]]) -> list[tuple[datetime, Decimal, Decimal, str]]:
+    """What the fixture's trades must become, worked out without the normaliser."""
+    sides = {1: "sell", 2: "buy"}
+    return [(EPOCH + timedelta(milliseconds=round(t["DateTime"] * 1000)), Decimal(str(t["Price"])),
+             Decimal(str(t["Volume"])), sides[t["AtBidOrAsk"]]) for t in trades]  # fmt: skip
+
+
+def summary(ticks: Sequence[Tick]) -> list[tuple[datetime, Decimal, Decimal, str | None]]:
+    return [(t.timestamp, t.price, t.size, t.side) for t in ticks]
+
+
+@pytest.mark.parametrize("encoding", ["binary", "json"])
+async def test_live_trades_arrive_once_with_the_servers_timestamps(
+    runner: Live, fake: FakeDtc, settings: Settings, encoding: str
+) -> None:
+    live = await runner.start(encoding=encoding)
+    trades = fixture_trades()
+    for t in trades:
+        assert await fake.trade("ESZ4", t) == 1
+    await wait_until(lambda: live.stats.records >= len(trades), within=15, step=0.02)
+    ticks = await read_ticks(settings, settings.topics.ticks_raw, key=b"CME:ESZ4")
+    assert summary(ticks) == expected(trades)
+    assert {(t.exchange, t.symbol, t.source) for t in ticks} == {("CME", "ESZ4", "dtc.trade")}
+    assert len({t.trade_id for t in ticks}) == len(trades)  # two identical trades stay two
+    occurrences = Occurrences()
+    assert [t.trade_id for t in ticks] == [
+        trade(t, ES, ticks[0].received_at, occurrences).trade_id for t in trades
+    ]
+    assert fake.received[0]["Type"] == m.ENCODING_REQUEST
+    logon = next(msg for msg in fake.received if msg["Type"] == m.LOGON_REQUEST)
+    assert (logon["HeartbeatIntervalInSeconds"], logon["ClientName"]) == (1, "mdp")
+
+
+async def test_snapshot_and_quotes_become_bid_and_ask_ticks(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    fake.snapshots["ESZ4"] = fixture("ESZ4_snapshot.json")["snapshot"]
+    live = await runner.start()
+    await fake.push("ESZ4", {"Type": m.MARKET_DATA_UPDATE_BID_ASK_COMPACT, "BidPrice": 5123.5,
+                             "BidQuantity": 9.0, "AskPrice": 5123.75, "AskQuantity": 4.0,
+                             "DateTime": 1709303401})  # fmt: skip
+    await wait_until(lambda: live.stats.records >= 5, within=15, step=0.02)
+    ticks = await read_ticks(settings, settings.topics.ticks_raw)
+    at = datetime(2024, 3, 1, 14, 30, 1, tzinfo=UTC)
+    quoted = datetime(2024, 3, 1, 14, 29, 59, 900000, tzinfo=UTC)
+    assert [(t.source, t.side, t.price, t.size, t.timestamp) for t in ticks] == [
+        ("dtc.snapshot", "bid", Decimal("5123.0"), Decimal("24.0"), quoted),
+        ("dtc.snapshot", "ask", Decimal("5123.25"), Decimal("31.0"), quoted),
+        ("dtc.snapshot", None, Decimal("5123.25"), Decimal("2.0"),
+         datetime(2024, 3, 1, 14, 29, 59, 875000, tzinfo=UTC)),
+        ("dtc.quote", "bid", Decimal("5123.5"), Decimal("9"), at),
+        ("dtc.quote", "ask", Decimal("5123.75"), Decimal("4"), at),
+    ]  # fmt: skip
+
+
+async def test_heartbeat_loss_reconnects_and_resubscribes(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    fake.heartbeats = False  # the connection stays open; the server goes quiet
+    await wait_until(lambda: fake.subscriptions >= 2, within=15, step=0.05)
+    assert "no message from the server" in live.stats.last_error
+    fake.heartbeats = True
+    trades = fixture_trades()[:5]
+    for t in trades:
+        await fake.trade("ESZ4", t)
+    await wait_until(lambda: live.stats.records >= 5, within=15, step=0.02)
+    assert summary(await read_ticks(settings, settings.topics.ticks_raw)) == expected(trades)
+    assert live.stats.reconnects >= 1
+    assert fake.logons >= 2
+
+
+async def test_a_dropped_connection_reconnects_and_resubscribes_every_symbol(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start([ES, NQ], subscribed=2)
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1, within=15, step=0.02)
+    await fake.drop_connections()
+    await wait_until(lambda: fake.subscriptions >= 4, within=15, step=0.02)
+    await fake.trade("NQZ4", {**fixture_trades()[1], "Price": 18000.25})
+    await wait_until(lambda: live.stats.records >= 2, within=15, step=0.02)
+    ticks = await read_ticks(settings, settings.topics.ticks_raw)
+    assert sorted((t.symbol, t.price) for t in ticks) == [  # two keys: two partitions
+        ("ESZ4", Decimal("5123.25")),
+        ("NQZ4", Decimal("18000.25")),
+    ]
+    assert live.stats.reconnects == 1
+    assert "closed the connection" in live.stats.last_error
+
+
+async def test_a_reject_is_reported_with_the_servers_text_and_others_go_on(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    fake.rejects["NQZ4"] = "No market data permission for NQZ4"
+    live = await runner.start([NQ, ES])
+    await wait_until(lambda: bool(live.stats.rejects), within=15, step=0.02)
+    assert live.stats.rejects == {"NQZ4@CME": "No market data permission for NQZ4"}
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1, within=15, step=0.02)
+    assert [t.symbol for t in await read_ticks(settings, settings.topics.ticks_raw)] == ["ESZ4"]
+    assert live.stats.reconnects == 0
+
+
+async def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    await fake.send_unknown_type(9999)
+    await fake.send_short("ESZ4", {"Type": m.MARKET_DATA_UPDATE_TRADE, "Price": 1.0,
+                                   "Volume": 1.0, "DateTime": 1709303400.0}, 32)  # fmt: skip
+    await fake.push("ESZ4", {"Type": m.MARKET_DATA_FEED_STATUS, "Status": m.FEED_AVAILABLE})
+    await fake.send_raw(b"\x08\x00\x71\x00\x01\x00\x00\x00")  # session volume: skipped, counted
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1 and live.stats.malformed >= 2, within=15,
+                     step=0.02)  # fmt: skip
+    letters = await read_topic(settings, settings.topics.dlq, until=2)
+    reasons = sorted(dict(msg.headers)[HEADER_REASON].decode() for msg in letters)
+    assert reasons == [
+        "malformed DTC MARKET_DATA_UPDATE_TRADE: DateTime: unset",
+        "undecodable DTC message: unknown DTC message type 9999",
+    ]
+    assert [t.price for t in await read_ticks(settings, settings.topics.ticks_raw)] == [
+        Decimal("5123.25")
+    ]
+    assert live.stats.ignored == 1
+    assert live.stats.feed_available is True
+    assert live.stats.reconnects == 0
+
+
+async def test_an_insane_size_drops_the_connection_and_reconnects(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    await fake.send_oversized(60_000)
+    await wait_until(lambda: fake.subscriptions >= 2, within=15, step=0.02)
+    assert "message size 60000 outside [4, 16384]" in live.stats.last_error
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1, within=15, step=0.02)
+    [letter] = await read_topic(settings, settings.topics.dlq, until=1)
+    assert letter.value is not None
+    assert letter.value.startswith(b"\x60\xea")  # the garbage, kept as it came
+
+
+async def test_logoff_reconnects_unless_told_not_to(runner: Live, fake: FakeDtc) -> None:
+    live = await runner.start()
+    await fake.logoff("Server restarting")
+    await wait_until(lambda: fake.subscriptions >= 2, within=15, step=0.02)
+    assert live.stats.last_error == "DTC server logged off: Server restarting"
+    await fake.logoff("Account disabled", do_not_reconnect=True)
+    task = live._task
+    assert task is not None
+    await asyncio.wait_for(asyncio.wait({task}), 15)
+    with pytest.raises(MarketDataError, match="logged off: Account disabled"):
+        task.result()
+    live._task = None
+
+
+async def test_the_producer_process_streams_and_stops_cleanly(
+    fake: FakeDtc, settings: Settings, log: Path
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+           "MDP_TOPIC_PREFIX": settings.topic_prefix, "DTC_PORT": str(fake.port),
+           "DTC_ENCODING": "json", "DTC_HEARTBEAT_S": "1", "DTC_PASSWORD": "hunter2"}  # fmt: skip
+    fake.password = "hunter2"  # a logon without it is refused
+    process = role_process(["produce", "dtc", "--symbols", "ESZ4@CME"], env, log)
+    try:
+        await wait_until(lambda: fake.subscriptions >= 1, within=30, step=0.05)
+        trades = fixture_trades()[:10]
+        for t in trades:
+            await fake.trade("ESZ4", t)
+        ticks = await read_ticks(settings, settings.topics.ticks_raw)
+        assert summary(ticks) == expected(trades)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "hunter2" not in await asyncio.to_thread(log.read_text)
