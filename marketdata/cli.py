@@ -15,6 +15,7 @@ from marketdata import __version__
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.logs import configure_logging
+from marketdata.pipeline import ROLES
 from marketdata.services.manager import ServiceManager
 from marketdata.settings import Settings
 from sinks.service import run_sink
@@ -38,6 +39,8 @@ def cli(ctx: click.Context) -> None:
       sink      write batches to TimescaleDB, committing offsets after the database
       webhook   take signed TradingView alerts over HTTP
     Operations:
+      run       the whole pipeline here, every role a process, with a live status
+      status    rows and newest timestamp per series in the database
       services  start/stop/inspect local Kafka and PostgreSQL
       topics    create the pipeline's Kafka topics
       migrate   create or upgrade the database tables
@@ -277,6 +280,59 @@ def backfill_dtc(
         + (f"; {result.rejected} malformed records dead-lettered" if result.rejected else "")
         + (f"; {result.attempts} attempts" if result.attempts > 1 else "")
     )
+
+
+@cli.command("run")
+@click.option(
+    "--duration",
+    type=float,
+    metavar="SECONDS",
+    help="Stop by itself after this long, and print the summary.",
+)
+@click.option(
+    "--roles",
+    default=",".join(ROLES),
+    show_default=True,
+    help="Which roles to run (comma-separated).",
+)
+@click.option("--services/--no-services", default=True, show_default=True,
+              help="Start the local Kafka and PostgreSQL first (`mdp services up`); "
+              "--no-services uses KAFKA_BOOTSTRAP_SERVERS and MARKET_DATA_DATABASE_URL "
+              "as they are.")  # fmt: skip
+@click.pass_obj
+def run_all(settings: Settings, *, duration: float | None, roles: str, services: bool) -> None:
+    """Run the whole pipeline here: services, topics, tables, and every role as a process.
+
+    \b
+    Sandbox mode (the default) also starts the fake venues (Binance, TWS, DTC on their sandbox
+    ports) replaying market data; official mode runs a producer only for a venue whose
+    BINANCE_SYMBOLS / IBKR_SYMBOLS / DTC_SYMBOLS is set. Crashed roles are restarted with
+    backoff. Shows one status line per role; logs go to MDP_STATE_DIR/logs. Ctrl-C (or
+    --duration) stops the roles in order (producers, processor, sink) and prints what the
+    database holds.
+    """
+    from marketdata.inventory import describe  # noqa: PLC0415
+    from marketdata.pipeline import run_pipeline  # noqa: PLC0415
+
+    chosen = [r.strip() for r in roles.split(",") if r.strip()]
+    try:
+        series = asyncio.run(run_pipeline(settings, chosen, duration_s=duration,
+                                          services=services))  # fmt: skip
+    except MarketDataError as exc:
+        _fail(exc)
+    click.echo(describe(series))
+
+
+@cli.command("status")
+@click.pass_obj
+def status_of_data(settings: Settings) -> None:
+    """Rows and the newest timestamp per exchange, symbol and interval in the database."""
+    from marketdata.inventory import describe, stored_series  # noqa: PLC0415
+
+    try:
+        click.echo(describe(stored_series(settings)))
+    except MarketDataError as exc:
+        _fail(exc)
 
 
 @cli.command()

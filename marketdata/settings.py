@@ -70,6 +70,13 @@ class Settings(BaseModel):
     dtc_password: SecretStr | None = Field(None, alias="DTC_PASSWORD")
     dtc_encoding: Literal["binary", "json"] = Field("binary", alias="DTC_ENCODING")
     dtc_heartbeat_s: int = Field(10, alias="DTC_HEARTBEAT_S", ge=1, le=300)
+    # What `mdp run` subscribes to; in official mode a venue runs only when its list is set.
+    binance_symbols: str | None = Field(None, alias="BINANCE_SYMBOLS", min_length=1)
+    ibkr_symbols: str | None = Field(None, alias="IBKR_SYMBOLS", min_length=1)
+    dtc_symbols: str | None = Field(None, alias="DTC_SYMBOLS", min_length=1)
+    producer_metrics_port: int | None = Field(
+        None, alias="MDP_PRODUCER_METRICS_PORT", ge=0, le=65535
+    )
 
     # Storage (`mdp migrate`): TimescaleDB chunking and policies, used when the extension exists.
     ticks_chunk_interval: str = Field("1 day", alias="MDP_TICKS_CHUNK_INTERVAL", pattern=_INTERVAL)

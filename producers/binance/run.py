@@ -7,9 +7,10 @@ import logging
 from collections.abc import Sequence
 
 from marketdata.settings import Settings
+from marketdata.signals import stop_on_signals
 from producers.binance.backfill import rest_client
 from producers.binance.live import BinanceLive, stream_names
-from producers.process import publishing, stop_on_signals
+from producers.process import publishing
 
 log = logging.getLogger(__name__)
 

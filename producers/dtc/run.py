@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 from marketdata.settings import Settings
+from marketdata.signals import stop_on_signals
 from producers.dtc.live import DtcLive
 from producers.dtc.normalise import Instrument
 from producers.dtc.session import Endpoint
-from producers.process import publishing, stop_on_signals
+from producers.process import publishing
 
 
 async def run_live(

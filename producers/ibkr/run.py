@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Sequence
 
 from marketdata.settings import Settings
+from marketdata.signals import stop_on_signals
 from producers.ibkr.contracts import Spec
 from producers.ibkr.live import IbkrLive, LiveOptions
-from producers.process import publishing, stop_on_signals
+from producers.process import publishing
 
 
 async def run_live(

@@ -6,10 +6,14 @@ Klines come from a deterministic series per symbol and interval (a random walk s
 symbol), so a test knows the exact bar set of any range. Faults on demand: ``fail_next`` (e.g.
 429 with Retry-After), ``weight_used`` (the X-MBX-USED-WEIGHT-1m the next answers report),
 ``drop_connections``, ``push_raw`` (malformed frames), ``silent``.
+
+Standalone, as the sandbox venue: ``python -m tests.fakes.binance --port 18090`` streams trades
+(a random walk) and closed 1m klines for its symbols.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -41,6 +45,15 @@ def kline_row(symbol: str, interval: str, open_ms: int) -> list[Any]:
     close_ms = open_ms + step - 1
     return [open_ms, f"{o:.8f}", f"{h:.8f}", f"{low:.8f}", f"{c:.8f}", f"{volume:.8f}",
             close_ms, f"{volume * c:.8f}", rng.randint(1, 500), "0", "0", "0"]  # fmt: skip
+
+
+def kline_event(symbol: str, interval: str, open_ms: int, *, closed: bool = True) -> dict[str, Any]:
+    """The stream event of the kline :func:`kline_row` gives, still moving or closed."""
+    row = kline_row(symbol, interval, open_ms)
+    return {"e": "kline", "E": row[6], "s": symbol, "k": {
+        "t": row[0], "T": row[6], "s": symbol, "i": interval, "f": 1, "L": 2, "o": row[1],
+        "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8], "x": closed,
+        "q": row[7], "V": "0", "Q": "0", "B": "0"}}  # fmt: skip
 
 
 @dataclass
@@ -82,7 +95,7 @@ class FakeBinance:
         app.router.add_get("/stream", self._stream)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -117,6 +130,8 @@ class FakeBinance:
         if self.mute:
             return
         for socket in list(self._sockets):
+            if socket["streams"] and stream not in socket["streams"]:
+                continue  # Binance sends only what a connection subscribed to
             combined = socket.get("combined", False)
             body = {"stream": stream, "data": payload} if combined else payload
             with contextlib.suppress(ConnectionError, RuntimeError):
@@ -135,6 +150,8 @@ class FakeBinance:
         socket = web.WebSocketResponse(heartbeat=None if self.mute else 20.0)
         await socket.prepare(request)
         socket["combined"] = request.path == "/stream"
+        named = request.match_info.get("stream") or request.query.get("streams", "")
+        socket["streams"] = {name for name in named.split("/") if name}
         self._sockets.add(socket)
         try:
             async for message in socket:
@@ -143,6 +160,7 @@ class FakeBinance:
                 command = json.loads(message.data)
                 if command.get("method") == "SUBSCRIBE":
                     self.subscriptions += 1
+                    socket["streams"].update(command.get("params", []))
                 if command.get("method") in {"SUBSCRIBE", "UNSUBSCRIBE"} and not self.silent:
                     await socket.send_str(json.dumps({"result": None, "id": command.get("id")}))
         finally:
@@ -214,3 +232,55 @@ class FakeBinance:
             if int(t["t"]) >= from_id
         ][:limit]  # fmt: skip
         return web.json_response(rows, headers=self._headers(25))
+
+
+# A stand-alone sandbox venue -------------------------------------------------------------
+
+
+async def replay(fake: FakeBinance, rate: float) -> None:
+    """Trades at ``rate`` a second per symbol, and each symbol's closed 1m kline as a minute
+    ends, stamped with the current time."""
+    rng = random.Random()
+    trade_ids = dict.fromkeys(SYMBOLS, 1)
+    last_minute = fake.server_ms() // 60_000
+    while True:
+        await asyncio.sleep(1 / rate)
+        now = fake.server_ms()
+        for symbol in SYMBOLS:
+            row = kline_row(symbol, "1m", now // 60_000 * 60_000)
+            price = Decimal(row[3]) + (Decimal(row[2]) - Decimal(row[3])) * Decimal(rng.random())
+            trade_ids[symbol] += 1
+            await fake.push(f"{symbol.lower()}@trade", {
+                "e": "trade", "E": now, "s": symbol, "t": trade_ids[symbol],
+                "p": f"{price:.8f}", "q": f"{rng.randint(1, 5000) / 10_000:.8f}", "T": now,
+                "m": rng.random() < 0.5, "M": True,
+            })  # fmt: skip
+        if now // 60_000 > last_minute:
+            closed = last_minute * 60_000
+            last_minute = now // 60_000
+            for symbol in SYMBOLS:
+                row = kline_row(symbol, "1m", closed)
+                await fake.push(f"{symbol.lower()}@kline_1m", kline_event(symbol, "1m", closed))
+
+
+async def _main(port: int, rate: float) -> None:
+    fake = FakeBinance(port=port)
+    await fake.start()
+    print(f"fake Binance on http://127.0.0.1:{fake.port} (REST and WebSocket)", flush=True)
+    try:
+        await replay(fake, rate)
+    finally:
+        await fake.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A fake Binance streaming generated trades.")
+    parser.add_argument("--port", type=int, default=18090, help="listen on 127.0.0.1:PORT")
+    parser.add_argument("--rate", type=float, default=10.0, help="trades a second per symbol")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(args.port, args.rate))
+
+
+if __name__ == "__main__":
+    main()

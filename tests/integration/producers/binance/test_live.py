@@ -20,6 +20,7 @@ from producers.binance.backfill import rest_client
 from producers.binance.live import BinanceLive
 from producers.publisher import Publisher
 from tests.fakes.binance import FakeBinance, kline_row
+from tests.fakes.binance import kline_event as fake_kline_event
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_bars, read_ticks, read_topic
 from tests.integration.roles import role_process
@@ -35,11 +36,7 @@ def trade_event(n: int) -> dict[str, Any]:
 
 
 def kline_event(minute: int, *, closed: bool = True) -> dict[str, Any]:
-    row = kline_row("BTCUSDT", "1m", T0_MS + minute * 60_000)
-    return {"e": "kline", "E": row[6], "s": "BTCUSDT", "k": {
-        "t": row[0], "T": row[6], "s": "BTCUSDT", "i": "1m", "f": 1, "L": 2, "o": row[1],
-        "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8], "x": closed,
-        "q": row[7], "V": "0", "Q": "0", "B": "0"}}  # fmt: skip
+    return fake_kline_event("BTCUSDT", "1m", T0_MS + minute * 60_000, closed=closed)
 
 
 @pytest.fixture
