@@ -1,0 +1,62 @@
+"""Signed TradingView alerts through `mdp webhook`, the processor and the sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import aiohttp
+
+from tests.e2e.conftest import Pipeline
+from tests.e2e.timeline import own_minute
+from tests.integration.processors.support import free_port
+from webhook.auth import sign
+
+SECRET = "an-e2e-test-secret-of-32-bytes!!"
+ALERTS = 25
+
+
+async def test_signed_alerts_land_as_tradingview_ticks(pipeline: Pipeline) -> None:
+    t0 = own_minute()
+    port = free_port()
+    pipeline.start("webhook", ["webhook"], {"TRADINGVIEW_HMAC_SECRET": SECRET,
+                                            "MDP_WEBHOOK_PORT": str(port)})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+
+        async def answers() -> bool:
+            try:
+                async with session.get(f"{url}/health") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        up = False
+        async with asyncio.timeout(30):
+            while not up:
+                up = await answers()
+                await asyncio.sleep(0.2)
+        alerts = [{"ticker": "AAPL", "exchange": "NASDAQ", "price": f"{190 + n / 100:.2f}",
+                   "volume": str(n + 1), "time": (t0 + timedelta(seconds=n)).isoformat(),
+                   "side": "buy" if n % 2 else "sell", "strategy": "e2e"}
+                  for n in range(ALERTS)]  # fmt: skip
+        forged = {"X-Signature": "sha256=" + "0" * 64}
+        body = json.dumps({**alerts[0], "price": "1.00"}).encode()
+        async with session.post(f"{url}/webhooks/tradingview", data=body,
+                                headers=forged) as response:  # fmt: skip
+            assert response.status == 401  # and never published: the price 1.00 is not stored
+        for alert in alerts:
+            body = json.dumps(alert).encode()
+            headers = {"X-Signature": "sha256=" + sign(body, SECRET.encode())}
+            async with session.post(f"{url}/webhooks/tradingview", data=body,
+                                    headers=headers) as response:  # fmt: skip
+                assert response.status == 202, await response.text()
+
+    rows = await pipeline.ticks("NASDAQ", "AAPL", t0, t0 + timedelta(minutes=1), at_least=ALERTS)
+    assert [(r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
+        (t0 + timedelta(seconds=n), Decimal(a["price"]), Decimal(a["volume"]), a["side"],
+         "TradingView") for n, a in enumerate(alerts)
+    ]  # fmt: skip
+    assert pipeline.roles["webhook"].poll() is None  # still serving
