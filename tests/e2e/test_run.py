@@ -1,0 +1,81 @@
+"""`mdp run`, the README's first command, as a user runs it (against the test's services)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import psycopg
+
+from marketdata.settings import Settings
+
+VENUES = (("BINANCE", "BTCUSDT"), ("IBKR", "AAPL"), ("CME", "ESZ4"))
+
+
+def _env(settings: Settings, unique: str) -> dict[str, str]:
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+            "MARKET_DATA_DATABASE_URL": settings.database, "MDP_TOPIC_PREFIX": f"{unique}.",
+            "MDP_PROCESS_GROUP": f"{unique}-process", "MDP_SINK_GROUP": f"{unique}-sink",
+            "PROVIDERS_SANDBOX_MODE": "sandbox"}  # fmt: skip
+
+
+def _newest(settings: Settings, exchange: str, symbol: str) -> object:
+    with psycopg.connect(settings.database) as conn:
+        row = conn.execute(
+            "SELECT max(timestamp) FROM market_data_ticks WHERE exchange = %s AND symbol = %s"
+            " AND timestamp > now() - interval '5 minutes'",
+            (exchange, symbol),
+        ).fetchone()
+    return row[0] if row else None
+
+
+async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
+    settings: Settings, unique: str
+) -> None:
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "marketdata", "run", "--no-services",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(settings, unique),
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(120):
+            for exchange, symbol in VENUES:  # data from each sandbox venue reaches the database
+                newest = None
+                while newest is None:
+                    newest = await asyncio.to_thread(_newest, settings, exchange, symbol)
+                    await asyncio.sleep(0 if newest else 1)
+        run.send_signal(signal.SIGINT)
+        output, _ = await asyncio.wait_for(run.communicate(), 90)
+    finally:
+        if run.returncode is None:
+            run.kill()
+            await run.wait()
+    text = output.decode()
+    assert run.returncode == 0, text[-3000:]
+    board = text[text.rindex("stopping") :]
+    for role in ("fake-binance", "fake-tws", "fake-dtc", "binance", "ibkr", "dtc", "process",
+                 "webhook", "sink"):  # fmt: skip
+        assert f"  {role} " in board, board
+    assert "failed" not in board
+    assert "published 0 records" not in board
+    for exchange, symbol in VENUES:
+        assert any(line.split()[:3] == ["ticks", exchange, symbol] for line in board.splitlines())
+    assert "total:" in board
+
+
+async def test_duration_stops_the_run_by_itself(settings: Settings, unique: str) -> None:
+    run = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "marketdata", "run", "--no-services", "--duration", "25",
+        "--roles", "dtc,process,sink",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(settings, unique),
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(run.communicate(), 120)
+    text = output.decode()
+    assert run.returncode == 0, text[-3000:]
+    board = text[text.rindex("stopping") :]
+    assert [line.split()[0] for line in board.splitlines()[2:6]] == [
+        "fake-dtc", "dtc", "process", "sink"]  # fmt: skip
+    assert "binance" not in board
+    assert any(line.split()[:3] == ["ticks", "CME", "ESZ4"] for line in board.splitlines())
