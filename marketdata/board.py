@@ -10,11 +10,12 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
-from marketdata.kafka import admin_client
+from marketdata.errors import MarketDataError
+from marketdata.kafka import admin_client, topic_partitions
 from marketdata.settings import Settings
 from marketdata.supervisor import Child, Supervisor
 
@@ -82,16 +83,15 @@ async def group_lag(settings: Settings, group: str, topics: list[str]) -> int | 
     """Messages in ``topics`` not yet committed by ``group``; None when Kafka does not say."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     try:
+        partitions = await topic_partitions(settings, topics)
         await consumer.start()
-        partitions = [TopicPartition(t, p) for t in topics
-                      for p in consumer.partitions_for_topic(t) or ()]  # fmt: skip
         ends = await consumer.end_offsets(partitions)
         async with admin_client(settings) as admin:
             committed = await admin.list_consumer_group_offsets(group)
         lag: int = sum(max(0, end - (committed[tp].offset if tp in committed else 0))
                        for tp, end in ends.items())  # fmt: skip
         return lag
-    except (KafkaError, OSError):
+    except (MarketDataError, KafkaError, OSError):
         return None
     finally:
         await consumer.stop()

@@ -41,6 +41,7 @@ def cli(ctx: click.Context) -> None:
     Operations:
       run       the whole pipeline here, every role a process, with a live status
       status    rows and newest timestamp per series in the database
+      dlq       show and replay the dead letters
       services  start/stop/inspect local Kafka and PostgreSQL
       topics    create the pipeline's Kafka topics
       migrate   create or upgrade the database tables
@@ -456,6 +457,73 @@ def topics(settings: Settings) -> None:
         _fail(exc)
     for name in settings.topics.all():
         click.echo(f"{name:<24} {'created' if name in created else 'exists'}")
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect md.dlq and send its messages back where they came from.
+
+    \b
+    Every stage puts what it cannot use in md.dlq, unchanged, with headers saying why
+    (mdp.reason), which stage (mdp.stage) and, for Kafka messages, where from (mdp.topic,
+    mdp.partition, mdp.offset).
+    """
+
+
+@dlq.command("show")
+@click.option("--stage", help="Only dead letters of this stage (e.g. process, sink, ibkr.live).")
+@click.pass_obj
+def dlq_show(settings: Settings, stage: str | None) -> None:
+    """List the dead letters: where, which stage, from where, and why."""
+    from marketdata.dlq import HEADER_REASON, HEADER_STAGE, read_dead_letters  # noqa: PLC0415
+
+    try:
+        letters = asyncio.run(read_dead_letters(settings))
+    except MarketDataError as exc:
+        _fail(exc)
+    shown = [d for d in letters if stage is None or d.header(HEADER_STAGE) == stage]
+    for letter in shown:
+        origin = letter.origin_topic or "venue-payload"
+        click.echo(f"{letter.partition}:{letter.offset}  {letter.header(HEADER_STAGE):<16}"
+                   f" {origin:<20} {letter.header(HEADER_REASON)}")  # fmt: skip
+    click.echo(f"{len(shown)} dead letters in {settings.topics.dlq}")
+
+
+@dlq.command("replay")
+@click.option("--stage", help="Only dead letters of this stage.")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent, send nothing.")
+@click.pass_obj
+def dlq_replay(settings: Settings, stage: str | None, dry_run: bool) -> None:
+    """Send dead letters back to the topic they came from (after fixing what rejected them).
+
+    Replaying twice is harmless: the processors and the sink deduplicate. A producer's dead
+    letters are venue payloads, not Kafka messages: they are listed, and fetched again with
+    `mdp backfill`.
+    """
+    from marketdata.dlq import HEADER_STAGE, read_dead_letters, replay  # noqa: PLC0415
+    from marketdata.kafka import create_producer  # noqa: PLC0415
+
+    async def run() -> tuple[int, int]:
+        letters = await read_dead_letters(settings)
+        chosen = [d for d in letters if stage is None or d.header(HEADER_STAGE) == stage]
+        if dry_run:
+            return sum(1 for d in chosen if d.origin_topic), sum(1 for d in chosen
+                                                                 if not d.origin_topic)  # fmt: skip
+        producer = create_producer(settings)
+        await producer.start()
+        try:
+            sent, skipped = await replay(producer, chosen)
+        finally:
+            await producer.stop()
+        return sent, len(skipped)
+
+    try:
+        sent, skipped = asyncio.run(run())
+    except MarketDataError as exc:
+        _fail(exc)
+    verb = "would send" if dry_run else "sent"
+    left = f"; {skipped} venue payloads left (use mdp backfill)" if skipped else ""
+    click.echo(f"{verb} {sent} dead letters back to their topics{left}")
 
 
 @cli.command()

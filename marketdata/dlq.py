@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from marketdata.kafka import kafka_errors, topic_partitions
+from marketdata.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +67,69 @@ class DeadLetters:
             headers=dead_letter_headers(message, reason, self.stage),
         )
         return future
+
+
+# Inspecting and replaying (`mdp dlq`) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    offset: int  # in md.dlq (partition 0 … n: ``partition:offset`` when several)
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str) -> str:
+        return next((v.decode(errors="replace") for n, v in self.headers if n == name), "")
+
+    @property
+    def origin_topic(self) -> str:
+        """The topic it was taken from; empty for a producer's (a venue payload, not a message)."""
+        return self.header(HEADER_TOPIC)
+
+
+async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+    """Everything in the dead-letter topic now, oldest first per partition."""
+    topic = settings.topics.dlq
+    partitions = await topic_partitions(settings, [topic])
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False)  # fmt: skip
+    async with kafka_errors():
+        await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        letters: list[DeadLetter] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            letters += [DeadLetter(m.offset, m.partition, m.key, m.value or b"", list(m.headers))
+                        for records in batches.values() for m in records
+                        if m.offset < ends[TopicPartition(topic, m.partition)]]  # fmt: skip
+        return letters
+    finally:
+        await consumer.stop()
+
+
+async def replay(
+    producer: AIOKafkaProducer, letters: list[DeadLetter]
+) -> tuple[int, list[DeadLetter]]:
+    """Send each dead letter that came from a topic back to it, with its own key and headers
+    (not ours), e.g. after the fix for what rejected it; return how many went, and the others
+    (a producer's dead letters are venue payloads: fetch those again with `mdp backfill`)."""
+    sent, skipped, pending = 0, [], []
+    for letter in letters:
+        if not letter.origin_topic:
+            skipped.append(letter)
+            continue
+        own = [(n, v) for n, v in letter.headers if not n.startswith("mdp.")]
+        async with kafka_errors():
+            pending.append(await producer.send(letter.origin_topic, letter.value,
+                                               key=letter.key, headers=own))  # fmt: skip
+        sent += 1
+    async with kafka_errors():
+        await asyncio.gather(*pending)
+    return sent, skipped

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -109,3 +109,12 @@ async def ensure_topics(
             except TopicAlreadyExistsError:
                 log.debug("topics created concurrently: %s", missing)
     return missing
+
+
+async def topic_partitions(settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of the topics that exist (asked of the broker: a plain consumer knows only
+    the topics it has fetched metadata for)."""
+    async with admin_client(settings) as admin, kafka_errors():
+        described = await admin.describe_topics(list(topics))
+    return sorted(TopicPartition(d["topic"], p["partition"])
+                  for d in described if d["error_code"] == 0 for p in d["partitions"])  # fmt: skip
