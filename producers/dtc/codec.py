@@ -134,12 +134,25 @@ def decode_binary(frame: bytes) -> Message:
     return dict(zip(binary.keys, fields, strict=True))
 
 
-class BinaryFramer:
-    """Cuts a byte stream into binary messages; holds at most one incomplete message."""
+class _Buffered:
+    """What both framers keep: the bytes after the last whole message."""
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
+
+    def rest(self) -> bytes:
+        """The bytes after the last whole message (they follow a switch of stream format)."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return rest
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+class BinaryFramer(_Buffered):
+    """Cuts a byte stream into binary messages; holds at most one incomplete message."""
 
     def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
         """The whole messages now buffered (``limit`` at most: what follows may be in another
@@ -161,15 +174,6 @@ class BinaryFramer:
             position += size
         del buffer[:position]
         return frames
-
-    def rest(self) -> bytes:
-        """The bytes after the last whole message (they follow a switch of stream format)."""
-        rest, self._buffer = bytes(self._buffer), bytearray()
-        return rest
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
 
 
 # JSON -------------------------------------------------------------------------------------
@@ -224,12 +228,8 @@ def decode_json(frame: bytes) -> Message:
     return message
 
 
-class JsonFramer:
+class JsonFramer(_Buffered):
     """Cuts a byte stream at NULs; a frame longer than ``max_size`` without one is garbage."""
-
-    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
-        self.max_size = max_size
-        self._buffer = bytearray()
 
     def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
         self._buffer += data
@@ -247,14 +247,6 @@ class JsonFramer:
         if self._buffer.find(b"\0") < 0 and len(self._buffer) > self.max_size:
             raise DtcFramingError(f"garbage in the DTC stream: no NUL in {len(self._buffer)} bytes")
         return frames
-
-    def rest(self) -> bytes:
-        rest, self._buffer = bytes(self._buffer), bytearray()
-        return rest
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
 
 
 # Both -------------------------------------------------------------------------------------

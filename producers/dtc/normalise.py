@@ -139,19 +139,9 @@ def _trade(
     price = _set_price("Price", message["Price"], single)
     size = _single("Volume", message["Volume"]) if single else _double("Volume", message["Volume"])
     at = message["AtBidOrAsk"]
-    identity = (message["Price"], message["Volume"], at)
-    number = occurrences.next(instrument.symbol, TRADE, when, identity)
-    return Tick(
-        exchange=instrument.venue,
-        symbol=instrument.symbol,
-        timestamp=when,
-        source=TRADE,
-        trade_id=derived_trade_id(instrument.symbol, when.isoformat(), *identity, number),
-        price=price,
-        size=size,
-        side=_AGGRESSOR.get(at),
-        received_at=received_at,
-    )
+    quote = _Quote(_AGGRESSOR.get(at), price, size, TRADE)
+    return _tick(instrument, received_at, occurrences, when, quote,
+                 identity=(message["Price"], message["Volume"], at))  # fmt: skip
 
 
 def trade(
@@ -175,7 +165,7 @@ def trade_compact(
 
 @dataclass(frozen=True, slots=True)
 class _Quote:
-    side: Side
+    side: Side | None
     price: Decimal
     size: Decimal
     source: str = QUOTE
@@ -185,18 +175,25 @@ def _quote(
     instrument: Instrument, received_at: datetime, occurrences: Occurrences, when: datetime,
     quote: _Quote,
 ) -> Tick:  # fmt: skip
-    side, price, size, source = quote.side, quote.price, quote.size, quote.source
-    identity = (side, str(price), str(size))
-    number = occurrences.next(instrument.symbol, source, when, identity)
+    identity = (quote.side, str(quote.price), str(quote.size))
+    return _tick(instrument, received_at, occurrences, when, quote, identity=identity)
+
+
+def _tick(
+    instrument: Instrument, received_at: datetime, occurrences: Occurrences, when: datetime,
+    quote: _Quote, *, identity: tuple[object, ...],
+) -> Tick:  # fmt: skip
+    """A tick whose id is its ``identity`` and its rank among identical ones at ``when``."""
+    number = occurrences.next(instrument.symbol, quote.source, when, identity)
     return Tick(
         exchange=instrument.venue,
         symbol=instrument.symbol,
         timestamp=when,
-        source=source,
+        source=quote.source,
         trade_id=derived_trade_id(instrument.symbol, when.isoformat(), *identity, number),
-        price=price,
-        size=size,
-        side=side,
+        price=quote.price,
+        size=quote.size,
+        side=quote.side,
         received_at=received_at,
     )
 
