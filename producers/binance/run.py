@@ -25,7 +25,14 @@ async def run_live(
         async with publishing(settings, "binance.live") as publisher:
             # One connection per group of 1024 streams, all feeding one publisher.
             lives = [
-                BinanceLive(settings.binance_stream, rest, group, publisher, watchdog_s=watchdog_s)
+                BinanceLive(
+                    settings.binance_stream,
+                    rest,
+                    group,
+                    publisher,
+                    watchdog_s=watchdog_s,
+                    linger_s=settings.producer_flush_ms / 1000,
+                )
                 for group in stream_names(symbols, kinds)
             ]
             for number, live in enumerate(lives, 1):

@@ -20,6 +20,6 @@ async def run_live(
     stop = stop or stop_on_signals()
     async with publishing(settings, "dtc.live") as publisher:
         live = DtcLive(Endpoint.market_data(settings), instruments, publisher,
-                       timeout_s=timeout_s)  # fmt: skip
+                       timeout_s=timeout_s, linger_s=settings.producer_flush_ms / 1000)  # fmt: skip
         await live.run(stop)
         return live

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 from marketdata.settings import Settings
@@ -18,6 +19,7 @@ async def run_live(
 ) -> IbkrLive:  # fmt: skip
     stop = stop or stop_on_signals()
     async with publishing(settings, "ibkr.live") as publisher:
+        options = dataclasses.replace(options, flush_s=settings.producer_flush_ms / 1000)
         live = IbkrLive(settings, specs, publisher, options)
         await live.run(stop)
         return live
