@@ -522,7 +522,7 @@ def render(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--ticks", type=int, default=300_000, help="ticks, sustained run")
+    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks, sustained run")
     parser.add_argument("--symbols", type=int, default=100, help="instruments")
     parser.add_argument("--rate", type=float, default=5_000, help="offered ticks/s, latency run")
     parser.add_argument("--rate-seconds", type=float, default=30, help="how long to offer it")
