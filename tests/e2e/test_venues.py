@@ -80,12 +80,14 @@ async def test_binance_trades_and_klines_land_exactly_once(pipeline: Pipeline) -
 
 
 async def test_ib_trades_and_bars_land_exactly_once(pipeline: Pipeline) -> None:
-    t0_s = int(time.time()) // 5 * 5 - 120  # real-time bars: the reconnect fills up to now
+    # Real-time bars: the reconnect fills up to now. MSFT is this test's own: `mdp run`'s
+    # sandbox streams AAPL with current times into the same database.
+    t0_s = int(time.time()) // 5 * 5 - 120
     t0 = datetime.fromtimestamp(t0_s, UTC)
     fake = FakeTws()
     await fake.start()
     try:
-        pipeline.start("ibkr", ["produce", "ibkr", "--symbols", "STK:AAPL:SMART:USD"],
+        pipeline.start("ibkr", ["produce", "ibkr", "--symbols", "STK:MSFT:SMART:USD"],
                        {"IBKR_PORT": str(fake.port)})  # fmt: skip
         await wait_until(lambda: bool(fake.subscribed("AllLast") and fake.subscribed("bars")),
                          within=30)  # fmt: skip
@@ -94,23 +96,23 @@ async def test_ib_trades_and_bars_land_exactly_once(pipeline: Pipeline) -> None:
                                    "price": f"{189 + n % 50 / 100:.2f}"})
                   for n in range(N)]  # fmt: skip
         for at, trade in trades:
-            fake.publish_trade("AAPL", at, trade)
+            fake.publish_trade("MSFT", at, trade)
         for k in range(6):
-            fake.publish_bar("AAPL", t0_s + 5 * k)
+            fake.publish_bar("MSFT", t0_s + 5 * k)
         # TWS restarts: the connection drops; on the new one the venue sends the last bars
         # again, and the producer fetches the bars after the last one it saw.
         await asyncio.sleep(1)
         fake.drop()
         await wait_until(lambda: fake.count(50) >= 2, within=60)
         for k in range(6):
-            fake.publish_bar("AAPL", t0_s + 5 * k)
+            fake.publish_bar("MSFT", t0_s + 5 * k)
         marker = (t0_s + N // 4 + 1, {**recorded[0], "price": "200.01"})
-        fake.publish_trade("AAPL", *marker)
+        fake.publish_trade("MSFT", *marker)
 
         end = t0 + timedelta(seconds=N // 4 + 2)
-        await pipeline.ticks("IBKR", "AAPL", t0, end, at_least=N + 1)
+        await pipeline.ticks("IBKR", "MSFT", t0, end, at_least=N + 1)
         await asyncio.sleep(2)
-        rows = await pipeline.ticks("IBKR", "AAPL", t0, end, at_least=N + 1)
+        rows = await pipeline.ticks("IBKR", "MSFT", t0, end, at_least=N + 1)
         assert len(rows) == N + 1
         assert len({row[0] for row in rows}) == N + 1  # identical prints in a second stay apart
         got = sorted((r[1], r[2], r[3], r[4], r[5]) for r in rows)
@@ -118,11 +120,11 @@ async def test_ib_trades_and_bars_land_exactly_once(pipeline: Pipeline) -> None:
             (datetime.fromtimestamp(at, UTC), Decimal(t["price"]), Decimal(t["size"]), None,
              "ibkr.AllLast") for at, t in [*trades, marker]
         )  # fmt: skip
-        bars = await pipeline.bars("IBKR", "AAPL", "5s", t0, t0 + timedelta(seconds=30),
+        bars = await pipeline.bars("IBKR", "MSFT", "5s", t0, t0 + timedelta(seconds=30),
                                    at_least=6)  # fmt: skip
         assert bars == [
             (datetime.fromtimestamp(t0_s + 5 * k, UTC), *(Decimal(v) for v in b[:5]), b[6], True)
-            for k, b in ((k, history_bar("AAPL", "5 secs", t0_s + 5 * k)) for k in range(6))
+            for k, b in ((k, history_bar("MSFT", "5 secs", t0_s + 5 * k)) for k in range(6))
         ]  # fmt: skip
     finally:
         await fake.aclose()
