@@ -80,10 +80,12 @@ async def test_binance_trades_and_klines_land_exactly_once(pipeline: Pipeline) -
 
 
 async def test_ib_trades_and_bars_land_exactly_once(pipeline: Pipeline) -> None:
-    # Real-time bars: the reconnect fills up to now. MSFT is this test's own: `mdp run`'s
-    # sandbox streams AAPL with current times into the same database.
+    # Real-time bars are stamped now (the reconnect fills up to now; a rerun rewrites the same
+    # bars); trades take a minute of this test's own, as the other tests' series do.
     t0_s = int(time.time()) // 5 * 5 - 120
     t0 = datetime.fromtimestamp(t0_s, UTC)
+    trades_t0 = own_minute()
+    trades_s = int(trades_t0.timestamp())
     fake = FakeTws()
     await fake.start()
     try:
@@ -92,7 +94,7 @@ async def test_ib_trades_and_bars_land_exactly_once(pipeline: Pipeline) -> None:
         await wait_until(lambda: bool(fake.subscribed("AllLast") and fake.subscribed("bars")),
                          within=30)  # fmt: skip
         recorded = recorded_trades()["AAPL"]
-        trades = [(t0_s + n // 4, {**recorded[n % len(recorded)],
+        trades = [(trades_s + n // 4, {**recorded[n % len(recorded)],
                                    "price": f"{189 + n % 50 / 100:.2f}"})
                   for n in range(N)]  # fmt: skip
         for at, trade in trades:
@@ -106,13 +108,13 @@ async def test_ib_trades_and_bars_land_exactly_once(pipeline: Pipeline) -> None:
         await wait_until(lambda: fake.count(50) >= 2, within=60)
         for k in range(6):
             fake.publish_bar("MSFT", t0_s + 5 * k)
-        marker = (t0_s + N // 4 + 1, {**recorded[0], "price": "200.01"})
+        marker = (trades_s + N // 4 + 1, {**recorded[0], "price": "200.01"})
         fake.publish_trade("MSFT", *marker)
 
-        end = t0 + timedelta(seconds=N // 4 + 2)
-        await pipeline.ticks("IBKR", "MSFT", t0, end, at_least=N + 1)
+        end = trades_t0 + timedelta(seconds=N // 4 + 2)
+        await pipeline.ticks("IBKR", "MSFT", trades_t0, end, at_least=N + 1)
         await asyncio.sleep(2)
-        rows = await pipeline.ticks("IBKR", "MSFT", t0, end, at_least=N + 1)
+        rows = await pipeline.ticks("IBKR", "MSFT", trades_t0, end, at_least=N + 1)
         assert len(rows) == N + 1
         assert len({row[0] for row in rows}) == N + 1  # identical prints in a second stay apart
         got = sorted((r[1], r[2], r[3], r[4], r[5]) for r in rows)
