@@ -120,19 +120,19 @@ async def run_pipeline(
     from marketdata import migrate  # noqa: PLC0415
 
     specs = plan(settings, roles)
+    stop = stop_on_signals()  # from here on, Ctrl-C ends the run cleanly, even while it starts
     if services:
         await asyncio.to_thread(ServiceManager(settings).up)
     await ensure_topics(settings, settings.topics.all())
     await asyncio.to_thread(migrate.upgrade, settings)
     supervisor = Supervisor(specs, settings.state_dir / "logs")
-    stop = stop_on_signals()
     if duration_s is not None:
         asyncio.get_running_loop().call_later(duration_s, stop.set)
     title = f"mdp run ({settings.providers_sandbox_mode})"
     board = Board(supervisor, settings, title)
     tty = sys.stdout.isatty()
     try:
-        await supervisor.start()
+        await supervisor.start(stop)
         await asyncio.gather(supervisor.watch(stop), run_board(board, stop, tty=tty, write=write))
     finally:
         write("stopping…\n")

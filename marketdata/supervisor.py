@@ -57,9 +57,13 @@ class Supervisor:
     def log_path(self, spec: RoleSpec) -> Path:
         return self.log_dir / f"{spec.name}.log"
 
-    async def start(self) -> None:
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        """Start the children in order; with ``stop`` set meanwhile, start no more."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for child in self.children:
+            if stop is not None and stop.is_set():
+                child.state = "not started"
+                continue
             await self._spawn(child)
             if child.spec.ready_port is not None:
                 await _wait_for_port(child.spec.ready_port, 15.0)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -22,12 +23,14 @@ def _env(settings: Settings, unique: str) -> dict[str, str]:
             "PROVIDERS_SANDBOX_MODE": "sandbox"}  # fmt: skip
 
 
-def _newest(settings: Settings, exchange: str, symbol: str) -> object:
+def _newest(settings: Settings, exchange: str, symbol: str, since: datetime) -> object:
+    """The newest tick of the series stamped after ``since``: the sandbox venues stamp trades
+    with the current time, so only this run's can be that new."""
     with psycopg.connect(settings.database) as conn:
         row = conn.execute(
             "SELECT max(timestamp) FROM market_data_ticks WHERE exchange = %s AND symbol = %s"
-            " AND timestamp > now() - interval '5 minutes'",
-            (exchange, symbol),
+            " AND timestamp > %s",
+            (exchange, symbol, since),
         ).fetchone()
     return row[0] if row else None
 
@@ -35,6 +38,7 @@ def _newest(settings: Settings, exchange: str, symbol: str) -> object:
 async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
     settings: Settings, unique: str
 ) -> None:
+    started = datetime.now(UTC)
     run = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "marketdata", "run", "--no-services",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(settings, unique),
@@ -44,7 +48,7 @@ async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
             for exchange, symbol in VENUES:  # data from each sandbox venue reaches the database
                 newest = None
                 while newest is None:
-                    newest = await asyncio.to_thread(_newest, settings, exchange, symbol)
+                    newest = await asyncio.to_thread(_newest, settings, exchange, symbol, started)
                     await asyncio.sleep(0 if newest else 1)
         run.send_signal(signal.SIGINT)
         output, _ = await asyncio.wait_for(run.communicate(), 90)
