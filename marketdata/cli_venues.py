@@ -1,0 +1,219 @@
+"""`mdp produce …` and `mdp backfill …`: one command per venue, live and history."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import click
+
+from marketdata.cli_common import DATE, fail, progress_bar, utc
+from marketdata.errors import MarketDataError
+from marketdata.settings import Settings
+
+
+@click.group()
+def produce() -> None:
+    """Stream live ticks and bars from a venue into md.ticks.raw / md.bars.raw."""
+
+
+@produce.command("binance")
+@click.option("--symbols", required=True, help="Comma-separated, e.g. BTCUSDT,ETHUSDT.")
+@click.option(
+    "--streams", default="trade,kline_1m,bookTicker", show_default=True,
+    help="Comma-separated stream kinds: trade, aggTrade, kline_<interval>, bookTicker.",
+)  # fmt: skip
+@click.option("--watchdog", default=30.0, show_default=True,
+              help="Seconds without a frame before the connection is replaced.")  # fmt: skip
+@click.pass_obj
+def produce_binance(settings: Settings, *, symbols: str, streams: str, watchdog: float) -> None:
+    """Binance spot streams (BINANCE_STREAM_URL; sandbox: the local fake)."""
+    from producers.binance.run import run_live  # noqa: PLC0415
+
+    names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    kinds = [k.strip() for k in streams.split(",") if k.strip()]
+    try:
+        asyncio.run(run_live(settings, names, kinds, watchdog_s=watchdog))
+    except MarketDataError as exc:
+        fail(exc)
+
+
+_SPECS_HELP = (
+    "Comma-separated TYPE:SYMBOL:EXCHANGE:CURRENCY[:EXPIRY], e.g. STK:AAPL:SMART:USD,"
+    "FUT:ES:CME:USD:202412,CASH:EUR:IDEALPRO:USD,CRYPTO:BTC:PAXOS:USD."
+)
+
+
+@produce.command("ibkr")
+@click.option("--symbols", required=True, help=_SPECS_HELP)
+@click.option(
+    "--ticks",
+    type=click.Choice(["AllLast", "Last", "none"]),
+    default="AllLast",
+    show_default=True,
+    help="Tick-by-tick trades: all prints, or exchange trades only.",
+)
+@click.option("--quotes", is_flag=True, help="Also tick-by-tick best bid/ask.")
+@click.option(
+    "--bars/--no-bars",
+    default=True,
+    show_default=True,
+    help="5-second real-time bars (TRADES; MIDPOINT for forex).",
+)
+@click.option("--watchdog", default=60.0, show_default=True,
+              help="Seconds without data before TWS is probed, and the session replaced if "
+              "it does not answer.")  # fmt: skip
+@click.pass_obj
+def produce_ibkr(
+    settings: Settings, *, symbols: str, ticks: str, quotes: bool, bars: bool, watchdog: float
+) -> None:
+    """Interactive Brokers through TWS / IB Gateway (IBKR_HOST, IBKR_PORT, IBKR_CLIENT_ID).
+
+    Trades keep the exchange's timestamp; reconnects renew every subscription and fetch the
+    5-second bars missed meanwhile. Sandbox mode: the local fake TWS on port 17497.
+    """
+    from producers.ibkr.contracts import parse_specs  # noqa: PLC0415
+    from producers.ibkr.live import LiveOptions  # noqa: PLC0415
+    from producers.ibkr.run import run_live  # noqa: PLC0415
+
+    options = LiveOptions(ticks=None if ticks == "none" else ticks, quotes=quotes, bars=bars,
+                          watchdog_s=watchdog)  # fmt: skip
+    try:
+        asyncio.run(run_live(settings, parse_specs(symbols), options))
+    except MarketDataError as exc:
+        fail(exc)
+
+
+@produce.command("dtc")
+@click.option(
+    "--symbols", required=True, help="Comma-separated SYMBOL or SYMBOL@EXCHANGE: ESZ4@CME,NQZ4@CME."
+)
+@click.option("--timeout", type=float, default=None,
+              help="Seconds without a message before the connection is replaced "
+                   "[default: 2.5 x DTC_HEARTBEAT_S].")  # fmt: skip
+@click.pass_obj
+def produce_dtc(settings: Settings, *, symbols: str, timeout: float | None) -> None:
+    """Sierra Chart trades and best bid/ask over DTC (DTC_HOST, DTC_PORT; sandbox: the fake)."""
+    from producers.dtc.normalise import Instrument  # noqa: PLC0415
+    from producers.dtc.run import run_live  # noqa: PLC0415
+
+    try:
+        instruments = [Instrument.parse(s) for s in symbols.split(",") if s.strip()]
+        asyncio.run(run_live(settings, instruments, timeout_s=timeout))
+    except MarketDataError as exc:
+        fail(exc)
+
+
+@click.group()
+def backfill() -> None:
+    """Fetch historical bars from a venue into md.bars.raw."""
+
+
+@backfill.command("binance")
+@click.option("--symbol", required=True, help="Binance symbol, e.g. BTCUSDT.")
+@click.option("--interval", required=True, help="Kline interval: 1s 1m 3m 5m 15m 30m 1h … 1M.")
+@click.option("--start", required=True, type=DATE, callback=utc, help="First bar (UTC).")
+@click.option("--end", type=DATE, callback=utc, help="Last bar (UTC); default: now.")
+@click.option("--resume", is_flag=True, help="Start from the newest bar already stored.")
+@click.pass_obj
+def backfill_binance(
+    settings: Settings, *, symbol: str, interval: str, start: datetime, end: datetime | None,
+    resume: bool,
+) -> None:  # fmt: skip
+    """Page through Binance REST klines (1000 a request) within its rate limits."""
+    from producers.binance.backfill import backfill as run  # noqa: PLC0415
+
+    with progress_bar(f"{symbol} {interval}") as progress:
+        try:
+            result = asyncio.run(
+                run(settings, symbol, interval, start, end, resume=resume, progress=progress)
+            )
+        except MarketDataError as exc:
+            fail(exc)
+    click.echo(
+        f"{result.bars} bars of {symbol.upper()} {interval} from {result.started_at:%Y-%m-%d %H:%M}"
+        f" published to {settings.topics.bars_raw}"
+        + (f"; {result.rejected} malformed rows dead-lettered" if result.rejected else "")
+        + (f"; waited {result.waited_s:.0f}s for rate limits" if result.waited_s else "")
+    )
+
+
+@backfill.command("ibkr")
+@click.option("--symbol", required=True, help="One instrument: " + _SPECS_HELP)
+@click.option(
+    "--bar-size",
+    required=True,
+    help="1s 5s 10s 15s 30s 1m 2m 3m 5m 10m 15m 20m 30m 1h 2h 3h 4h 8h 1d 1w 1M.",
+)
+@click.option("--start", required=True, type=DATE, callback=utc, help="First bar (UTC).")
+@click.option("--end", type=DATE, callback=utc, help="End of the range, exclusive (UTC); "
+              "default: now.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue below the oldest bar already stored.")
+@click.option("--rth", is_flag=True, help="Regular trading hours only.")
+@click.option("--client-id", type=int, help="TWS client id; default IBKR_CLIENT_ID + 1, so "
+              "that a backfill runs beside the live producer.")  # fmt: skip
+@click.pass_obj
+def backfill_ibkr(
+    settings: Settings, *, symbol: str, bar_size: str, start: datetime, end: datetime | None,
+    resume: bool, rth: bool, client_id: int | None,
+) -> None:  # fmt: skip
+    """Page backwards through reqHistoricalData within IB's pacing rules (never error 162)."""
+    from producers.ibkr.backfill import backfill as run  # noqa: PLC0415
+    from producers.ibkr.contracts import parse_spec  # noqa: PLC0415
+
+    with progress_bar(f"{symbol} {bar_size}") as progress:
+        try:
+            result = asyncio.run(run(
+                settings, parse_spec(symbol), bar_size, start, end, resume=resume,
+                client_id=client_id, use_rth=rth, progress=progress,
+            ))  # fmt: skip
+        except MarketDataError as exc:
+            fail(exc)
+    click.echo(
+        f"{result.bars} bars of {result.symbol} {bar_size} before {result.end:%Y-%m-%d %H:%M}"
+        f" published to {settings.topics.bars_raw} in {result.requests} requests"
+        + (f"; {result.rejected} malformed rows dead-lettered" if result.rejected else "")
+        + (f"; waited {result.waited_s:.0f}s for IB's pacing" if result.waited_s else "")
+    )
+
+
+@backfill.command("dtc")
+@click.option("--symbol", required=True, help="SYMBOL or SYMBOL@EXCHANGE, e.g. ESZ4@CME.")
+@click.option(
+    "--interval",
+    required=True,
+    help="tick, or bars: 1s 2s 4s 5s 10s 30s 1m 5m 10m 15m 30m 1h 2h 1d 1w.",
+)
+@click.option("--start", required=True, type=DATE, callback=utc, help="First record (UTC).")
+@click.option("--end", type=DATE, callback=utc, help="Last record (UTC); default: now.")
+@click.option("--resume", is_flag=True, help="Start from the newest record already stored.")
+@click.option("--no-compression", is_flag=True, help="Do not ask for zlib-compressed data.")
+@click.pass_obj
+def backfill_dtc(
+    settings: Settings, *, symbol: str, interval: str, start: datetime, end: datetime | None,
+    resume: bool, no_compression: bool,
+) -> None:  # fmt: skip
+    """Historical bars or trades from the DTC server's historical port (DTC_HISTORICAL_PORT)."""
+    from producers.dtc.backfill import backfill as run  # noqa: PLC0415
+    from producers.dtc.normalise import INTERVALS, Instrument  # noqa: PLC0415
+
+    if interval not in INTERVALS:
+        fail(MarketDataError(f"unknown DTC interval {interval!r}; one of {', '.join(INTERVALS)}"))
+    with progress_bar(f"{symbol} {interval}") as advance:
+
+        def progress(covered_s: float, total_s: float) -> None:
+            advance(int(covered_s), max(int(total_s), 1))
+
+        try:
+            instrument = Instrument.parse(symbol)
+            result = asyncio.run(run(settings, instrument, interval, start, end, resume=resume,
+                                     progress=progress, compress=not no_compression))  # fmt: skip
+        except MarketDataError as exc:
+            fail(exc)
+    topic = settings.topics.ticks_raw if interval == "tick" else settings.topics.bars_raw
+    click.echo(
+        f"{result.records} {'trades' if interval == 'tick' else 'bars'} of {instrument} {interval}"
+        f" from {result.started_at:%Y-%m-%d %H:%M:%S} published to {topic}"
+        + (f"; {result.rejected} malformed records dead-lettered" if result.rejected else "")
+        + (f"; {result.attempts} attempts" if result.attempts > 1 else "")
+    )
