@@ -1,7 +1,10 @@
-"""Capped exponential backoff with jitter, shared by every role that retries."""
+"""Capped exponential backoff with jitter, and an interruptible pause, shared by every role
+that retries."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from dataclasses import dataclass, field
 
@@ -24,3 +27,10 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile; return whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()

@@ -4,7 +4,6 @@ consumer groups' lag in Kafka."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import urllib.request
 from collections import defaultdict
@@ -14,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
+from marketdata.backoff import wait_or_stop
 from marketdata.errors import MarketDataError
 from marketdata.kafka import admin_client, topic_partitions
 from marketdata.settings import Settings
@@ -169,5 +169,4 @@ async def run_board(
         if time.monotonic() - last_print >= every:
             last_print = time.monotonic()
             write(board.draw(tty))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+        await wait_or_stop(stop, 1.0)

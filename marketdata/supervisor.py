@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from marketdata.backoff import Backoff
+from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ class Supervisor:
                 if child.state in ("failed", "restarting"):
                     continue
                 await self._restart(child, backoff[child.spec.name], stop)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+            await wait_or_stop(stop, 0.5)
 
     async def _restart(self, child: Child, backoff: Backoff, stop: asyncio.Event) -> None:
         assert child.process is not None
@@ -105,9 +104,7 @@ class Supervisor:
         delay = backoff.next_delay()
         log.warning("%s exited with status %s; restarting in %.1f s", child.spec.name,
                     child.exit_code, delay)  # fmt: skip
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        if stop.is_set():
+        if await wait_or_stop(stop, delay):
             return
         child.restarts += 1
         await self._spawn(child)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from marketdata.backoff import Backoff
+from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Tick
 from producers.dtc import messages as m
@@ -107,7 +107,7 @@ class DtcLive:
                 self.stats.last_error = reason
                 delay = self.backoff.next_delay()
                 log.warning("DTC connection lost (%s); reconnecting in %.1fs", reason, delay)
-                await self._sleep(delay, stop)
+                await wait_or_stop(stop, delay)
         finally:
             await self.publisher.flush(wait=True)
 
@@ -125,11 +125,6 @@ class DtcLive:
             return None
         return task.result()
 
-    @staticmethod
-    async def _sleep(seconds: float, stop: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
-
     async def _connect(self, stop: asyncio.Event) -> DtcSession | None:
         while not stop.is_set():
             session = DtcSession(self.endpoint)
@@ -142,7 +137,7 @@ class DtcLive:
                 self.stats.last_error = str(exc)
                 delay = self.backoff.next_delay()
                 log.warning("%s; retry in %.1fs", exc, delay)
-                await self._sleep(delay, stop)
+                await wait_or_stop(stop, delay)
                 continue
             if started is None:
                 await session.aclose(logoff=False)

@@ -27,7 +27,7 @@ from typing import Final
 
 from ib_async import IB, Contract, RealTimeBarList
 
-from marketdata.backoff import Backoff
+from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
@@ -114,8 +114,7 @@ class IbkrLive:
                         raise
                     delay = backoff.next_delay()
                     log.warning("%s; retry in %.1f s", exc, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+                    await wait_or_stop(stop, delay)
                     continue
                 started = time.monotonic()
                 try:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import ConsumerRecord
 
-from marketdata.backoff import Backoff
+from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.dlq import dead_letter_headers
 
 
@@ -32,3 +34,15 @@ def test_dead_letter_headers_keep_the_original_and_say_why() -> None:
         ("mdp.partition", b"3"),
         ("mdp.offset", b"1234"),
     ]
+
+
+async def test_a_pause_ends_early_when_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await wait_or_stop(stop, 0.05) is False
+    assert loop.time() - started >= 0.05
+    loop.call_later(0.05, stop.set)
+    started = loop.time()
+    assert await wait_or_stop(stop, 30) is True
+    assert loop.time() - started < 5
