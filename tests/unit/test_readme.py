@@ -11,6 +11,7 @@ import click
 import pytest
 
 from marketdata.cli import cli
+from marketdata.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _PLACEHOLDERS = re.compile(r"[\[\]…<>|]|\bN\b|SECONDS|FILE")
@@ -62,3 +63,10 @@ def test_the_readme_shows_commands() -> None:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_readme_command_parses(command: str) -> None:
     _parse(shlex.split(command))
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    text = README.read_text()
+    table = text[text.index("## Configuration") : text.index("## Operations")]
+    missing = [f.alias for f in Settings.model_fields.values() if f"`{f.alias}`" not in table]
+    assert missing == []
