@@ -17,6 +17,7 @@ from typing import Final
 
 from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import ServiceError
+from marketdata.services.process import wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,19 @@ class Supervisor:
                 continue
             await self._spawn(child)
             if child.spec.ready_port is not None:
-                await _wait_for_port(child.spec.ready_port, 15.0)
+                await self._wait_until_ready(child, child.spec.ready_port, 15.0)
             child.state = "running"
+
+    async def _wait_until_ready(self, child: Child, port: int, within_s: float) -> None:
+        process = child.process
+        assert process is not None
+        ready = await asyncio.to_thread(wait_for_port, "127.0.0.1", port, within_s,
+                                        lambda: process.returncode is None)  # fmt: skip
+        if not ready:
+            raise ServiceError(
+                f"{child.spec.name}: nothing listens on 127.0.0.1:{port} after {within_s:.0f} s"
+                f" (see {self.log_path(child.spec)})"
+            )
 
     async def _spawn(self, child: Child) -> None:
         with self.log_path(child.spec).open("ab") as output:
@@ -133,20 +145,3 @@ class Supervisor:
             await process.wait()
         child.exit_code = process.returncode
         child.state = "stopped"
-
-
-async def _wait_for_port(port: int, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"nothing listens on 127.0.0.1:{port} after {within_s:.0f} s"
-                ) from None
-            await asyncio.sleep(0.1)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
+import pytest
+
+from marketdata.errors import ServiceError
 from marketdata.supervisor import RoleSpec, Supervisor
 from tests.integration.polling import wait_until
 
@@ -63,3 +67,16 @@ async def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     await supervisor.aclose(timeout_s=0.5)
     [child] = supervisor.children
     assert (child.state, child.exit_code) == ("stopped", -9)
+
+
+async def test_a_venue_that_dies_before_listening_fails_the_start_at_once(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = RoleSpec("fake-dead", ("-c", "import sys; sys.exit(3)"), ready_port=port)
+    supervisor = Supervisor([dead], tmp_path)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ServiceError, match=rf"fake-dead: nothing listens on 127.0.0.1:{port}"):
+        await supervisor.start()
+    assert asyncio.get_running_loop().time() - started < 10  # not the whole 15 s
+    await supervisor.aclose()
