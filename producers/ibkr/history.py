@@ -15,7 +15,7 @@ from ib_async import IB, BarData, Contract, RequestError
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar
 from producers.ibkr.contracts import record_symbol
-from producers.ibkr.normalise import BAR_SIZES, historical_bar
+from producers.ibkr.normalise import BAR_SIZES, bar_open, historical_bar
 from producers.ibkr.pacing import HistoricalPacer
 from producers.ibkr.session import PACING
 
@@ -148,16 +148,14 @@ class HistoryClient:
         page = Page([], [])
         for item in raw:
             values = (item.open, item.high, item.low, item.close, item.volume, item.barCount)
+            closed = bar_open(item.date) + length <= now  # else still forming
             try:
-                opened = historical_bar(item.date, values, symbol, request.interval, closed=True)
-                if opened.timestamp + length > now:  # still forming
-                    opened = historical_bar(item.date, values, symbol, request.interval,
-                                            closed=False)  # fmt: skip
+                bar = historical_bar(item.date, values, symbol, request.interval, closed=closed)
             except InvalidRecord as exc:
                 page.rejected.append((_row(item), str(exc)))
                 continue
-            if lower <= opened.timestamp < end:
-                page.bars.append(opened)
+            if lower <= bar.timestamp < end:
+                page.bars.append(bar)
         return page
 
     async def pages(

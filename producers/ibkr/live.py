@@ -261,7 +261,7 @@ class IbkrLive:
         self._last_data = time.monotonic()
 
     def _on_tick(self, fields: list[str]) -> None:
-        self._take(fields, lambda symbol: normalise.tick_by_tick(
+        self._take(fields, 1, lambda symbol: normalise.tick_by_tick(
             fields, symbol, datetime.now(UTC), self._ids))  # fmt: skip
 
     def _on_bar(self, fields: list[str]) -> None:
@@ -270,23 +270,27 @@ class IbkrLive:
             self._last_bar[symbol] = max(bar.timestamp, self._last_bar.get(symbol, bar.timestamp))
             return [bar]
 
-        self._take(fields, bars)
+        self._take(fields, 2, bars)
 
-    def _take(self, fields: list[str], build: Callable[[str], Sequence[Tick | Bar]]) -> None:
+    def _take(
+        self, fields: list[str], req_index: int, build: Callable[[str], Sequence[Tick | Bar]]
+    ) -> None:
+        """``fields[req_index]`` is the request id, which names the subscription."""
         self.stats.messages += 1
-        raw = "\0".join(fields).encode()
-        req_index = 1 if fields[:1] == [str(normalise.TICK_BY_TICK)] else 2
         try:
             route = self._routes.get(int(fields[req_index]))
         except (IndexError, ValueError):
             route = None
+        reason = None
         if route is None:
-            self._dead.append((raw, "message for no subscription of this producer"))
+            reason = "message for no subscription of this producer"
         else:
             try:
                 self._records.extend(build(route[0]))
             except InvalidRecord as exc:
-                self._dead.append((raw, str(exc)))
+                reason = str(exc)
+        if reason is not None:  # kept as the TWS frame came, for whoever reads it
+            self._dead.append(("\0".join(fields).encode(), reason))
         self._wake.set()
 
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:

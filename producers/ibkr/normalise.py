@@ -146,17 +146,23 @@ def realtime_bar(fields: Sequence[str], symbol: str) -> Bar:
     )  # fmt: skip
 
 
+def bar_open(when: datetime | date) -> datetime:
+    """A ``reqHistoricalData`` bar's open time (``formatDate=2``: epoch times as UTC datetimes;
+    daily and longer bars come as dates, taken as UTC midnight)."""
+    if isinstance(when, datetime):
+        return when
+    return datetime(when.year, when.month, when.day, tzinfo=UTC)
+
+
 def historical_bar(
     when: datetime | date, values: Sequence[float], symbol: str, interval: str, *, closed: bool
 ) -> Bar:
-    """One bar of ``reqHistoricalData`` (``formatDate=2``: epoch times as UTC datetimes; daily and
-    longer bars come as dates, taken as UTC midnight). ``values`` is open, high, low, close,
-    volume, bar count as ib_async parsed them; -1 means IB does not know."""
-    if not isinstance(when, datetime):
-        when = datetime(when.year, when.month, when.day, tzinfo=UTC)
+    """One bar of ``reqHistoricalData`` opening ``when`` (see :func:`bar_open`). ``values`` is
+    open, high, low, close, volume, bar count as ib_async parsed them; -1 means IB does not
+    know."""
     open_, high, low, close, volume, count = values
     return Bar(
-        exchange=EXCHANGE, symbol=symbol, interval=interval, timestamp=when,
+        exchange=EXCHANGE, symbol=symbol, interval=interval, timestamp=bar_open(when),
         open=_float("open", open_), high=_float("high", high), low=_float("low", low),
         close=_float("close", close), volume=_float("volume", max(volume, 0.0)),
         trade_count=int(count) if count >= 0 else None, closed=closed, source="ibkr.historical",
