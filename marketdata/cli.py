@@ -96,7 +96,7 @@ def status_of_data(settings: Settings) -> None:
     from marketdata.inventory import describe, stored_series  # noqa: PLC0415
 
     try:
-        click.echo(describe(stored_series(settings)))
+        click.echo(describe(asyncio.run(stored_series(settings))))
     except MarketDataError as exc:
         fail(exc)
 

@@ -1,13 +1,13 @@
-"""What the database holds: rows and the newest timestamp per series (`mdp status`)."""
+"""What the database holds: rows and newest timestamp per series (`mdp status`), and the bounds
+of one series, where a resumed backfill starts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import LiteralString, cast
 
-import psycopg
-
-from marketdata.errors import TransientError
+from marketdata.database import connect
 from marketdata.settings import Settings
 
 _TICKS = (
@@ -20,6 +20,9 @@ _BARS = (
 )
 
 
+_Row = tuple[str, str, str, int, datetime]
+
+
 @dataclass(frozen=True, slots=True)
 class Series:
     kind: str  # "ticks" or "bars"
@@ -30,15 +33,59 @@ class Series:
     newest: datetime
 
 
-def stored_series(settings: Settings) -> list[Series]:
+async def stored_series(settings: Settings) -> list[Series]:
     """Every tick series and bar series in the database, with its row count and newest time."""
-    try:
-        with psycopg.connect(settings.database, connect_timeout=10) as conn:
-            ticks = conn.execute(_TICKS).fetchall()
-            bars = conn.execute(_BARS).fetchall()
-    except psycopg.OperationalError as exc:
-        raise TransientError(f"database {settings.database.split('@')[-1]}: {exc}") from None
-    return [Series("ticks", *row) for row in ticks] + [Series("bars", *row) for row in bars]
+    async with await connect(settings.database) as conn:
+        ticks = await (await conn.execute(_TICKS)).fetchall()
+        bars = await (await conn.execute(_BARS)).fetchall()
+    rows = [("ticks", row) for row in ticks] + [("bars", row) for row in bars]
+    return [Series(kind, *cast(_Row, row)) for kind, row in rows]
+
+
+# Where a resumed backfill starts: the bounds of what one series has stored.
+
+
+async def newest_bar(
+    settings: Settings, exchange: str, symbol: str, interval: str
+) -> datetime | None:
+    """The open time of the series' newest stored bar, if any."""
+    return await _value(settings, "SELECT max(timestamp) FROM market_data_ohlcv"
+                        " WHERE exchange = %s AND symbol = %s AND interval = %s",
+                        (exchange, symbol, interval))  # fmt: skip
+
+
+async def newest_tick(
+    settings: Settings, exchange: str, symbol: str, source: str
+) -> datetime | None:
+    """The time of the series' newest stored tick from ``source``, if any."""
+    return await _value(settings, "SELECT max(timestamp) FROM market_data_ticks"
+                        " WHERE exchange = %s AND symbol = %s AND source = %s",
+                        (exchange, symbol, source))  # fmt: skip
+
+
+async def oldest_bar(
+    settings: Settings,
+    exchange: str,
+    symbol: str,
+    interval: str,
+    *,
+    start: datetime,
+    end: datetime,
+) -> datetime | None:
+    """The open time of the series' oldest bar stored within ``[start, end)``, if any."""
+    return await _value(settings, "SELECT min(timestamp) FROM market_data_ohlcv"
+                        " WHERE exchange = %s AND symbol = %s AND interval = %s"
+                        " AND timestamp >= %s AND timestamp < %s",
+                        (exchange, symbol, interval, start, end))  # fmt: skip
+
+
+async def _value(
+    settings: Settings, query: LiteralString, params: tuple[object, ...]
+) -> datetime | None:
+    async with await connect(settings.database) as conn:
+        row = await (await conn.execute(query, params)).fetchone()
+    value = row[0] if row else None
+    return value if isinstance(value, datetime) else None
 
 
 def describe(series: list[Series]) -> str:

@@ -139,4 +139,4 @@ async def run_pipeline(
         await supervisor.aclose()
         await board.poll()
     write(board.draw(tty=False))
-    return await asyncio.to_thread(stored_series, settings)
+    return await stored_series(settings)

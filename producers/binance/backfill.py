@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
 from binance.spot import Spot
 
+from marketdata.inventory import newest_bar
 from marketdata.settings import Settings
 from producers.binance.history import KlinePager
 from producers.binance.normalise import EXCHANGE
@@ -32,17 +32,6 @@ def rest_client(settings: Settings) -> Spot:
     return Spot(api_key=key, base_url=settings.binance_rest, show_limit_usage=True, timeout=30)
 
 
-def newest_stored_bar(settings: Settings, symbol: str, interval: str) -> datetime | None:
-    """The open time of the newest bar of this series in the database, if any."""
-    with psycopg.connect(settings.database, connect_timeout=10) as conn:
-        row = conn.execute(
-            "SELECT max(timestamp) FROM market_data_ohlcv"
-            " WHERE exchange = %s AND symbol = %s AND interval = %s",
-            (EXCHANGE, symbol.upper(), interval),
-        ).fetchone()
-    return row[0] if row else None
-
-
 async def backfill(
     settings: Settings, symbol: str, interval: str, start: datetime, end: datetime | None,
     *, resume: bool = False, progress: Callable[[int, int], None] | None = None,
@@ -51,7 +40,7 @@ async def backfill(
     """Publish the bars of ``[start, end]``; with ``resume``, from the newest stored bar on.
     ``progress(done, expected)`` is called after each page."""
     if resume:
-        newest = await asyncio.to_thread(newest_stored_bar, settings, symbol, interval)
+        newest = await newest_bar(settings, EXCHANGE, symbol.upper(), interval)
         if newest is not None and newest > start:
             log.info("resuming from the newest stored bar, %s", newest.isoformat())
             start = newest  # re-fetched too: it may have been stored before it closed

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import psycopg
-
 from marketdata.backoff import Backoff
 from marketdata.errors import MarketDataError
+from marketdata.inventory import newest_bar, newest_tick
 from marketdata.settings import Settings
 from producers.dtc.history import DtcHistoryRejected, HistoryRequest, fetch
 from producers.dtc.normalise import TRADE, Instrument
@@ -35,21 +34,6 @@ class BackfillResult:
     attempts: int
 
 
-def newest_stored(settings: Settings, instrument: Instrument, interval: str) -> datetime | None:
-    """The newest stored bar (or, for ``tick``, trade) of this series, if any."""
-    if interval == "tick":
-        query = ("SELECT max(timestamp) FROM market_data_ticks"
-                 " WHERE exchange = %s AND symbol = %s AND source = %s")  # fmt: skip
-        params: tuple[str, ...] = (instrument.venue, instrument.symbol, TRADE)
-    else:
-        query = ("SELECT max(timestamp) FROM market_data_ohlcv"
-                 " WHERE exchange = %s AND symbol = %s AND interval = %s")  # fmt: skip
-        params = (instrument.venue, instrument.symbol, interval)
-    with psycopg.connect(settings.database, connect_timeout=10) as conn:
-        row = conn.execute(query, params).fetchone()
-    return row[0] if row else None
-
-
 async def backfill(
     settings: Settings, instrument: Instrument, interval: str, start: datetime,
     end: datetime | None, *, resume: bool = False,
@@ -59,7 +43,9 @@ async def backfill(
     """Publish the records of ``[start, end]``; with ``resume``, from the newest stored one on.
     ``progress(covered_s, total_s)`` is called after every page."""
     if resume:
-        newest = await asyncio.to_thread(newest_stored, settings, instrument, interval)
+        venue, symbol = instrument.venue, instrument.symbol
+        newest = await (newest_tick(settings, venue, symbol, TRADE) if interval == "tick"
+                        else newest_bar(settings, venue, symbol, interval))  # fmt: skip
         if newest is not None and newest > start:
             log.info("resuming from the newest stored record, %s", newest.isoformat())
             start = newest  # fetched again too: a bar may have been stored before it closed

@@ -7,15 +7,13 @@ below the oldest bar of the range already in the database.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import psycopg
-
 from marketdata.errors import ConfigError, MarketDataError
+from marketdata.inventory import oldest_bar
 from marketdata.settings import Settings
 from producers.ibkr import session
 from producers.ibkr.contracts import EXCHANGE, Spec, record_symbol
@@ -37,19 +35,6 @@ class BackfillResult:
     end: datetime
     waited_s: float
     retries: int
-
-
-def oldest_stored_bar(
-    settings: Settings, symbol: str, interval: str, start: datetime, end: datetime
-) -> datetime | None:
-    """The open time of the oldest bar of this series stored within ``[start, end)``."""
-    with psycopg.connect(settings.database, connect_timeout=10) as conn:
-        row = conn.execute(
-            "SELECT min(timestamp) FROM market_data_ohlcv WHERE exchange = %s AND symbol = %s"
-            " AND interval = %s AND timestamp >= %s AND timestamp < %s",
-            (EXCHANGE, symbol, interval, start, end),
-        ).fetchone()
-    return row[0] if row else None
 
 
 async def backfill(
@@ -74,9 +59,7 @@ async def backfill(
         contract = good[spec]
         symbol = record_symbol(contract)
         if resume:
-            oldest = await asyncio.to_thread(
-                oldest_stored_bar, settings, symbol, interval, start, end
-            )
+            oldest = await oldest_bar(settings, EXCHANGE, symbol, interval, start=start, end=end)
             if oldest is not None:
                 log.info("resuming below the oldest stored bar, %s", oldest.isoformat())
                 end = oldest
