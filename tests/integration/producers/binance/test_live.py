@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,7 +193,10 @@ async def test_trades_missed_during_a_gap_are_refetched(
 
 
 async def test_the_producer_process_streams_and_stops_cleanly(
-    fake: FakeBinance, settings: Settings, log: Path
+    fake: FakeBinance,
+    settings: Settings,
+    log: Path,
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
     await ensure_topics(settings, settings.topics.all())
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
@@ -200,16 +204,12 @@ async def test_the_producer_process_streams_and_stops_cleanly(
            "BINANCE_STREAM_URL": fake.stream_url}  # fmt: skip
     process = role_process(["produce", "binance", "--symbols", "BTCUSDT", "--streams", "trade"],
                            env, log)  # fmt: skip
-    try:
-        await _connected(fake, 1)
-        await asyncio.sleep(0.3)
-        for n in range(20):
-            await fake.push("btcusdt@trade", trade_event(n))
-        ticks = await _ticks(settings)
-        assert [t.trade_id for t in ticks] == [str(1000 + n) for n in range(20)]
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    processes.append(process)
+    await _connected(fake, 1)
+    await asyncio.sleep(0.3)
+    for n in range(20):
+        await fake.push("btcusdt@trade", trade_event(n))
+    ticks = await _ticks(settings)
+    assert [t.trade_id for t in ticks] == [str(1000 + n) for n in range(20)]
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 30) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -233,7 +234,10 @@ async def test_logoff_reconnects_unless_told_not_to(runner: Live, fake: FakeDtc)
 
 
 async def test_the_producer_process_streams_and_stops_cleanly(
-    fake: FakeDtc, settings: Settings, log: Path
+    fake: FakeDtc,
+    settings: Settings,
+    log: Path,
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
     await ensure_topics(settings, settings.topics.all())
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
@@ -241,17 +245,13 @@ async def test_the_producer_process_streams_and_stops_cleanly(
            "DTC_ENCODING": "json", "DTC_HEARTBEAT_S": "1", "DTC_PASSWORD": "hunter2"}  # fmt: skip
     fake.password = "hunter2"  # a logon without it is refused
     process = role_process(["produce", "dtc", "--symbols", "ESZ4@CME"], env, log)
-    try:
-        await wait_until(lambda: fake.subscriptions >= 1, within=30, step=0.05)
-        trades = fixture_trades()[:10]
-        for t in trades:
-            await fake.trade("ESZ4", t)
-        ticks = await read_ticks(settings, settings.topics.ticks_raw)
-        assert summary(ticks) == expected(trades)
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    processes.append(process)
+    await wait_until(lambda: fake.subscriptions >= 1, within=30, step=0.05)
+    trades = fixture_trades()[:10]
+    for t in trades:
+        await fake.trade("ESZ4", t)
+    ticks = await read_ticks(settings, settings.topics.ticks_raw)
+    assert summary(ticks) == expected(trades)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 30) == 0
     assert "hunter2" not in await asyncio.to_thread(log.read_text)
