@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from typing import TypeVar
 
@@ -29,6 +28,7 @@ from marketdata.errors import MarketDataError, TransientError
 from marketdata.kafka import create_consumer, create_producer, kafka_errors, translate
 from marketdata.metrics import MetricsServer
 from marketdata.settings import Settings
+from marketdata.signals import stop_on_signals
 from sinks.accumulator import Accumulator, Pending
 from sinks.metrics import SinkMetrics
 from sinks.writer import AnyConnection, BatchWriter
@@ -302,10 +302,7 @@ class Sink:
 
 async def run_sink(settings: Settings) -> None:
     """The `mdp sink` process: run until SIGTERM or SIGINT, then stop cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with Sink(settings) as sink:
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, sink.metrics_port)
         await sink.run(stop)
