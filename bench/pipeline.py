@@ -38,10 +38,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from bench.processor import _cpu_seconds
+from bench.processor import cpu_seconds
 from bench.producer_settings import kafka_version, percentile
 from bench.report import benchmark_parser, command_line, run_benchmark
-from bench.sink import _server_version, raw_copy
+from bench.sink import raw_copy, server_version
 from marketdata import migrate
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Tick
@@ -198,7 +198,7 @@ class Roles:
         jiffies = [int(v) for v in Path("/proc/stat").read_text().split()[1:9]]
         busy, total = sum(jiffies) - jiffies[3] - jiffies[4], sum(jiffies)
         hertz = os.sysconf("SC_CLK_TCK")
-        return (_cpu_seconds(self.processor.pid), _cpu_seconds(self.sink.pid),
+        return (cpu_seconds(self.processor.pid), cpu_seconds(self.sink.pid),
                 busy / hertz, total / hertz)  # fmt: skip
 
     def check(self) -> None:
@@ -507,7 +507,7 @@ def render(
     stages, rate_limit = _stages(t, n, nproc)
     return TEMPLATE.format(
         section=SECTION, command=command_line("bench.pipeline"), date=datetime.now(UTC),
-        nproc=nproc, kafka=kafka_version(settings).split()[0], postgres=_server_version(settings),
+        nproc=nproc, kafka=kafka_version(settings).split()[0], postgres=server_version(settings),
         s=settings, symbols=args.symbols, per=PER_MESSAGE, ticks=n, scrape=f"{SCRAPE_S * 1000:g}",
         paths="\n".join(f"| {name} | {n:,} | {s:.2f} | {n / s / 1000:,.1f}k "
                         f"| {t['copy'] / s:.2f}x |" for name, s in paths),

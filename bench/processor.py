@@ -97,11 +97,11 @@ async def faust_worker(settings: Settings, total: int, log: Path) -> tuple[float
             if process.poll() is not None:
                 raise RuntimeError(f"worker exited early; see {log}")
             if done and first is None:
-                first = (time.perf_counter(), done, _cpu_seconds(process.pid))
+                first = (time.perf_counter(), done, cpu_seconds(process.pid))
             await asyncio.sleep(0.02)
     finally:
         await watcher.stop()
-    finished, cpu = time.perf_counter(), _cpu_seconds(process.pid)
+    finished, cpu = time.perf_counter(), cpu_seconds(process.pid)
     process.send_signal(signal.SIGTERM)
     await asyncio.to_thread(process.wait)
     if first is None:
@@ -109,7 +109,7 @@ async def faust_worker(settings: Settings, total: int, log: Path) -> tuple[float
     return finished - first[0], cpu - first[2], total - first[1]
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU of a running process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -171,7 +171,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
         "",
         f"Command: `{command_line('bench.sink')}`  ",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()}; PostgreSQL "
-        f"{_server_version(settings)} (plain, no TimescaleDB) and Kafka 4.1.1 native on the same "
+        f"{server_version(settings)} (plain, no TimescaleDB) and Kafka 4.1.1 native on the same "
         "machine; sink batch "
         f"{settings.sink_batch_rows:,} rows / {settings.sink_batch_ms} ms.",
         "",
@@ -195,7 +195,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _server_version(settings: Settings) -> str:
+def server_version(settings: Settings) -> str:
     with psycopg.connect(settings.database) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else "?"
