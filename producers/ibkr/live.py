@@ -120,7 +120,7 @@ class IbkrLive:
                 try:
                     await self._session(ib, stop)
                 finally:
-                    self._gap_from = self._gap_from or self._gap_start()
+                    self._mark_gap()
                     ib.disconnect()
                 if time.monotonic() - started > 60:
                     backoff.reset()
@@ -151,7 +151,7 @@ class IbkrLive:
                 waiter.cancel()
             if self._resubscribe:
                 self._resubscribe = False
-                self._gap_from = self._gap_from or self._gap_start()
+                self._mark_gap()
                 self._subscribe(ib)
                 await self._fill_gap(ib)
             if not await self._healthy(ib):
@@ -218,6 +218,11 @@ class IbkrLive:
         self._bar_lists.clear()
 
     # Gaps -------------------------------------------------------------------------------------
+
+    def _mark_gap(self) -> None:
+        """Data stopped arriving: the missed bars begin where the last ones ended (the first
+        mark of a gap counts; later ones, before it is filled, do not move it)."""
+        self._gap_from = self._gap_from or self._gap_start()
 
     def _gap_start(self) -> datetime:
         """Where the missed bars begin: after the oldest of the newest bars per symbol."""
@@ -297,7 +302,7 @@ class IbkrLive:
         session.log_code(req_id, code, message)
         if code == session.CONNECTIVITY_LOST:
             self._held_since = self._held_since or time.monotonic()
-            self._gap_from = self._gap_from or self._gap_start()
+            self._mark_gap()
         elif code in (session.RESTORED_DATA_KEPT, session.RESTORED_DATA_LOST):
             self._held_since = None
             self._wake.set()
