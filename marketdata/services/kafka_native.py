@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -80,9 +81,16 @@ def log4j_properties(log_file: Path) -> str:
     )
 
 
-def cluster_id() -> str:
-    """A KRaft cluster id in Kafka's own format (URL-safe base64 of a random UUID, unpadded)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def cluster_id(source: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id in Kafka's own format (URL-safe base64 of a random UUID, unpadded).
+
+    One id in 64 would begin with ``-``, which the storage tool reads as an option; Kafka's own
+    ``Uuid.randomUuid()`` draws again in that case, and so do we.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(source().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 def _java() -> str:
@@ -149,6 +157,14 @@ class NativeKafka:
             "-cp", f"{self.libs}/*", main, *args,
         ]  # fmt: skip
 
+    def format_command(self, cluster: str, config: Path, log4j: Path) -> list[str]:
+        """The storage tool's ``format``; ``--cluster-id=ID`` in one word, so that even an id
+        beginning with ``-`` cannot be read as an option."""
+        return self._run_java(
+            "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster}",
+            "-c", str(config), log4j=log4j,
+        )  # fmt: skip
+
     def start(self) -> ServiceStatus:
         pid = read_pid(self.pidfile)
         if pid is not None:
@@ -162,10 +178,7 @@ class NativeKafka:
         log4j = self.home / "log4j2.properties"
         log4j.write_text(log4j_properties(self.log_file))
         if not (self.data_dir / "meta.properties").exists():
-            fmt = self._run_java(
-                "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id(),
-                "-c", str(config), log4j=log4j,
-            )  # fmt: skip
+            fmt = self.format_command(cluster_id(), config, log4j)
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise ServiceError(

@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from marketdata.services.kafka_native import (
+    NativeKafka,
+    cluster_id,
+    log4j_properties,
+    server_properties,
+)
+from marketdata.settings import Settings
 from tests.services import Found
 
 TOPIC_NAMES = ("md.ticks.raw", "md.bars.raw", "md.ticks", "md.bars", "md.dlq")
@@ -51,3 +59,20 @@ def test_topics_command_creates_then_reports_existing(services: Found, unique: s
     assert dict(line.split() for line in again.stdout.splitlines()) == {
         f"{unique}.{name}": "exists" for name in TOPIC_NAMES
     }
+
+
+def test_the_storage_tool_formats_with_an_id_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # The generator no longer makes such ids, but the command must not depend on that alone.
+    kafka = NativeKafka(Settings.from_env({"MDP_STATE_DIR": str(tmp_path / "state")}))
+    kafka.ensure_jars()
+    data = tmp_path / "data"
+    config, log4j = tmp_path / "server.properties", tmp_path / "log4j2.properties"
+    config.write_text(server_properties(data, 29092, 29093))
+    log4j.write_text(log4j_properties(tmp_path / "server.log"))
+    dashed = "-" + cluster_id()[1:]
+    result = subprocess.run(
+        kafka.format_command(dashed, config, log4j), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"cluster.id={dashed}" in (data / "meta.properties").read_text().splitlines()

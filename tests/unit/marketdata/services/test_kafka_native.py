@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import base64
+import re
+import uuid
 from pathlib import Path
 
 from marketdata.services.kafka_native import NativeKafka, cluster_id, server_properties
@@ -27,6 +29,23 @@ def test_cluster_id_has_kafkas_format() -> None:
     assert first != second
     assert len(first) == 22
     assert len(base64.urlsafe_b64decode(first + "==")) == 16
+
+
+def test_cluster_ids_never_begin_with_a_dash_and_keep_kafkas_alphabet() -> None:
+    # One plain base64 id in 64 begins with "-": 20,000 draws make that near certain.
+    ids = [cluster_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", i) for i in ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+def test_a_uuid_whose_id_would_begin_with_a_dash_is_drawn_again() -> None:
+    dash = uuid.UUID(bytes=b"\xf8" + bytes(15))  # 0b111110.. is "-" in URL-safe base64
+    assert base64.urlsafe_b64encode(dash.bytes).startswith(b"-")
+    plain = uuid.UUID(bytes=b"\x04" + bytes(15))
+    draws = iter([dash, dash, plain])
+    assert cluster_id(lambda: next(draws)) == "BAAAAAAAAAAAAAAAAAAAAA"
 
 
 def test_paths_follow_the_settings(tmp_path: Path) -> None:
