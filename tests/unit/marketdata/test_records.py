@@ -118,8 +118,24 @@ def test_derived_trade_id_is_stable_and_discriminating() -> None:
         ({"extras": {"note": "a\x00b"}}, "extras"),
         ({"extras": {"k\x00": 1}}, "extras"),
         ({"extras": {"nested": [{"deep": "\x00"}]}}, "extras"),
-        ({"price": Decimal("1e101")}, "price"),
-        ({"size": Decimal("1e-101")}, "size"),
+        ({"price": Decimal("1e30")}, "price"),
+        ({"price": Decimal("-1e30")}, "price"),
+        ({"size": Decimal("1e-25")}, "size"),
+        ({"price": Decimal("1." + "7" * 20_000)}, "price"),
+        ({"price": Decimal("1" * 39)}, "price"),
+        ({"symbol": "S" * 129}, "symbol"),
+        ({"trade_id": "9" * 2_700}, "trade_id"),
+        ({"exchange": "E" * 33}, "exchange"),
+        ({"source": "s" * 65}, "source"),
+        ({"symbol": "BTC\ud800"}, "symbol"),
+        ({"extras": {"k": "\udfff"}}, "extras"),
+        ({"extras": {"big": 2**63}}, "extras"),
+        ({"extras": {"nan": float("nan")}}, "extras"),
+        ({"extras": {"when": datetime(2024, 1, 1, tzinfo=UTC)}}, "extras"),
+        ({"extras": {1: "int key"}}, "extras"),
+        ({"extras": {"t": "x" * 16_385}}, "extras"),
+        ({"extras": {"many": list(range(1_000))}}, "extras"),
+        ({"extras": ["not", "an", "object"]}, "extras"),
     ],
 )
 def test_values_postgresql_cannot_store_are_rejected(
@@ -130,5 +146,76 @@ def test_values_postgresql_cannot_store_are_rejected(
     assert caught.value.field == field
 
 
-def test_wide_but_storable_numbers_pass() -> None:
-    assert sample_tick(price=Decimal("1e100"), size=Decimal("1e-100")).size == Decimal("1e-100")
+def test_values_at_the_limits_pass() -> None:
+    tick = sample_tick(
+        price=Decimal("-" + "9" * 29 + "." + "9" * 9),
+        size=Decimal("1e-24"),
+        symbol="S" * 128,
+        trade_id="9" * 256,
+        exchange="E" * 32,
+        source="s" * 64,
+        extras={"t": "x" * 16_000, "i": -(2**63), "f": 1.5, "b": True, "n": None},
+    )
+    assert tick.size == Decimal("1e-24")
+    assert len(tick.trade_id) == 256
+    assert sample_tick(price=Decimal("1e29")).price == Decimal("1e29")
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_extras_nesting_is_bounded_without_recursion() -> None:
+    assert sample_tick(extras=_nested(8)).extras == _nested(8)
+    for depth in (9, 100_000):
+        with pytest.raises(InvalidRecord, match="nested deeper than 8"):
+            sample_tick(extras=_nested(depth))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("exchange", 7),
+        ("symbol", None),
+        ("symbol", ["BTCUSDT"]),
+        ("trade_id", 123),
+        ("source", b"binance.trade"),
+        ("price", 1.5),
+        ("price", "1.5"),
+        ("size", 3),
+        ("timestamp", 1_709_294_400),
+        ("timestamp", "2024-03-01T12:00:00Z"),
+        ("received_at", None),
+        ("side", "long"),
+        ("side", ["buy"]),
+        ("extras", "note"),
+    ],
+)
+def test_wrong_types_are_invalid_records_naming_the_field(field: str, value: object) -> None:
+    # Producers build records straight from venue payloads: a wrong type must not escape as
+    # TypeError or AttributeError.
+    with pytest.raises(InvalidRecord) as caught:
+        sample_tick(**{field: value})
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"interval": ["1m"]}, "interval"),
+        ({"interval": "1" * 17 + "m"}, "interval"),
+        ({"trade_count": 1.5}, "trade_count"),
+        ({"trade_count": True}, "trade_count"),
+        ({"trade_count": 2**63}, "trade_count"),
+        ({"closed": "yes"}, "closed"),
+        ({"open": "61000"}, "open"),
+        ({"volume": None}, "volume"),
+    ],
+)
+def test_wrong_bar_types_are_invalid_records(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        sample_bar(**changes)
+    assert caught.value.field == field
