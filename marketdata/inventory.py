@@ -3,11 +3,16 @@ of one series, where a resumed backfill starts."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import LiteralString, cast
 
+import psycopg
+
 from marketdata.database import connect
+from marketdata.errors import ConfigError
 from marketdata.settings import Settings
 
 _TICKS = (
@@ -33,9 +38,20 @@ class Series:
     newest: datetime
 
 
+@asynccontextmanager
+async def _tables_needed() -> AsyncIterator[None]:
+    """A database without the tables is a step not taken, not a crash: say which step."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        first = str(exc).strip().splitlines()[0]
+        message = f"the market-data tables are missing ({first}): run `mdp migrate`"
+        raise ConfigError(message) from exc
+
+
 async def stored_series(settings: Settings) -> list[Series]:
     """Every tick series and bar series in the database, with its row count and newest time."""
-    async with await connect(settings.database) as conn:
+    async with await connect(settings.database) as conn, _tables_needed():
         ticks = await (await conn.execute(_TICKS)).fetchall()
         bars = await (await conn.execute(_BARS)).fetchall()
     rows = [("ticks", row) for row in ticks] + [("bars", row) for row in bars]
@@ -82,7 +98,7 @@ async def oldest_bar(
 async def _value(
     settings: Settings, query: LiteralString, params: tuple[object, ...]
 ) -> datetime | None:
-    async with await connect(settings.database) as conn:
+    async with await connect(settings.database) as conn, _tables_needed():
         row = await (await conn.execute(query, params)).fetchone()
     value = row[0] if row else None
     return value if isinstance(value, datetime) else None

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from marketdata.services.kafka_native import (
     NativeKafka,
@@ -76,3 +80,25 @@ def test_the_storage_tool_formats_with_an_id_that_begins_with_a_dash(tmp_path: P
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"cluster.id={dashed}" in (data / "meta.properties").read_text().splitlines()
+
+
+@pytest.fixture
+def empty_database(services: Found, unique: str) -> Iterator[str]:
+    """A database of this test's own, created fresh: no tables in it."""
+    with psycopg.connect(services.database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unique)))
+    try:
+        yield urlunsplit(urlsplit(services.database_url)._replace(path=f"/{unique}"))
+    finally:
+        with psycopg.connect(services.database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(unique)))
+
+
+def test_status_on_a_database_without_tables_says_to_migrate(empty_database: str) -> None:
+    result = _mdp("status", env={"MARKET_DATA_DATABASE_URL": empty_database})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mdp: error: the market-data tables are missing")
+    assert lines[0].endswith("run `mdp migrate`")
