@@ -15,7 +15,8 @@ One pure function, :func:`classify`, decides for the whole sink, by SQLSTATE cla
   ``TypeError``, ``ArithmeticError``).
 
 Anything else (our own :class:`~marketdata.errors.TransientError`, a missing table, a
-permission, a bug) is not the rows' fault either: it is retried too, so that a misconfigured database pauses the stream instead of dead-lettering it.
+permission, a bug) is not the rows' fault either: it is retried too, so that a misconfigured
+database pauses the stream instead of dead-lettering it.
 """
 
 from __future__ import annotations
