@@ -6,7 +6,8 @@ envelope, so every consumer reads single records and batches alike::
     {"kind":"ticks","v":1,"records":[{...},{...}]}
 
 Decoding validates every record (see ``marketdata.records``); anything that does not decode
-raises :class:`DecodeError` with a reason fit for a dead-letter header.
+raises :class:`DecodeError` with a reason fit for a dead-letter header. ``decode`` is total: no
+input, however deep, long or malformed, raises anything else.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from marketdata.errors import DecodeError
 from marketdata.records import Bar, Tick
 
 SCHEMA_VERSION: Final = 1
+# Far above any batch the pipeline makes (Kafka's default message limit is 1 MiB).
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+_REASON_CHARS: Final = 500  # a reason quoting a 20,000-digit value stays a readable header
 
 
 class TickBatch(msgspec.Struct, frozen=True, tag="ticks", tag_field="kind"):
@@ -46,16 +50,27 @@ def encode_bars(records: Sequence[Bar]) -> bytes:
     return _encoder.encode(BarBatch(v=SCHEMA_VERSION, records=list(records)))
 
 
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "…"
+
+
 def decode(data: bytes | None) -> Batch:
     """Decode one Kafka value; raise :class:`DecodeError` saying why when it is not a batch."""
     if not data:
         raise DecodeError("empty message value")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         batch: Batch = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise DecodeError(f"invalid record: {exc}") from None
+        raise DecodeError(f"invalid record: {_short(exc)}") from None
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"malformed JSON: {exc}") from None
+        raise DecodeError(f"malformed JSON: {_short(exc)}") from None
+    except RecursionError:
+        raise DecodeError("nested too deeply to decode") from None
+    except Exception as exc:  # the one boundary every consumer relies on: nothing escapes
+        raise DecodeError(f"undecodable: {type(exc).__name__}: {_short(exc)}") from None
     if batch.v != SCHEMA_VERSION:
         raise DecodeError(
             f"unsupported schema version {batch.v} (this build reads {SCHEMA_VERSION})"
