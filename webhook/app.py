@@ -121,7 +121,8 @@ class AlertIntake:
     async def _take(self, request: Request, started: float) -> Response:
         if self.checks.networks is not None:
             peer = request.client.host if request.client else None
-            address = source_address(peer, request.headers, self.checks.proxy_header)
+            proxy = self.checks.proxy_header
+            address = source_address(peer, request.headers.getlist(proxy) if proxy else None)
             check_source(address, self.checks.networks)
         body = await _read_body(request, self.checks.max_body)
         if self.checks.secret is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any, Final
 
 TRADINGVIEW_ADDRESSES: Final = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
@@ -58,13 +58,13 @@ def parse_networks(spec: str) -> Networks:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-def source_address(peer: str | None, headers: Mapping[str, str], proxy_header: str | None) -> str:
-    """The client's address: the peer's, or, only when a proxy header is configured as trusted,
-    the last address that header names (the one our proxy added)."""
-    if proxy_header:
-        forwarded = headers.get(proxy_header)
-        if forwarded:
-            return forwarded.split(",")[-1].strip()
+def source_address(peer: str | None, forwarded: Sequence[str] | None) -> str:
+    """The client's address: the peer's, or, when the trusted proxy's header is configured
+    (``forwarded``: every line of it, in order), the right-most address in it, the one our
+    proxy added. A client can send the header too, but whatever it writes comes before what
+    the proxy appends, whether in the same line or in a line of its own."""
+    if forwarded:
+        return ",".join(forwarded).split(",")[-1].strip()
     return peer or ""
 
 

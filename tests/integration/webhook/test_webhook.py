@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from marketdata.errors import ConfigError
 from marketdata.kafka import ensure_topics
@@ -217,3 +218,45 @@ async def test_a_disallowed_source_address_is_403_and_publishes_nothing(
         await server.aclose()
     assert (status, json.loads(text).get("error")) == (403, "source address not allowed"), text
     assert await published(configured, idle_s=1) == []
+
+
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        # The client forges TradingView's address in a line of its own; the proxy appends the
+        # real peer's in another. Only the proxy's, the right-most, may decide.
+        (["52.89.214.238", "8.8.8.8"], 403),
+        (["52.89.214.238, 10.9.9.9", "8.8.8.8"], 403),
+        (["8.8.8.8", "52.89.214.238"], 202),
+    ],
+)
+async def test_behind_a_trusted_proxy_the_right_most_of_all_header_lines_is_the_client(
+    settings: Settings, tmp_path: object, lines: list[str], status: int
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    configured = Settings.from_env({
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "MDP_TOPIC_PREFIX": settings.topic_prefix,
+        "MDP_WEBHOOK_AUTH": "signature,allowlist",
+        "MDP_WEBHOOK_ALLOW": "tradingview",
+        "MDP_WEBHOOK_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
+        "TRADINGVIEW_HMAC_SECRET": SECRET,
+        "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path),
+    })  # fmt: skip
+    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
+    await server.start()
+    try:
+        body = alert(2)
+        headers = CIMultiDict(signed(body))
+        for line in lines:
+            headers.add("X-Forwarded-For", line)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{server.port}/webhooks/tradingview", data=body,
+                         headers=headers) as response,
+        ):  # fmt: skip
+            got, text = response.status, await response.text()
+    finally:
+        await server.aclose()
+    assert got == status, text
+    assert len(await published(configured, idle_s=1)) == (1 if status == 202 else 0)

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
 
 from webhook.alert import alert_to_tick, parse_body
 from webhook.auth import (
@@ -72,9 +73,28 @@ def test_source_allow_list_and_proxy_header() -> None:
         with pytest.raises(Rejected) as caught:
             check_source(bad, networks)
         assert caught.value.status == 403
-    headers = {"x-forwarded-for": "1.2.3.4, 52.89.214.238"}
-    assert source_address("127.0.0.1", headers, None) == "127.0.0.1"  # untrusted by default
-    assert source_address("127.0.0.1", headers, "x-forwarded-for") == "52.89.214.238"
+    assert source_address("127.0.0.1", None) == "127.0.0.1"  # untrusted by default
+    assert source_address("127.0.0.1", []) == "127.0.0.1"  # the proxy sent none
+    assert source_address("127.0.0.1", ["1.2.3.4, 52.89.214.238"]) == "52.89.214.238"
+
+
+@pytest.mark.parametrize(
+    ("lines", "client"),
+    [
+        # The client wrote the first line; the proxy added its own line for the real peer.
+        ([(b"x-forwarded-for", b"52.89.214.238"), (b"x-forwarded-for", b"8.8.8.8")], "8.8.8.8"),
+        ([(b"x-forwarded-for", b"52.89.214.238, 10.0.0.1"), (b"x-forwarded-for", b" 8.8.8.8 ")],
+         "8.8.8.8"),
+        ([(b"x-forwarded-for", b"8.8.8.8"), (b"x-forwarded-for", b"52.89.214.238")],
+         "52.89.214.238"),
+        ([(b"x-forwarded-for", b"52.89.214.238,")], ""),  # nothing where the proxy writes
+    ],
+)  # fmt: skip
+def test_repeated_proxy_header_lines_count_as_one_list(
+    lines: list[tuple[bytes, bytes]], client: str
+) -> None:
+    headers = Headers(raw=lines)
+    assert source_address("127.0.0.1", headers.getlist("X-Forwarded-For")) == client
 
 
 def test_an_alert_becomes_a_tick_with_extras_and_a_stable_id() -> None:
