@@ -15,6 +15,16 @@ from aiokafka import ConsumerRecord, TopicPartition
 from marketdata.codec import TickBatch, decode
 from marketdata.errors import DecodeError
 from marketdata.records import Bar, Tick
+from sinks.errors import describe
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a record came from: its message, and its place among the message's records."""
+
+    message: ConsumerRecord
+    index: int
+    count: int
 
 
 @dataclass(slots=True)
@@ -24,6 +34,11 @@ class PartitionBatch:
     ticks: list[Tick] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     dead: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
+    # (message, how many records it held), in the order of ``ticks`` and ``bars``: one entry a
+    # message rather than one a record, since the origin of a record is asked for only when the
+    # database rejects it.
+    tick_messages: list[tuple[ConsumerRecord, int]] = field(default_factory=list)
+    bar_messages: list[tuple[ConsumerRecord, int]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -45,6 +60,14 @@ class Pending:
     def dead(self) -> list[tuple[ConsumerRecord, str]]:
         return [entry for part in self.parts.values() for entry in part.dead]
 
+    def tick_origins(self) -> list[Origin]:
+        """The origin of each of :meth:`ticks`, in the same order."""
+        return _origins(part.tick_messages for part in self.parts.values())
+
+    def bar_origins(self) -> list[Origin]:
+        """The origin of each of :meth:`bars`, in the same order."""
+        return _origins(part.bar_messages for part in self.parts.values())
+
     def offsets(self) -> dict[TopicPartition, int]:
         """What to commit once the rows are stored: the offset after each partition's last."""
         return {tp: part.next_offset for tp, part in self.parts.items()}
@@ -56,6 +79,15 @@ class Pending:
     def drop(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self.parts.pop(tp, None)
+
+
+def _origins(spans: Iterable[list[tuple[ConsumerRecord, int]]]) -> list[Origin]:
+    return [
+        Origin(message, index, count)
+        for part in spans
+        for message, count in part
+        for index in range(count)
+    ]
 
 
 class Accumulator:
@@ -78,11 +110,17 @@ class Accumulator:
                 batch = decode(message.value)
             except DecodeError as exc:
                 part.dead.append((message, exc.reason))
+            except Exception as exc:
+                # decode() is meant to be total; should it still fail, that one message is a
+                # dead letter rather than the end of the process (and of every message after it).
+                part.dead.append((message, f"decoder failed: {describe(exc)}"))
             else:
                 if isinstance(batch, TickBatch):
                     part.ticks.extend(batch.records)
+                    part.tick_messages.append((message, len(batch.records)))
                 else:
                     part.bars.extend(batch.records)
+                    part.bar_messages.append((message, len(batch.records)))
             part.next_offset = message.offset + 1
         self.rows += part.size - before
 

@@ -31,6 +31,22 @@ class SinkMetrics:
         self.dead_letters = Counter(
             "mdp_sink_dead_letters", "Messages sent to the dead-letter topic", registry=registry
         )
+        self.isolations = Counter(
+            "mdp_sink_isolations",
+            "Batches the database rejected for their data, bisected to isolate the rows at fault",
+            registry=registry,
+        )
+        self.isolation_writes = Counter(
+            "mdp_sink_isolation_writes",
+            "Writes of a part of a rejected batch while bisecting it",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "mdp_sink_rows_rejected",
+            "Records the database refused alone, dead-lettered with its message",
+            ["table"],
+            registry=registry,
+        )
         self.abandoned = Counter(
             "mdp_sink_rows_abandoned",
             "Rows left uncommitted at shutdown or revocation (re-read by the next owner)",

@@ -4,8 +4,11 @@ Delivery: rows are written in one transaction per flush, dead letters are delive
 then are the offsets committed. A crash anywhere before the commit replays the flush, which the
 idempotent upserts absorb; so every event is stored exactly once.
 
-A database that goes away (or a serialization failure) pauses consumption: the flush in hand is
-retried with capped backoff, nothing is committed, and consumption resumes once it is stored.
+A database that goes away (or a serialization failure, a deadlock, a shutdown: see
+:mod:`sinks.errors`) pauses consumption: the flush in hand is retried with capped backoff,
+nothing is committed, and consumption resumes once it is stored. A flush the database rejects
+for its data is bisected (:mod:`sinks.isolate`): the good rows are stored, each rejected record
+is dead-lettered with the database's message, then the offsets are committed.
 """
 
 from __future__ import annotations
@@ -24,24 +27,20 @@ from prometheus_client import CollectorRegistry
 from marketdata.backoff import Backoff
 from marketdata.database import connect
 from marketdata.dlq import DeadLetters, log_dead_letter
-from marketdata.errors import MarketDataError, TransientError
+from marketdata.errors import MarketDataError
 from marketdata.kafka import create_consumer, create_producer, kafka_errors, translate
 from marketdata.metrics import MetricsServer
+from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
 from sinks.accumulator import Accumulator, Pending
+from sinks.errors import classify
+from sinks.isolate import Isolation, dead_letter
 from sinks.metrics import SinkMetrics
-from sinks.writer import AnyConnection, BatchWriter
+from sinks.writer import AnyConnection, BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
-# psycopg errors after which the same write can succeed: the server went away, or lost a race.
-RETRIABLE_DB_ERRORS = (
-    psycopg.OperationalError,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.AdminShutdown,
-)
 LAG_EVERY_S = 1.0
 T = TypeVar("T")
 
@@ -66,6 +65,7 @@ class Sink:
         self.writer = BatchWriter()
         self.backoff = Backoff(maximum=settings.sink_max_backoff_s)
         self._pending: Pending | None = None
+        self._isolation: Isolation | None = None  # of the pending flush, once it was rejected
         self._retry_at = 0.0
         self._paused = False
         self._lag_at = 0.0
@@ -173,14 +173,15 @@ class Sink:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await self._connect()
-            result = await self.writer.write(self._conn, pending.ticks(), pending.bars())
+            result = await self._write(self._conn, pending)
             await self._send_dead_letters(pending)
-        except (*RETRIABLE_DB_ERRORS, TransientError) as exc:
+        except Exception as exc:
+            # Whatever is not the rows' fault (they are isolated in _write) is retried: the
+            # sink waits for its database or broker rather than exiting.
             self._schedule_retry(exc)
             return False
-        except psycopg.Error as exc:
-            raise MarketDataError(f"database rejected a batch: {exc}") from exc
         await self._commit(pending)
+        self._isolation = None
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batches.inc()
         ticks, bars = self.writer.tables.ticks, self.writer.tables.bars
@@ -193,8 +194,33 @@ class Sink:
             self._resume()
         return True
 
+    async def _write(self, conn: AnyConnection, pending: Pending) -> WriteResult:
+        """Store the flush in one transaction or, when the database rejects some of its rows,
+        bisect it (resuming a bisection a retriable failure interrupted)."""
+        if self._isolation is None:
+            try:
+                return await self.writer.write(conn, pending.ticks(), pending.bars())
+            except Exception as exc:
+                failure = classify(exc)
+                if failure.retriable:
+                    raise
+                log.warning("batch of %d rows rejected (%s); isolating the rows at fault",
+                            pending.size, failure.reason)  # fmt: skip
+                self.metrics.isolations.inc()
+                self._isolation = Isolation(pending)
+        isolation = self._isolation
+        before = isolation.writes
+        try:
+            await isolation.run(lambda ticks, bars: self.writer.write(conn, ticks, bars))
+        finally:
+            self.metrics.isolation_writes.inc(isolation.writes - before)
+        return isolation.result
+
     async def _send_dead_letters(self, pending: Pending) -> None:
-        dead = pending.dead()
+        """Deliver the flush's dead letters (undecodable messages, rejected records) and wait
+        for the broker's acknowledgement: only then may the offsets move past them."""
+        rejected = self._isolation.rejected if self._isolation is not None else []
+        dead = pending.dead() + [dead_letter(entry) for entry in rejected]
         if not dead:
             return
         dead_letters = self._require(self._dead_letters)
@@ -206,6 +232,11 @@ class Sink:
         for message, reason in dead:
             log_dead_letter(message, reason)
         self.metrics.dead_letters.inc(len(dead))
+        for entry in rejected:
+            tables = self.writer.tables
+            self.metrics.rejected.labels(
+                tables.ticks if isinstance(entry.record, Tick) else tables.bars
+            ).inc()
 
     async def _commit(self, pending: Pending) -> None:
         consumer = self._require(self._consumer)
@@ -250,6 +281,9 @@ class Sink:
                 self._pending.parts[tp].size for tp in revoked if tp in self._pending.parts
             )
             self._pending.drop(revoked)
+            # A bisection in progress held the revoked partitions' rows too: start it again
+            # on what is left (the rows it stored are absorbed by the upserts).
+            self._isolation = None
             if not self._pending.parts:
                 self._pending = None
                 if self._paused:

@@ -70,3 +70,45 @@ def test_revoked_partitions_are_forgotten() -> None:
     assert set(pending.offsets()) == {TP0}
     pending.drop({TP0})
     assert pending.size == 0
+
+
+def test_each_record_knows_its_message_and_its_place_in_it() -> None:
+    acc = Accumulator(max_rows=100, max_age_s=1.0, clock=Clock(100.0))
+    first = _message(4, encode_ticks([sample_tick(trade_id="a"), sample_tick(trade_id="b")]))
+    bar = _message(5, encode_bars([sample_bar()]))
+    second = _message(6, encode_ticks([sample_tick(trade_id="c")]))
+    acc.add(TP0, [first, bar, second])
+    acc.add(TP1, [_message(0, encode_ticks([sample_tick(trade_id="d")]), partition=1)])
+    pending = acc.take()
+    origins = pending.tick_origins()
+    assert [t.trade_id for t in pending.ticks()] == ["a", "b", "c", "d"]
+    assert [(o.message.partition, o.message.offset, o.index, o.count) for o in origins] == [
+        (0, 4, 0, 2), (0, 4, 1, 2), (0, 6, 0, 1), (1, 0, 0, 1),
+    ]  # fmt: skip
+    assert [(o.message.offset, o.index, o.count) for o in pending.bar_origins()] == [(5, 0, 1)]
+
+
+def test_a_decoder_that_fails_unexpectedly_makes_a_dead_letter_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(data: bytes | None) -> object:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr("sinks.accumulator.decode", explode)
+    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock(100.0))
+    acc.add(TP0, [_message(0, b"[" * 5000)])
+    ((message, reason),) = acc.take().dead()
+    assert message.offset == 0
+    assert reason == "decoder failed: RecursionError: maximum recursion depth exceeded"
+
+
+@pytest.mark.parametrize(
+    "value", [b"[" * 5000 + b"]" * 5000, b'{"kind":"ticks","v":1,"records":' + b"[" * 100_000]
+)
+def test_deeply_nested_messages_are_dead_letters_and_the_next_message_is_kept(value: bytes) -> None:
+    acc = Accumulator(max_rows=10, max_age_s=1.0, clock=Clock(100.0))
+    acc.add(TP0, [_message(0, value), _message(1, encode_ticks([sample_tick()]))])
+    pending = acc.take()
+    assert [message.offset for message, _ in pending.dead()] == [0]
+    assert pending.ticks() == [sample_tick()]
+    assert pending.offsets() == {TP0: 2}
