@@ -80,7 +80,7 @@ class Pipeline:
         within: float = 90.0,
     ) -> list[tuple[Any, ...]]:  # fmt: skip
         """The ticks of the series in ``[start, end)`` once there are ``at_least`` of them."""
-        return await self._until(_TICKS, (exchange, symbol, start, end), at_least, within)
+        return await self.until(_TICKS, (exchange, symbol, start, end), at_least, within)
 
     async def bars(
         self, exchange: str, symbol: str, interval: str, start: datetime, end: datetime, *,
@@ -88,11 +88,12 @@ class Pipeline:
     ) -> list[tuple[Any, ...]]:  # fmt: skip
         """The bars of the series opening in ``[start, end)`` once there are ``at_least``."""
         params = (exchange, symbol, interval, start, end)
-        return await self._until(_BARS, params, at_least, within)
+        return await self.until(_BARS, params, at_least, within)
 
-    async def _until(
+    async def until(
         self, sql: str, params: Sequence[Any], at_least: int, within: float
     ) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` once there are ``at_least`` of them (waiting up to ``within``)."""
         deadline = asyncio.get_running_loop().time() + within
         rows = await asyncio.to_thread(self.query, sql, params)
         while len(rows) < at_least:
