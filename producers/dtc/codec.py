@@ -4,16 +4,25 @@ Both encodings decode to the same thing, a ``dict`` holding ``Type`` and every f
 message's spec (missing fields take their defaults, unknown keys are dropped), so nothing past
 this module knows which encoding is in use.
 
-Binary frames are cut by their ``uint16 Size``; JSON frames end with a NUL. A size under 4 or
-above ``max_size``, or a JSON frame longer than ``max_size`` without its NUL, means the stream is
-garbage: :class:`DtcFramingError`, and the connection must go, because nothing after it can be
-trusted. A single frame that does not decode is a :class:`DtcDecodeError`: the stream stays in
-step and the frame goes to the dead letters.
+Binary frames are cut by their ``uint16 Size``; JSON frames end with a NUL. A single frame
+that does not decode is a :class:`DtcDecodeError`: the stream stays in step and only that frame
+goes to the dead letters. Decoding is total: any bytes give a message or a ``DtcDecodeError``
+(nesting, huge numbers, wrong types and invalid UTF-8 included).
+
+Where the stream cannot be cut any more, the framers deliver every whole frame before that
+point and only then raise :class:`DtcFramingError`, keeping the bytes from that point on for
+:meth:`rest` (the dead letter); the connection must then be replaced. That point is, in binary,
+a ``Size`` under 4 or above ``max_size`` (``Size`` 0 included): binary DTC has no sync marker,
+and guessing the next header inside garbage could publish a made-up trade, so the rest of the
+buffer is dead-lettered as it came and the session starts afresh (re-subscribing gets a new
+snapshot). In JSON each NUL-terminated frame stands alone, so garbage between two NULs costs
+only that frame; only more than ``max_size`` bytes without a NUL break the stream.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from collections.abc import Callable, Mapping
@@ -23,7 +32,15 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from marketdata.errors import MarketDataError
-from producers.dtc.messages import INTEGER_RANGES, NAMES, OTHER_KNOWN_TYPES, SPECS, MessageSpec
+from producers.dtc.messages import (
+    DBL_MAX,
+    FLT_MAX,
+    INTEGER_RANGES,
+    NAMES,
+    OTHER_KNOWN_TYPES,
+    SPECS,
+    MessageSpec,
+)
 
 Message = dict[str, Any]
 
@@ -32,6 +49,7 @@ Message = dict[str, Any]
 MAX_MESSAGE_SIZE: Final = 16 * 1024
 HEADER: Final = struct.Struct("<HH")
 _json_decoder: Final = msgspec.json.Decoder()
+_FLOAT_LIMIT: Final = {"f": FLT_MAX, "d": DBL_MAX}
 
 
 class DtcError(MarketDataError):
@@ -69,6 +87,9 @@ def _spec_of(type_: int) -> MessageSpec:
             raise UnhandledMessageType(type_)
         raise UnknownMessageType(type_)
     return spec
+
+
+_DECODING_ERRORS: Final = (RecursionError, OverflowError, ValueError, TypeError, MemoryError)
 
 
 def _text(raw: bytes) -> str:
@@ -115,6 +136,13 @@ def encode_binary(message: Mapping[str, Any]) -> bytes:
 
 def decode_binary(frame: bytes) -> Message:
     """One binary message (``Size`` bytes; anything after them is ignored)."""
+    try:
+        return _decode_binary(frame)
+    except (*_DECODING_ERRORS, struct.error) as exc:  # not expected: the layouts fix every type
+        raise DtcDecodeError(f"undecodable DTC binary message: {type(exc).__name__}") from None
+
+
+def _decode_binary(frame: bytes) -> Message:
     if len(frame) < HEADER.size:
         raise DtcDecodeError(f"a DTC message needs 4 header bytes, got {len(frame)}")
     size, type_ = HEADER.unpack_from(frame)
@@ -135,20 +163,34 @@ def decode_binary(frame: bytes) -> Message:
 
 
 class _Buffered:
-    """What both framers keep: the bytes after the last whole message."""
+    """What both framers keep: the bytes after the last whole message and, once the stream
+    broke, why (raised by the next :meth:`feed`, after the frames before it were delivered)."""
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
+        self._broken: DtcFramingError | None = None
 
     def rest(self) -> bytes:
-        """The bytes after the last whole message (they follow a switch of stream format)."""
+        """The bytes after the last whole message (they follow a switch of stream format, or
+        they are the garbage that broke the stream)."""
         rest, self._buffer = bytes(self._buffer), bytearray()
         return rest
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) or int(self._broken is not None)
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def _break(self, frames: list[bytes], reason: str) -> list[bytes]:
+        """The stream broke here: the frames before it now, the error on the next feed."""
+        self._broken = DtcFramingError(f"garbage in the DTC stream: {reason}")
+        if not frames:
+            raise self._broken
+        return frames
 
 
 class BinaryFramer(_Buffered):
@@ -157,6 +199,7 @@ class BinaryFramer(_Buffered):
     def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
         """The whole messages now buffered (``limit`` at most: what follows may be in another
         format, such as a zlib stream after a historical response header)."""
+        self._check()
         buffer = self._buffer
         buffer += data
         frames: list[bytes] = []
@@ -164,9 +207,9 @@ class BinaryFramer(_Buffered):
         while end - position >= HEADER.size and (limit is None or len(frames) < limit):
             size = buffer[position] | buffer[position + 1] << 8
             if size < HEADER.size or size > self.max_size:
-                raise DtcFramingError(
-                    f"garbage in the DTC stream: message size {size} outside "
-                    f"[{HEADER.size}, {self.max_size}]"
+                del buffer[:position]
+                return self._break(
+                    frames, f"message size {size} outside [{HEADER.size}, {self.max_size}]"
                 )
             if end - position < size:
                 break
@@ -190,22 +233,44 @@ def encode_json(message: Mapping[str, Any]) -> bytes:
         raise DtcError(f"cannot encode {spec.name}: {exc}") from None
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _json_value(spec: MessageSpec, name: str, code: str, value: Any) -> Any:
+    """A JSON value as the C field would hold it: the field's type and range, else an error
+    (a JSON number need not fit a double, let alone a float32)."""
     if code == "s":
         if isinstance(value, str):
             return value
     elif code in "fd":
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if abs(value) <= _FLOAT_LIMIT[code] else math.inf
+            if math.isfinite(number) and abs(number) <= _FLOAT_LIMIT[code]:
+                return number
     elif isinstance(value, int) and not isinstance(value, bool):
         low, high = INTEGER_RANGES[code]
         if low <= value <= high:
             return value
-    raise DtcDecodeError(f"{spec.name}.{name}: unexpected value {value!r}")
+    raise DtcDecodeError(f"{spec.name}.{name}: unexpected value {_shown(value)}")
 
 
 def decode_json(frame: bytes) -> Message:
-    """One JSON message, with or without its terminating NUL."""
+    """One JSON message, with or without its terminating NUL; any other input (nested 10,000
+    deep, numbers no C type holds, a value of the wrong type, not an object, not UTF-8) is a
+    :class:`DtcDecodeError`."""
+    try:
+        return _decode_json(frame)
+    except DtcDecodeError:
+        raise
+    except _DECODING_ERRORS as exc:
+        raise DtcDecodeError(f"malformed DTC JSON: {type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _decode_json(frame: bytes) -> Message:
     body = frame[:-1] if frame.endswith(b"\0") else frame
     try:
         obj = _json_decoder.decode(body)
@@ -215,7 +280,7 @@ def decode_json(frame: bytes) -> Message:
         raise DtcDecodeError(f"a DTC JSON message must be an object, got {type(obj).__name__}")
     type_ = obj.get("Type")
     if not isinstance(type_, int) or isinstance(type_, bool):
-        raise DtcDecodeError(f"a DTC JSON message needs an integer Type, got {type_!r}")
+        raise DtcDecodeError(f"a DTC JSON message needs an integer Type, got {_shown(type_)}")
     spec = _spec_of(type_)
     message: Message = {"Type": type_}
     for field in spec.fields:
@@ -229,9 +294,10 @@ def decode_json(frame: bytes) -> Message:
 
 
 class JsonFramer(_Buffered):
-    """Cuts a byte stream at NULs; a frame longer than ``max_size`` without one is garbage."""
+    """Cuts a byte stream at NULs; more than ``max_size`` bytes without one break the stream."""
 
     def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
+        self._check()
         self._buffer += data
         frames: list[bytes] = []
         if limit is None:
@@ -244,8 +310,8 @@ class JsonFramer(_Buffered):
                 del self._buffer[: end + 1]
                 if frame:
                     frames.append(frame)
-        if self._buffer.find(b"\0") < 0 and len(self._buffer) > self.max_size:
-            raise DtcFramingError(f"garbage in the DTC stream: no NUL in {len(self._buffer)} bytes")
+        if len(self._buffer) > self.max_size and self._buffer.find(b"\0") < 0:
+            return self._break(frames, f"no NUL in {len(self._buffer)} bytes")
         return frames
 
 
@@ -274,6 +340,9 @@ JSON: Final = Codec("json", encode_json, decode_json, JsonFramer)
 CODECS: Final = {"binary": BINARY, "json": JSON}
 
 
+_ZLIB_PIECE: Final = 1024
+
+
 class Inflater:
     """A zlib stream of binary messages (compressed historical data) into whole messages,
     never inflating more than ``chunk`` bytes at a time, so a zlib bomb cannot exhaust memory."""
@@ -282,24 +351,42 @@ class Inflater:
         self.framer = framer or BinaryFramer()
         self.chunk = chunk
         self._zlib = zlib.decompressobj()
+        self._broken: DtcFramingError | None = None
+        self._garbage = b""
 
     def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
         del limit  # the records after a compressed header are all of one format
+        if self._broken is not None:
+            raise self._broken
         frames: list[bytes] = []
-        try:
-            while data and not self._zlib.eof:
-                frames += self.framer.feed(self._zlib.decompress(data, self.chunk))
-                data = self._zlib.unconsumed_tail
-        except zlib.error as exc:
-            raise DtcFramingError(f"corrupt zlib stream from the DTC server: {exc}") from None
+        # In small pieces: a corrupt block loses the output of its own call only, so the
+        # records before it are delivered before the error.
+        for start in range(0, len(data), _ZLIB_PIECE):
+            piece = data[start : start + _ZLIB_PIECE]
+            try:
+                while piece and not self._zlib.eof:
+                    frames += self.framer.feed(self._zlib.decompress(piece, self.chunk))
+                    piece = self._zlib.unconsumed_tail
+            except zlib.error as exc:
+                self._garbage = piece + data[start + _ZLIB_PIECE :]
+                self._broken = DtcFramingError(f"corrupt zlib stream from the DTC server: {exc}")
+            except DtcFramingError as exc:
+                self._broken = exc
+            if self._broken is not None:
+                if not frames:
+                    raise self._broken
+                break
         return frames
 
     @property
     def pending(self) -> int:
-        return self.framer.pending
+        return self.framer.pending or int(self._broken is not None)
 
     def rest(self) -> bytes:
-        return self.framer.rest()
+        """What is left: inflated bytes not yet a whole message, then compressed ones that
+        would not inflate."""
+        rest, self._garbage = self.framer.rest() + self._garbage, b""
+        return rest
 
 
 def type_name(type_: int) -> str:

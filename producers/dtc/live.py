@@ -177,11 +177,14 @@ class DtcLive:
                 await self._flush()
                 continue
             except DtcConnectionLost as exc:
+                if session.framer.pending:  # a message cut off by the close: kept, not lost
+                    why = f"truncated DTC message when the connection closed: {exc}"
+                    await self._dead(session.framer.rest(), why)
                 return str(exc)
             except DtcFramingError as exc:
-                garbage = session.framer.rest()
-                await self.publisher.dead(garbage, str(exc), ORIGIN)
-                self.stats.malformed += 1
+                # The frames before the garbage were handled; the rest of the buffer cannot be
+                # cut into messages (binary DTC has no sync marker): kept as it came.
+                await self._dead(session.framer.rest(), str(exc))
                 log.error("%s; dropping the connection", exc)
                 return str(exc)
             received_at = datetime.now(UTC)
@@ -242,6 +245,11 @@ class DtcLive:
             result = normaliser(message, instrument, received_at, self._occurrences)
         except InvalidRecord as exc:
             await self._dead(frame, f"malformed DTC {m.NAMES[message['Type']]}: {exc}")
+            return
+        except Exception as exc:  # a normaliser's bug must not end the stream: logged, kept
+            log.exception("DTC normaliser failed on a %s", m.NAMES[message["Type"]])
+            await self._dead(frame, f"DTC {m.NAMES[message['Type']]} not normalised: "
+                                    f"{type(exc).__name__}: {exc}")  # fmt: skip
             return
         records = result if isinstance(result, list) else [result]
         if records:

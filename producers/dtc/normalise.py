@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from marketdata.epoch import epoch_datetime
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Side, Tick, derived_trade_id
 from producers.dtc.messages import AT_ASK, AT_BID, DBL_MAX, FLT_MAX, UINT_MAX
@@ -36,8 +37,6 @@ INTERVALS: Final = {
     "tick": 0, "1s": 1, "2s": 2, "4s": 4, "5s": 5, "10s": 10, "30s": 30, "1m": 60, "5m": 300,
     "10m": 600, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200, "1d": 86400, "1w": 604800,
 }  # fmt: skip
-_LATEST_S: Final = 4_102_444_800  # 2100-01-01, the records' upper bound
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # The aggressor: a trade at the bid was a sell hitting it, one at the ask a buy lifting it.
 _AGGRESSOR: Final[dict[int, Side]] = {AT_BID: "sell", AT_ASK: "buy"}
 _FLOAT32: Final = struct.Struct("<f")
@@ -118,18 +117,25 @@ def _set_price(field: str, value: float, single: bool = False) -> Decimal:
     return _single(field, value) if single else _double(field, value)
 
 
+def _seconds(field: str, value: float) -> datetime:
+    # A whole double goes in as an int: exact, and range-checked as the integer it is.
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return epoch_datetime(int(value), field, unit="s")
+    return epoch_datetime(value, field, unit="s")
+
+
 def time_ms(field: str, value: float) -> datetime:
     """``t_DateTimeWithMilliseconds``: double seconds since the epoch, to the microsecond."""
-    if not math.isfinite(value) or value <= 0 or value >= _LATEST_S:
-        raise InvalidRecord(field, "unset" if value in (0, DBL_MAX) else f"out of range: {value}")
-    return _EPOCH + timedelta(microseconds=round(value * 1_000_000))
+    if value in (0, DBL_MAX):
+        raise InvalidRecord(field, "unset")
+    return _seconds(field, value)
 
 
 def time_s(field: str, value: int) -> datetime:
     """``t_DateTime`` (int64) and ``t_DateTime4Byte`` (uint32): whole seconds since the epoch."""
-    if value <= 0 or value >= _LATEST_S:
-        raise InvalidRecord(field, "unset" if value in (0, UINT_MAX) else f"out of range: {value}")
-    return _EPOCH + timedelta(seconds=value)
+    if value in (0, UINT_MAX):
+        raise InvalidRecord(field, "unset")
+    return _seconds(field, value)
 
 
 def _trade(

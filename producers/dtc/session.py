@@ -162,7 +162,11 @@ class DtcSession:
         it. One frame at a time: what follows may be in another format (encoding, zlib)."""
         while True:
             for frame in await self.read_frames(limit=1):
-                message = self.codec.decode(frame)
+                try:
+                    message = self.codec.decode(frame)
+                except DtcDecodeError as exc:  # one bad frame: the stream is still in step
+                    log.warning("ignoring an undecodable DTC message while waiting: %s", exc)
+                    continue
                 if message["Type"] in types:
                     return message
                 if message["Type"] == m.LOGOFF:
@@ -172,7 +176,9 @@ class DtcSession:
 
     async def read_frames(self, limit: int | None = None) -> list[bytes]:
         """The next whole messages (at least one), as raw frames; :class:`DtcConnectionLost`
-        when the server closes, :class:`DtcFramingError` when the stream is garbage."""
+        when the server closes, :class:`DtcFramingError` when the stream is garbage (after
+        the whole frames before the garbage were returned; ``framer.rest()`` is then the
+        garbage)."""
         if self._ready:
             frames, self._ready = self._ready, []
             return frames

@@ -9,7 +9,8 @@ pinned by the unit tests against the C header.
 
 Faults on demand: ``drop_connections``, ``heartbeats = False`` (silence, connection open),
 ``rejects`` (a symbol's ``MARKET_DATA_REJECT`` text), ``send_short`` / ``send_oversized`` /
-``send_unknown_type`` / ``send_raw``, ``logoff``, ``history_busy`` (reject with a retry time),
+``send_unknown_type`` / ``send_raw`` / ``send_around`` (garbage in the same write as a
+message), ``logoff``, ``history_busy`` (reject with a retry time),
 ``history_cut_after`` (close the connection after that many records).
 
     python -m tests.fakes.dtc --port 18099 --historical-port 18098 --rate 20
@@ -142,6 +143,16 @@ class FakeDtc:
     async def send_raw(self, data: bytes) -> None:
         for conn in list(self._live):
             await conn.write(data)
+
+    async def send_around(
+        self, symbol: str, message: dict[str, Any], before: bytes = b"", after: bytes = b""
+    ) -> None:
+        """``message`` (encoded as the connection speaks) with ``before`` and ``after`` around
+        it, in one write: garbage in the same read as a valid message."""
+        for conn in list(self._live):
+            if symbol in conn.subscriptions:
+                body = conn.codec.encode({**message, "SymbolID": conn.subscriptions[symbol]})
+                await conn.write(before + body + after)
 
     async def send_short(self, symbol: str, message: dict[str, Any], size: int) -> None:
         """A binary message cut to ``size`` bytes, its Size saying so: an older sender."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from producers.dtc import messages as m
+from producers.dtc.codec import encode_binary
 from producers.dtc.live import DtcLive
 from producers.dtc.normalise import Instrument, Occurrences, trade
 from producers.dtc.session import Endpoint
@@ -217,6 +219,83 @@ async def test_an_insane_size_drops_the_connection_and_reconnects(
     [letter] = await read_topic(settings, settings.topics.dlq, until=1)
     assert letter.value is not None
     assert letter.value.startswith(b"\x60\xea")  # the garbage, kept as it came
+
+
+async def _reasons(settings: Settings, count: int) -> list[tuple[str, bytes]]:
+    letters = await read_topic(settings, settings.topics.dlq, until=count)
+    return [(dict(msg.headers)[HEADER_REASON].decode(), msg.value or b"") for msg in letters]
+
+
+async def test_a_json_frame_nested_10000_deep_is_dead_lettered_and_the_stream_goes_on(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start(encoding="json")
+    nested = b'{"Type":107,"Price":' + b"[" * 10_000 + b"]" * 10_000 + b"}\0"
+    await fake.send_raw(nested)
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1 and live.stats.malformed >= 1, within=15,
+                     step=0.02)  # fmt: skip
+    [(reason, value)] = await _reasons(settings, 1)
+    assert reason.startswith("undecodable DTC message: malformed DTC JSON: RecursionError")
+    assert value == nested[:-1]
+    assert summary(await read_ticks(settings, settings.topics.ticks_raw)) == expected(
+        fixture_trades()[:1]
+    )
+    assert live.stats.reconnects == 0
+
+
+async def test_a_valid_binary_trade_in_the_same_read_as_garbage_is_published(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    garbage = struct.pack("<HH", 0, m.MARKET_DATA_UPDATE_TRADE) + b"\xab" * 30
+    await fake.send_around("ESZ4", {"Type": m.MARKET_DATA_UPDATE_TRADE, **fixture_trades()[0]},
+                           after=garbage)  # fmt: skip
+    await wait_until(lambda: live.stats.records >= 1 and live.stats.malformed >= 1, within=15,
+                     step=0.02)  # fmt: skip
+    assert summary(await read_ticks(settings, settings.topics.ticks_raw)) == expected(
+        fixture_trades()[:1]
+    )
+    [(reason, value)] = await _reasons(settings, 1)
+    assert reason == "garbage in the DTC stream: message size 0 outside [4, 16384]"
+    assert value == garbage  # only the bytes that could not be cut, as they came
+    # No sync marker in binary DTC: the session starts afresh and the stream goes on.
+    await wait_until(lambda: fake.subscriptions >= 2, within=15, step=0.02)
+    await fake.trade("ESZ4", fixture_trades()[1])
+    await wait_until(lambda: live.stats.records >= 2, within=15, step=0.02)
+    assert live.stats.reconnects == 1
+
+
+async def test_a_valid_json_trade_between_garbage_frames_is_published(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start(encoding="json")
+    await fake.send_around("ESZ4", {"Type": m.MARKET_DATA_UPDATE_TRADE, **fixture_trades()[0]},
+                           before=b"\x01\x02{garbage\0", after=b"[1,2\xff\0")  # fmt: skip
+    await wait_until(lambda: live.stats.records >= 1 and live.stats.malformed >= 2, within=15,
+                     step=0.02)  # fmt: skip
+    assert summary(await read_ticks(settings, settings.topics.ticks_raw)) == expected(
+        fixture_trades()[:1]
+    )
+    letters = await _reasons(settings, 2)
+    assert sorted(value for _, value in letters) == [b"\x01\x02{garbage", b"[1,2\xff"]
+    assert all(r.startswith("undecodable DTC message: malformed DTC JSON") for r, _ in letters)
+    assert live.stats.reconnects == 0
+
+
+async def test_a_message_cut_off_by_the_close_is_dead_lettered(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    full = encode_binary({"Type": m.MARKET_DATA_UPDATE_TRADE, "SymbolID": 1,
+                          **fixture_trades()[0]})  # fmt: skip
+    await fake.send_raw(full[:21])
+    await asyncio.sleep(0.2)
+    await fake.drop_connections()
+    await wait_until(lambda: live.stats.malformed >= 1, within=15, step=0.02)
+    [(reason, value)] = await _reasons(settings, 1)
+    assert reason.startswith("truncated DTC message when the connection closed")
+    assert value == full[:21]
 
 
 async def test_logoff_reconnects_unless_told_not_to(runner: Live, fake: FakeDtc) -> None:

@@ -278,3 +278,83 @@ def test_the_inflater_yields_the_messages_of_a_zlib_stream() -> None:
 def test_a_corrupt_zlib_stream_breaks_the_stream() -> None:
     with pytest.raises(DtcFramingError, match="corrupt zlib stream"):
         Inflater().feed(b"\x78\x9c" + b"\xff" * 32)
+
+
+# Total decoding and framing (issue 14) ------------------------------------------------------
+
+TRADE = {"Type": 107, "SymbolID": 1, "AtBidOrAsk": 2, "Price": 5123.25, "Volume": 3.0,
+         "DateTime": 1709303400.123}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        (b"[" * 10_000 + b"]" * 10_000, "RecursionError"),
+        (b'{"Type":107,"Price":' + b"[" * 10_000 + b"]" * 10_000 + b"}", "RecursionError"),
+        (b'{"Type":107,"Price":' + b"9" * 400 + b"}", "Price: unexpected value an integer of"),
+        (b'{"Type":107,"Price":1e400}', "malformed DTC JSON: Number out of range"),
+        (b'{"Type":112,"Price":1e300}', "Price: unexpected value 1e"),  # no float32 holds it
+        (b'{"Type":107,"SymbolID":' + b"9" * 30 + b"}", "SymbolID: unexpected value an integer"),
+        (b'{"Type":' + b"9" * 30 + b"}", "unknown DTC message type"),
+        (b'{"Type":107,"Price":{"a":1}}', "Price: unexpected value {'a': 1}"),
+        (b'{"Type":107,"DateTime":"1709303400"}', "DateTime: unexpected value '1709303400'"),
+        (b'"107"', "must be an object, got str"),
+        (b"107", "must be an object, got int"),
+        (b"null", "must be an object, got NoneType"),
+        (b'{"Type":103,"RejectText":"\xff\xfe"}', "malformed DTC JSON: Invalid UTF-8"),
+        (b"\xc3\x28", "malformed DTC JSON"),
+    ],
+)
+def test_any_json_input_is_a_message_or_a_decode_error(frame: bytes, error: str) -> None:
+    with pytest.raises(DtcDecodeError, match=error):
+        decode_json(frame)
+
+
+def test_the_binary_framer_delivers_the_frames_before_garbage_and_then_breaks() -> None:
+    trade = encode_binary(TRADE)
+    garbage = struct.pack("<HH", 0, 107) + b"\xab" * 20
+    framer = BinaryFramer()
+    assert framer.feed(trade + garbage) == [trade]
+    with pytest.raises(DtcFramingError, match=r"message size 0 outside \[4, 16384\]"):
+        framer.feed(b"")
+    assert framer.rest() == garbage  # the dead letter: the garbage only, as it came
+
+
+def test_a_truncated_binary_frame_waits_and_is_what_is_left() -> None:
+    trade = encode_binary(TRADE)
+    framer = BinaryFramer()
+    assert framer.feed(trade + trade[:17]) == [trade]
+    assert (framer.pending, framer.rest()) == (17, trade[:17])
+
+
+def test_the_json_framer_keeps_each_frame_apart_from_garbage_around_it() -> None:
+    trade = encode_json(TRADE)
+    framer = JsonFramer()
+    frames = framer.feed(b"\x01garbage{\0" + trade + b"[" * 50 + b"\0" + trade)
+    assert frames == [b"\x01garbage{", trade[:-1], b"[" * 50, trade[:-1]]
+    assert [decode_json(f)["Price"] for f in frames[1::2]] == [5123.25, 5123.25]
+
+
+def test_a_json_frame_without_its_nul_breaks_the_stream_after_the_frames_before_it() -> None:
+    trade = encode_json(TRADE)
+    framer = JsonFramer(max_size=1024)
+    assert framer.feed(trade + b"x" * 2000) == [trade[:-1]]
+    with pytest.raises(DtcFramingError, match="no NUL in 2000 bytes"):
+        framer.feed(b"")
+    assert framer.rest() == b"x" * 2000
+
+
+def test_the_records_inflated_before_a_corruption_are_delivered() -> None:
+    records = [encode_binary({"Type": 804, "RequestID": 1, "DateTime": 1709303400.0 + n,
+                              "Price": 1.0 + n / 7, "Volume": 1.0})
+               for n in range(2000)]  # fmt: skip
+    compressed = zlib.compressobj()
+    good = compressed.compress(b"".join(records)) + compressed.flush(zlib.Z_SYNC_FLUSH)
+    assert len(good) > 8 * 1024
+    inflater = Inflater()
+    frames = inflater.feed(good + b"\xff" * 32)
+    # Inflated in 1 KiB pieces: at most the records of the corrupt piece are lost.
+    assert frames == records[: len(frames)]
+    assert len(frames) > len(records) * (len(good) - 1024) / len(good) - 60
+    with pytest.raises(DtcFramingError, match="corrupt zlib stream"):
+        inflater.feed(b"")

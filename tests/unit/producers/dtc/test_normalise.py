@@ -156,8 +156,10 @@ def test_a_historical_tick_is_the_live_trade() -> None:
     [
         ({"DateTime": 0.0}, "DateTime: unset"),
         ({"DateTime": m.DBL_MAX}, "DateTime: unset"),
-        ({"DateTime": -5.0}, "DateTime: out of range"),
-        ({"DateTime": float("nan")}, "DateTime: out of range"),
+        ({"DateTime": -5.0}, r"DateTime: epoch s -5 is outside \[1970-01-01, 2100-01-01\)"),
+        ({"DateTime": 4102444800.0}, r"DateTime: epoch s 4102444800 is outside"),
+        ({"DateTime": 1.7e308}, r"DateTime: epoch s \d{309} is outside"),
+        ({"DateTime": float("nan")}, "DateTime: must be a finite epoch number"),
         ({"Price": m.DBL_MAX}, r"Price: unset \(DBL_MAX\)"),
         ({"Price": float("inf")}, "Price: must be a finite number"),
         ({"Volume": -1.0}, "size: must not be negative"),
