@@ -21,9 +21,10 @@ from binance.error import ClientError, ServerError
 from binance.spot import Spot
 
 from marketdata.backoff import Backoff
+from marketdata.epoch import epoch_datetime
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar, Tick
-from producers.binance.normalise import rest_kline, rest_trade
+from producers.binance.normalise import rest_agg_trade, rest_kline, rest_trade
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,17 @@ INTERVAL_MS: Final = {
 }  # fmt: skip
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_ID: Final = 2**63 - 1
+
+Rejected = list[tuple[Any, str]]
+
+
 def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Epoch milliseconds, in integers: ``timestamp() * 1000`` in floats is off by one for some
+    microsecond times. Request parameters are always sent in milliseconds, whatever unit the
+    answers come in."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 class BinanceRestError(MarketDataError):
@@ -61,7 +71,10 @@ class BinanceRest:
 
     def server_time(self) -> datetime:
         answer = self.call(self.client.time)
-        return datetime.fromtimestamp(answer["serverTime"] / 1000, UTC)
+        try:
+            return epoch_datetime(answer["serverTime"], "serverTime")
+        except (TypeError, KeyError, InvalidRecord) as exc:
+            raise BinanceRestError(f"Binance answered no server time: {exc}") from None
 
     def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         backoff = Backoff(initial=1.0, maximum=30.0)
@@ -71,6 +84,10 @@ class BinanceRest:
                 answer = method(*args, **kwargs)
             except ClientError as exc:
                 self._client_error(exc)
+            except (RecursionError, KeyError, TypeError) as exc:
+                # binance-connector parses the answer itself: JSON nested too deep, an error
+                # answer without Binance's fields. Retrying will not make it readable.
+                raise BinanceRestError(f"unreadable answer from Binance: {exc!r:.200}") from None
             except (ServerError, requests.RequestException) as exc:
                 if attempt == self.max_attempts:
                     raise BinanceRestError(
@@ -147,47 +164,109 @@ class KlinePager:
     def server_time(self) -> datetime:
         return self.rest.server_time()
 
-    def pages(self, server_time: datetime) -> Iterator[tuple[list[Bar], list[tuple[Any, str]]]]:
+    def pages(self, server_time: datetime) -> Iterator[tuple[list[Bar], Rejected]]:
         """Bars from ``start`` to ``end`` (or now), oldest first, a page at a time, with the rows
-        that did not normalise and why."""
+        that did not normalise and why. The next page starts a millisecond after the newest
+        open time of this one, read by the kernel's epoch rule, so pages follow each other
+        whether Binance answers in milliseconds or microseconds."""
         cursor = to_ms(self.start)
         end_ms = to_ms(self.end) if self.end else None
         while end_ms is None or cursor <= end_ms:
-            rows = self.rest.call(
+            rows = _rows(self.rest.call(
                 self.client.klines, self.symbol, self.interval,
                 startTime=cursor, endTime=end_ms, limit=PAGE,
-            )  # fmt: skip
+            ))  # fmt: skip
             if not rows:
                 return
-            bars, rejected = [], []
+            bars: list[Bar] = []
+            rejected: Rejected = []
+            newest: datetime | None = None
             for row in rows:
                 try:
                     bars.append(rest_kline(self.symbol, self.interval, row, server_time))
                 except InvalidRecord as exc:
                     rejected.append((row, str(exc)))
+                opened = _open_time(row)
+                if opened is not None and (newest is None or opened > newest):
+                    newest = opened
             yield bars, rejected
             if len(rows) < PAGE:
                 return
-            cursor = rows[-1][0] + 1
+            if newest is None:
+                raise BinanceRestError("a page of klines with no readable open time: cannot go on")
+            cursor = max(cursor, to_ms(newest)) + 1
+
+
+def _rows(answer: Any) -> list[Any]:
+    if not isinstance(answer, list):
+        raise BinanceRestError(f"Binance answered a {type(answer).__name__}, not a list of rows")
+    return answer
+
+
+def _open_time(row: Any) -> datetime | None:
+    """The open time of a kline row, when it has a readable one (the page goes on from it even
+    when the rest of the row is broken)."""
+    value = row[0] if isinstance(row, list | tuple) and row else None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    if isinstance(value, int) and value.bit_length() > 80:  # no unit reads it as a time
+        return None
+    try:
+        return epoch_datetime(value, "timestamp")
+    except InvalidRecord:
+        return None
+
+
+def _row_id(row: Any, key: str) -> int | None:
+    value = row.get(key) if isinstance(row, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID:
+        return value
+    return None
+
+
+def _by_id(
+    rest: BinanceRest, method: Callable[..., Any], symbol: str, *, last_id: int, id_key: str,
+    normalise: Callable[[str, Any, datetime], Tick], max_pages: int,
+) -> Iterator[tuple[list[Tick], Rejected]]:  # fmt: skip
+    """Pages of rows with ids after ``last_id``, ``fromId`` moving past the highest id seen."""
+    from_id = last_id + 1
+    for _ in range(max_pages):
+        rows = _rows(rest.call(method, symbol, fromId=from_id, limit=PAGE))
+        if not rows:
+            return
+        received_at = datetime.now(UTC)
+        ticks: list[Tick] = []
+        rejected: Rejected = []
+        highest: int | None = None
+        for row in rows:
+            try:
+                ticks.append(normalise(symbol, row, received_at))
+            except InvalidRecord as exc:
+                rejected.append((row, str(exc)))
+            row_id = _row_id(row, id_key)
+            if row_id is not None and (highest is None or row_id > highest):
+                highest = row_id
+        yield ticks, rejected
+        if len(rows) < PAGE:
+            return
+        if highest is None or highest < from_id:
+            raise BinanceRestError(f"a page with no readable id after {from_id}: cannot go on")
+        from_id = highest + 1
 
 
 def trades_after(
     rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int = 20
-) -> Iterator[tuple[list[Tick], list[tuple[Any, str]]]]:
+) -> Iterator[tuple[list[Tick], Rejected]]:
     """The trades after ``last_id`` (``GET /api/v3/historicalTrades``, weight 25 a page), a page
     at a time, up to ``max_pages`` pages; the caller counts what is left beyond them."""
-    from_id = last_id + 1
-    for _ in range(max_pages):
-        rows = rest.call(rest.client.historical_trades, symbol, fromId=from_id, limit=PAGE)
-        if not rows:
-            return
-        ticks, rejected = [], []
-        for row in rows:
-            try:
-                ticks.append(rest_trade(symbol, row))
-            except InvalidRecord as exc:
-                rejected.append((row, str(exc)))
-        yield ticks, rejected
-        if len(rows) < PAGE:
-            return
-        from_id = rows[-1]["id"] + 1
+    return _by_id(rest, rest.client.historical_trades, symbol, last_id=last_id, id_key="id",
+                  normalise=rest_trade, max_pages=max_pages)  # fmt: skip
+
+
+def agg_trades_after(
+    rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int = 20
+) -> Iterator[tuple[list[Tick], Rejected]]:
+    """The aggregate trades after aggregate id ``last_id`` (``GET /api/v3/aggTrades`` with
+    ``fromId``), as :func:`trades_after`."""
+    return _by_id(rest, rest.client.agg_trades, symbol, last_id=last_id, id_key="a",
+                  normalise=rest_agg_trade, max_pages=max_pages)  # fmt: skip
