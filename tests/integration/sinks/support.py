@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from marketdata.codec import encode_bars, encode_ticks
@@ -20,6 +20,7 @@ from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 from sinks.service import Sink
+from sinks.writer import BatchWriter, Tables
 from tests.integration.roles import role_process
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -110,10 +111,13 @@ def metric(sink: Sink, name: str, **labels: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def running_sink(settings: Settings) -> AsyncIterator[Sink]:
-    """A sink in this process, stopped (with its drain) on exit."""
+async def running_sink(settings: Settings, tables: Tables | None = None) -> AsyncIterator[Sink]:
+    """A sink in this process (writing to ``tables`` when given), stopped (with its drain) on
+    exit."""
     stop = asyncio.Event()
     sink = Sink(settings)
+    if tables is not None:
+        sink.writer = BatchWriter(tables)
     await sink.start()
     task = asyncio.create_task(sink.run(stop))
     try:
@@ -152,3 +156,45 @@ async def committed_total(settings: Settings, group: str, topic: str) -> int:
         return total
     finally:
         await consumer.stop()
+
+
+async def read_dead_letters(settings: Settings, group: str, count: int) -> list[ConsumerRecord]:
+    """The first ``count`` messages of the dead-letter topic (fails after 30 s without them)."""
+    consumer = AIOKafkaConsumer(
+        settings.topics.dlq, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+        auto_offset_reset="earliest",
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        letters: list[ConsumerRecord] = []
+        async with asyncio.timeout(30):
+            while len(letters) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    letters.extend(batch)
+        return letters
+    finally:
+        await consumer.stop()
+
+
+def strict_tables(database: str, name: str, *statements: str) -> Tables:
+    """Tables ``{name}_ticks`` and ``{name}_bars`` like the market-data ones (key included),
+    then ``statements`` with ``{ticks}`` and ``{bars}`` standing for them: stricter than the
+    records, so that a valid record can still be refused by the database."""
+    tables = Tables(ticks=f"{name}_ticks", bars=f"{name}_bars")
+    names = {
+        "ticks": psycopg.sql.Identifier(tables.ticks),
+        "bars": psycopg.sql.Identifier(tables.bars),
+    }
+    with psycopg.connect(database, autocommit=True) as conn:
+        for table, like in (
+            (tables.ticks, "market_data_ticks"),
+            (tables.bars, "market_data_ohlcv"),
+        ):
+            conn.execute(
+                psycopg.sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                    psycopg.sql.Identifier(table), psycopg.sql.Identifier(like)
+                )
+            )
+        for statement in statements:
+            conn.execute(psycopg.sql.SQL(statement).format(**names))
+    return tables
