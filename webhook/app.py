@@ -199,12 +199,16 @@ def create_app(
 
     async def health(request: Request) -> Response:
         delivery: Delivery | None = getattr(request.app.state, "delivery", None)
-        if delivery is not None and delivery.connected and not delivery.spool.depth:
-            return PlainTextResponse("ready: kafka connected\n")
-        if delivery is not None and delivery.spool.writable():
+        if delivery is None:
+            return PlainTextResponse("not ready: starting\n", status_code=503)
+        problem = delivery.spool.problem()
+        if delivery.connected and not delivery.spool.depth:
+            note = f" (spool {problem})" if problem else ""
+            return PlainTextResponse(f"ready: kafka connected{note}\n")
+        if problem is None:
             depth = delivery.spool.depth
             return PlainTextResponse(f"ready: spooling ({depth} alerts waiting for kafka)\n")
-        return PlainTextResponse("not ready: kafka away and spool not writable\n", status_code=503)
+        return PlainTextResponse(f"not ready: kafka away and spool {problem}\n", status_code=503)
 
     async def serve_metrics(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -57,6 +57,7 @@ class Delivery:
         await self._drop_producer()
         if self._stopping:
             await asyncio.gather(*self._stopping)
+        self.spool.close()
 
     async def _drop_producer(self) -> None:
         """Let go of a producer whose broker is away; the keeper connects a new one later.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,12 +16,14 @@ import pytest
 
 from marketdata.codec import TickBatch, decode
 from marketdata.kafka import ensure_topics
+from marketdata.metrics import HttpServer
 from marketdata.services.kafka_native import NativeKafka
 from marketdata.settings import Settings
 from tests.integration.processors.support import free_port, read_topic
 from tests.integration.roles import role_process
 from tests.integration.webhook.test_webhook import SECRET, post
 from tests.services import Found
+from webhook.app import create_app
 from webhook.auth import sign
 
 
@@ -91,3 +95,55 @@ async def test_nothing_accepted_is_lost_across_an_outage_and_a_restart(
         assert isinstance(batch, TickBatch)
         numbers.extend(t.extras["n"] for t in batch.records if t.extras)
     assert numbers == list(range(30))  # every accepted alert, once, in order
+
+
+@contextlib.asynccontextmanager
+async def _serving(env: dict[str, str]) -> AsyncIterator[str]:
+    server = HttpServer(create_app(Settings.from_env(env)), "127.0.0.1", 0, lifespan="on")
+    await server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        await server.aclose()
+
+
+async def _spool_numbers(settings: Settings) -> list[object]:
+    numbers: list[object] = []
+    for message in await read_topic(settings, settings.topics.ticks_raw, idle_s=3):
+        batch = decode(message.value)
+        assert isinstance(batch, TickBatch)
+        numbers.extend(t.extras["n"] for t in batch.records if t.extras)
+    return numbers
+
+
+async def test_a_torn_spool_tail_loses_no_alert_acknowledged_after_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    spool = tmp_path / "spool"
+    env = {"MDP_TOPIC_PREFIX": settings.topic_prefix, "TRADINGVIEW_HMAC_SECRET": SECRET,
+           "MDP_WEBHOOK_SPOOL_DIR": str(spool), "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "0.5"}  # fmt: skip
+    away = {**env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}  # nothing listens
+
+    def spool_file() -> Path:  # spool.log: the JSON-lines format before frames
+        (found,) = [p for p in spool.iterdir() if p.name in {"spool.bin", "spool.log"}]
+        return found
+
+    sizes = []
+    async with _serving(away) as url:
+        for n in range(3):
+            status, text = await post(url, *_alert(n))
+            assert (status, json.loads(text)["status"]) == (202, "spooled"), text
+            sizes.append(spool_file().stat().st_size)
+    # A crash in the middle of appending a fourth alert (never acknowledged): half its bytes.
+    third = spool_file().read_bytes()[sizes[1] : sizes[2]]
+    with spool_file().open("ab") as file:
+        file.write(third[: len(third) // 2])
+
+    async with _serving(away) as url:
+        for n in range(10, 15):
+            status, text = await post(url, *_alert(n))
+            assert (status, json.loads(text)["status"]) == (202, "spooled"), text
+    async with _serving({**env, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap}) as url:
+        await _up(url, "ready: kafka connected")  # the spool has drained
+    assert await _spool_numbers(settings) == [0, 1, 2, 10, 11, 12, 13, 14]
