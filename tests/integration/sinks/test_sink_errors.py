@@ -295,8 +295,9 @@ async def _message_at(settings: Settings, headers: dict[str, bytes]) -> bytes | 
     try:
         consumer.assign([tp])
         consumer.seek(tp, int(headers[HEADER_OFFSET]))
-        message: ConsumerRecord[bytes, bytes] = await asyncio.wait_for(consumer.getone(), 30)
-        return message.value
+        message = await asyncio.wait_for(consumer.getone(), 30)
+        value: bytes | None = message.value
+        return value
     finally:
         await consumer.stop()
 
