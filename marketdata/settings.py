@@ -114,6 +114,7 @@ class Settings(BaseModel):
     webhook_publish_timeout_s: float = Field(
         2.0, alias="MDP_WEBHOOK_PUBLISH_TIMEOUT_S", gt=0, le=2.5
     )
+    webhook_read_timeout_s: float = Field(5.0, alias="MDP_WEBHOOK_READ_TIMEOUT_S", gt=0, le=300)
     webhook_spool_dir: Path | None = Field(None, alias="MDP_WEBHOOK_SPOOL_DIR")
     webhook_spool_max_bytes: int = Field(
         64 * 1024 * 1024, alias="MDP_WEBHOOK_SPOOL_MAX_BYTES", ge=1024
