@@ -2,15 +2,21 @@
 
 Each agent takes up to MDP_PROCESS_TAKE_MESSAGES messages or MDP_PROCESS_BATCH_MS of them
 (``Stream.take_events``), hands them to :class:`BatchProcessor`, and sends the batches it
-returns. faust-streaming 0.15 acks the taken events only once the agent has handled the whole
-buffer, and flushes its producer before it commits offsets, so a crash replays (never loses)
-what was in hand; the rebuilt dedupe window drops what of it was already emitted.
+returns. faust-streaming 0.15 acks a taken buffer in a ``finally``: when the agent asks for the
+next one, but also when the agent raised or was cancelled, and then restarts the agent past it.
+So no offset may pass a message that was neither forwarded nor dead-lettered: one message's
+failure of any kind is its own dead letter (:class:`BatchProcessor`); the next buffer is taken
+only once the broker acknowledged every output of this one (faust's flush before a commit
+ignores failed deliveries); a buffer that fails anyway (broker away, a bug) keeps a reference on
+each of its messages that no ack releases, so none is committed, and the worker exits for its
+successor to replay them. The rebuilt dedupe window drops what of a replay was already emitted.
 Agents run with ``concurrency=1``: with more, faust may commit past an event still in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -28,7 +34,13 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server}" for server in bootstrap.split(",")]
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    on_failure: Callable[[BaseException], None] = lambda _: None,
+) -> faust.App:
+    """The app; ``on_failure`` hears of a buffer that could not be processed or delivered, whose
+    messages are then never committed (the worker exits, and its successor replays them)."""
     metrics = ProcessorMetrics(registry or CollectorRegistry())
     app = faust.App(
         settings.process_group,
@@ -69,14 +81,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 loaded = await load_window(settings, partition, processor.window(partition))
                 metrics.window_loads.inc(loaded)
         result = processor.process(messages)
+        sent: list[Awaitable[Any]] = []
         for output in result.outputs:
-            await outputs[output.topic].send(key=output.key, value=output.value)
+            sent.append(await outputs[output.topic].send(key=output.key, value=output.value))
         for message, reason in result.dead:
             log_dead_letter(message, reason)
-            await outputs[topics.dlq].send(
+            sent.append(await outputs[topics.dlq].send(
                 key=message.key, value=message.value,
                 headers=dead_letter_headers(message, reason, "processor"),
-            )  # fmt: skip
+            ))  # fmt: skip
+        # faust flushes its producer before a commit but ignores what failed to be delivered:
+        # only a buffer whose every output the broker acknowledged may be acked.
+        await asyncio.gather(*sent)
         metrics.messages_in.labels(messages[0].topic).inc(len(messages))
         metrics.records_in.inc(result.records_in)
         metrics.records_out.labels("tick").inc(result.ticks_out)
@@ -90,7 +106,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for events in cast(faust.Stream[Any], stream).take_events(
             settings.process_take_messages, within
         ):
-            await handle(events)
+            try:
+                await handle(events)
+            except BaseException as exc:
+                # take_events acks its buffer in a `finally`, however its consumer ended, and
+                # faust restarts a crashed agent past it: one more reference on each message
+                # keeps every offset of this buffer from ever becoming committable.
+                for event in events:
+                    event.message.incref()
+                if not isinstance(exc, asyncio.CancelledError):
+                    on_failure(exc)
+                raise
             yield None
 
     for name in (topics.ticks_raw, topics.bars_raw):

@@ -7,11 +7,11 @@ benchmark compares the frameworks and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from marketdata.codec import TickBatch, decode, encode_bars, encode_ticks
+from marketdata.codec import Batch, TickBatch, decode, encode_bars, encode_ticks
 from marketdata.dedupe import latest_bars
 from marketdata.dlq import SourceMessage
 from marketdata.errors import DecodeError
@@ -39,9 +39,11 @@ class Result:
 
 class BatchProcessor:
     def __init__(
-        self, topics: Topics, *, max_records: int, window_keys: int, window_s: float
-    ) -> None:
+        self, topics: Topics, *, max_records: int, window_keys: int, window_s: float,
+        decode: Callable[[bytes | None], Batch] = decode,
+    ) -> None:  # fmt: skip
         self.topics = topics
+        self.decode = decode
         self.max_records = max_records
         self.window_keys = window_keys
         self.window_s = window_s
@@ -63,10 +65,15 @@ class BatchProcessor:
         ticks: dict[bytes, list[Tick]] = {}
         bars: dict[bytes, list[Bar]] = {}
         for message in messages:
+            # One message's failure, of whatever kind, is that message's dead letter: raised
+            # out of here, it would end the agent with the whole buffer in hand (see app.py).
             try:
-                batch = decode(message.value)
+                batch = self.decode(message.value)
             except DecodeError as exc:
                 result.dead.append((message, exc.reason))
+                continue
+            except Exception as exc:
+                result.dead.append((message, _unexpected(exc)))
                 continue
             result.records_in += len(batch.records)
             if isinstance(batch, TickBatch):
@@ -91,6 +98,12 @@ class BatchProcessor:
 
 
 T = TypeVar("T")
+_REASON_CHARS = 500
+
+
+def _unexpected(exc: Exception) -> str:
+    reason = f"could not process: {type(exc).__name__}: {exc}"
+    return reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS] + "…"
 
 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:

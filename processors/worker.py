@@ -1,15 +1,32 @@
-"""`mdp process`: check the topics, then run one faust worker until SIGTERM/SIGINT."""
+"""`mdp process`: check the topics, then run one faust worker until SIGTERM/SIGINT.
+
+faust's own shutdown waits on the broker (a last commit, the producer's flush, the consumer
+group's leave) and, with the broker gone, retries for minutes. The worker here gives it
+:data:`SHUTDOWN_S` seconds, then exits anyway: exiting commits nothing, so what was in hand is
+processed again by the next worker, as after a crash.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
+import threading
+from typing import Any
 
 import faust
 
 from marketdata.errors import ConfigError
 from marketdata.kafka import admin_client
 from marketdata.settings import Settings
+from marketdata.signals import stop_on_signals
 from processors.app import create_app
+
+log = logging.getLogger(__name__)
+
+# Within the 5 s a supervisor gives a role after SIGTERM, with room to start the next one.
+SHUTDOWN_S = 4.0
 
 
 async def check_partitions(settings: Settings) -> None:
@@ -30,8 +47,84 @@ async def check_partitions(settings: Settings) -> None:
         )
 
 
+async def _check_unless_stopped(settings: Settings) -> bool:
+    """Check the topics; return False when SIGTERM/SIGINT came first."""
+    stop = stop_on_signals()
+    check = asyncio.ensure_future(check_partitions(settings))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not check.done():
+        check.cancel()
+        return False
+    check.result()
+    return True
+
+
+class BoundedWorker(faust.Worker):
+    """faust's worker with a time limit on stopping, and a way to stop because processing failed
+    (with exit code 1), which the agents call."""
+
+    def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        self.exit_code = 0
+        self._deadline: threading.Timer | None = None
+        self._failing: asyncio.Future[None] | None = None
+
+    def _on_sigterm(self) -> None:
+        self._bound(0)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._bound(0)
+        super()._on_sigint()
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop because a buffer could not be processed or delivered (see ``processors.app``)."""
+        if self._failing is not None:
+            return
+        log.critical("processing failed, its input is not committed; exiting: %s: %s",
+                     type(exc).__name__, exc)  # fmt: skip
+        self.exit_code = 1
+        self._bound(1)
+        self._failing = asyncio.ensure_future(self._stop_after_failure())
+
+    async def _stop_after_failure(self) -> None:
+        await self.stop()
+        if self._starting_fut is not None:
+            self._starting_fut.cancel()
+
+    def _bound(self, code: int) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(SHUTDOWN_S, _exit_now, (code,))
+            self._deadline.daemon = True
+            self._deadline.start()
+
+
+def _exit_now(code: int) -> None:
+    log.warning(
+        "the worker did not stop within %.0f s (is the broker reachable?): exiting; what it "
+        "had not committed is processed again by the next worker", SHUTDOWN_S,
+    )  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_worker(settings: Settings) -> None:
-    asyncio.run(check_partitions(settings))
-    app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    if not asyncio.run(_check_unless_stopped(settings)):
+        return
+    worker: BoundedWorker | None = None
+
+    def on_failure(exc: BaseException) -> None:
+        if worker is not None:
+            worker.fail(exc)
+
+    app = create_app(settings, on_failure=on_failure)
+    worker = BoundedWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as done:
+        if worker.exit_code:
+            raise SystemExit(worker.exit_code) from None
+        raise done from None

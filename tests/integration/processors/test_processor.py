@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import urllib.request
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from aiokafka import ConsumerRecord
 
-from marketdata.codec import BarBatch, TickBatch, decode, encode_ticks
+from marketdata.codec import BarBatch, TickBatch, decode, encode_bars, encode_ticks
 from marketdata.dlq import HEADER_REASON, HEADER_STAGE
 from marketdata.records import Tick
 from marketdata.settings import Settings
@@ -145,3 +146,35 @@ async def test_metrics_and_health(
     assert f"mdp_process_records_in_total {len(ticks) + replayed}.0" in lines
     assert 'mdp_process_records_out_total{kind="tick"} 300.0' in lines
     assert f"mdp_process_duplicates_dropped_total {replayed}.0" in lines
+
+
+async def test_deeply_nested_poison_then_a_valid_record_on_each_raw_topic(
+    processor_settings: Settings, processes: list[subprocess.Popen[bytes]], log: Path
+) -> None:
+    # 5,000 `[` deep inside an otherwise valid envelope: once a RecursionError that ended the
+    # agent, which faust restarted past both messages.
+    s = processor_settings
+    deep = b"[" * 5000 + b"]" * 5000
+    tick, bar = make_ticks(1)[0], make_bar(0)
+    key = instrument_key(tick.exchange, tick.symbol)
+    tick_poison = encode_ticks([tick]).replace(b'"extras":{"n":0}', b'"extras":{"n":' + deep + b"}")
+    bar_poison = encode_bars([bar]).replace(b'"trade_count":40', b'"trade_count":40,"x":' + deep)
+    assert deep in tick_poison
+    assert deep in bar_poison
+    await publish(s, s.topics.ticks_raw, [(key, tick_poison), (key, encode_ticks([tick]))])
+    await publish(s, s.topics.bars_raw, [(key, bar_poison), (key, encode_bars([bar]))])
+    processes.append(processor_process(s, log))
+    ticks = _ticks_of(await read_topic(s, s.topics.ticks, until=1, within=60))
+    assert ticks == [tick]
+    bars = [r for m in await read_topic(s, s.topics.bars, until=1, within=30)
+            for r in decode(m.value).records]  # fmt: skip
+    assert bars == [bar]
+    letters = await read_topic(s, s.topics.dlq, until=2, within=30)
+    assert sorted(m.value for m in letters) == sorted([tick_poison, bar_poison])
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers[HEADER_STAGE] == b"processor"
+        assert re.search(rb"nested too deeply|RecursionError", headers[HEADER_REASON])
+    assert processes[0].poll() is None
+    # faust's line when an agent dies (and is restarted past its buffer)
+    assert "Crashed reason=" not in await asyncio.to_thread(log.read_text, errors="replace")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from aiokafka import ConsumerRecord
 
-from marketdata.codec import BarBatch, TickBatch, decode, encode_bars, encode_ticks
+from marketdata.codec import BarBatch, Batch, TickBatch, decode, encode_bars, encode_ticks
 from marketdata.topics import Topics
 from processors.core import BatchProcessor
 from tests.strategies import sample_bar, sample_tick
@@ -71,3 +71,36 @@ def test_bar_versions_collapse_and_bad_messages_are_dead_letters() -> None:
     ((message, reason),) = result.dead
     assert message is bad
     assert "malformed JSON" in reason
+
+
+def test_a_message_whose_processing_raises_anything_is_a_dead_letter_with_the_reason() -> None:
+    # Whatever the decoder lets through (a RecursionError from a deep message, a bug), the one
+    # message goes to the dead letters and the rest of the buffer is processed.
+    poison = b"[" * 5000 + b"]" * 5000
+
+    def fragile(value: bytes | None) -> Batch:
+        if value == poison:
+            raise RecursionError("maximum recursion depth exceeded")
+        return decode(value)
+
+    tick = sample_tick()
+    processor = BatchProcessor(Topics(), max_records=500, window_keys=1000, window_s=600,
+                               decode=fragile)  # fmt: skip
+    bad = _message(poison, offset=1)
+    result = processor.process([bad, _message(encode_ticks([tick]), offset=2)])
+    ((message, reason),) = result.dead
+    assert message is bad
+    assert reason == "could not process: RecursionError: maximum recursion depth exceeded"
+    (output,) = result.outputs
+    assert decode(output.value).records == [tick]
+
+
+def test_a_reason_quoting_a_huge_exception_is_cut_to_a_readable_header() -> None:
+    def huge(_: bytes | None) -> Batch:
+        raise ValueError("9" * 100_000)
+
+    processor = BatchProcessor(Topics(), max_records=500, window_keys=1000, window_s=600,
+                               decode=huge)  # fmt: skip
+    ((_, reason),) = processor.process([_message(b"x")]).dead
+    assert reason.startswith("could not process: ValueError: 999")
+    assert len(reason) == 501
