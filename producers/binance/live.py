@@ -4,31 +4,53 @@ binance-connector's stream client reads in a thread of its own; its callback onl
 frame to asyncio (``call_soon_threadsafe``), where it is normalised and published in small
 per-instrument envelopes. One supervisor keeps the connection: a connection that closes, fails
 or stays silent for ``watchdog_s`` (Binance pings every 20 s, so silence means trouble) is
-replaced with capped exponential backoff and jitter, and the closed klines missed meanwhile are
-fetched over REST. Before Binance's 24-hour limit the connection is rotated without a gap: the
-new one is opened and subscribed before the old one is closed; the overlap is deduplicated
-downstream (processors, sink).
+replaced with capped exponential backoff and jitter, and what the gap took is fetched over REST:
+the closed klines, the trades (by trade id) and the aggregate trades (by aggregate id) after the
+last ones seen. Before Binance's 24-hour limit the connection is rotated without a gap: the new
+one is opened and subscribed before the old one is closed; the overlap is deduplicated
+downstream (processors, sink), which is why a bookTicker update is stamped with the time its
+first copy arrived (:class:`FirstSeen`): both copies then have one key. The stop event ends
+every wait (connect, backoff, a REST page) at once (see ``connection``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from binance.spot import Spot
-from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
 
-from marketdata.backoff import Backoff
-from marketdata.errors import InvalidRecord, MarketDataError
+from marketdata.backoff import Backoff, wait_or_stop
+from marketdata.errors import MarketDataError
 from marketdata.records import Bar, Tick
-from producers.binance.history import INTERVAL_MS, PAGE, BinanceRest, KlinePager, trades_after
+from producers.binance.connection import (
+    ConnectionLog,
+    Stopped,
+    StreamClient,
+    close_blocking,
+    close_later,
+    in_thread,
+    until_stopped,
+)
+from producers.binance.history import (
+    INTERVAL_MS,
+    PAGE,
+    BinanceRest,
+    KlinePager,
+    Rejected,
+    agg_trades_after,
+    trades_after,
+)
 from producers.binance.normalise import stream_event
 from producers.publisher import Publisher
 
@@ -38,6 +60,7 @@ MAX_STREAMS_PER_CONNECTION: Final = 1024
 _CLOSED: Final = "closed"
 _PING: Final = "ping"
 _json: Final = msgspec.json.Decoder()
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,8 +72,25 @@ class LiveStats:
     rotations: int = 0
     gap_bars: int = 0
     gap_trades: int = 0
+    gap_agg_trades: int = 0
     unfilled_gaps: int = 0
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+
+class FirstSeen:
+    """When each bookTicker update (symbol, update id) was first received, for the last
+    ``size`` updates: the stamp of every copy of it. Copies arrive within the overlap of two
+    connections (a rotation), seconds at most, far fewer updates than ``size``."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[str, int], datetime] = OrderedDict()
+
+    def __call__(self, symbol: str, update: int, received_at: datetime) -> datetime:
+        first = self._seen.setdefault((symbol, update), received_at)
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return first
 
 
 def _event(message: Any) -> Any:
@@ -71,11 +111,18 @@ def stream_names(symbols: Sequence[str], kinds: Sequence[str]) -> list[list[str]
     return [group for group in groups if group]
 
 
+# What the gap fill refetches by id after a reconnect: the stream's source, the REST pager.
+_BY_ID: Final = (
+    ("binance.trade", "historicalTrades", trades_after),
+    ("binance.aggTrade", "aggTrades", agg_trades_after),
+)
+
+
 class BinanceLive:
     def __init__(
         self, stream_url: str, rest: Spot, streams: Sequence[str], publisher: Publisher,
         *, watchdog_s: float = 30.0, linger_s: float = 0.005, rotate_s: float = 23 * 3600,
-        max_backoff_s: float = 30.0, max_gap_pages: int = 20,
+        max_backoff_s: float = 30.0, max_gap_pages: int = 20, time_unit: str | None = None,
     ) -> None:  # fmt: skip
         self.stream_url = stream_url
         self.rest = rest
@@ -85,69 +132,84 @@ class BinanceLive:
         self.linger_s = linger_s
         self.rotate_s = rotate_s
         self.max_gap_pages = max_gap_pages
+        # None: Binance's default (milliseconds); "MICROSECOND" asks the streams for µs. The REST
+        # client of the gap fill must ask for the same, or a refetched trade's time differs.
+        self.time_unit = time_unit
         self.backoff = Backoff(initial=0.5, maximum=max_backoff_s)
         self.stats = LiveStats()
+        self.quote_clock = FirstSeen()
         self._queue: asyncio.Queue[tuple[int, datetime, str]] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._current = 0
         self._last_closed: dict[tuple[str, str], datetime] = {}
-        self._last_trade: dict[str, int] = {}
+        # The newest id seen per (source, symbol), for the gap fill by id.
+        self._last_id: dict[tuple[str, str], int] = {}
         self._last_message = 0.0
         self._opened_at = 0.0
+        self._halt = threading.Event()  # the stop event, for REST retries sleeping in a thread
 
     # Connections ---------------------------------------------------------------------------
 
-    async def _open(self) -> tuple[int, SpotWebsocketStreamClient]:
-        loop = asyncio.get_running_loop()
-        number = next(self._ids)
+    def _connect(self, number: int) -> StreamClient:
+        """Open and subscribe connection ``number`` (blocking: run in a thread)."""
+        loop = self._loop
 
-        def on_message(_: Any, message: str) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, (number, datetime.now(UTC), message))
+        def post(item: tuple[int, datetime, str]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the process is ending
+                loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-        def on_gone(*_: Any) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, (number, datetime.now(UTC), _CLOSED))
-
-        def on_ping(*_: Any) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, (number, datetime.now(UTC), _PING))
-
-        client = await asyncio.to_thread(
-            SpotWebsocketStreamClient, stream_url=self.stream_url, on_message=on_message,
-            on_close=on_gone, on_error=on_gone, on_ping=on_ping, is_combined=True,
-            timeout=self.watchdog_s,
+        client = StreamClient(
+            stream_url=self.stream_url, is_combined=True, timeout=self.watchdog_s,
+            time_unit=self.time_unit, connection_log=ConnectionLog(number),
+            on_message=lambda _, message: post((number, datetime.now(UTC), message)),
+            on_close=lambda *_: post((number, datetime.now(UTC), _CLOSED)),
+            on_error=lambda *_: post((number, datetime.now(UTC), _CLOSED)),
+            on_ping=lambda *_: post((number, datetime.now(UTC), _PING)),
         )  # fmt: skip
-        # One SUBSCRIBE for every stream: Binance takes at most 5 messages a second.
-        await asyncio.to_thread(client.subscribe, self.streams, id=number)
+        try:
+            # One SUBSCRIBE for every stream: Binance takes at most 5 messages a second.
+            client.subscribe(self.streams, id=number)
+        except Exception:
+            close_blocking(client)
+            raise
+        return client
+
+    async def _open(self, stop: asyncio.Event) -> tuple[int, StreamClient]:
+        number = next(self._ids)
+        opening = in_thread(lambda: self._connect(number), f"binance-connect-{number}")
+        client = await until_stopped(opening, stop, abandon=close_later)
         log.info("connection %d subscribed to %d streams", number, len(self.streams))
         return number, client
 
-    async def _open_with_retry(self, stop: asyncio.Event) -> tuple[int, SpotWebsocketStreamClient]:
+    async def _open_with_retry(self, stop: asyncio.Event) -> tuple[int, StreamClient]:
+        """A subscribed connection, retried with backoff; :class:`Stopped` once ``stop`` is set."""
         while True:
             try:
-                return await self._open()
+                return await self._open(stop)
+            except Stopped:
+                raise
             except Exception as exc:  # websocket-client raises many kinds; all mean "not now"
-                if stop.is_set():
-                    raise MarketDataError("stopped while connecting") from exc
                 delay = self.backoff.next_delay()
                 log.warning(
                     "cannot connect to %s (%s); retry in %.1fs", self.stream_url, exc, delay
                 )
-                await asyncio.sleep(delay)
+                if await wait_or_stop(stop, delay):
+                    raise Stopped from None
 
     @staticmethod
-    async def _close(client: SpotWebsocketStreamClient) -> None:
-        try:
-            await asyncio.wait_for(asyncio.to_thread(client.stop), 10)
-        except Exception as exc:  # a connection already gone cannot be closed twice
-            log.debug("closing a stream connection: %s", exc)
-        # binance-connector leaves the socket of a lost connection open; release it.
-        client.socket_manager.ws.shutdown()
+    async def _close(client: StreamClient) -> None:
+        await in_thread(lambda: close_blocking(client), "binance-close")
 
     # The loop ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._current, client = await self._open_with_retry(stop)
-        self._opened_at = self._last_message = time.monotonic()
+        """Stream until ``stop`` is set; then close the connection and flush, promptly."""
+        self._loop = asyncio.get_running_loop()
+        self._halt.clear()
+        client: StreamClient | None = None
         try:
+            self._current, client = await self._open_with_retry(stop)
+            self._opened_at = self._last_message = time.monotonic()
             while not stop.is_set():
                 reason = await self._pump(stop)
                 if reason == "rotate":
@@ -158,17 +220,24 @@ class BinanceLive:
                     self.stats.rotations += 1
                 elif reason in {"closed", "silent"}:
                     lost_at = datetime.now(UTC)
-                    await self._close(client)
+                    gone, client = client, None
+                    await self._close(gone)
                     self.stats.reconnects += 1
                     delay = self.backoff.next_delay()
                     log.warning("stream %s; reconnecting in %.1fs", reason, delay)
-                    await asyncio.sleep(delay)
+                    if await wait_or_stop(stop, delay):
+                        break
                     self._current, client = await self._open_with_retry(stop)
                     self._opened_at = self._last_message = time.monotonic()
-                    await self._fill_gap(lost_at)
+                    await self._fill_gap(lost_at, stop)
+        except Stopped:
+            log.info("stopped while connecting or fetching a gap")
         finally:
+            self._halt.set()
+            # The venue first (no more frames), then what is buffered to Kafka.
+            if client is not None:
+                await self._close(client)
             await self.publisher.flush(wait=True)
-            await self._close(client)
 
     async def _pump(self, stop: asyncio.Event) -> str:
         """Handle frames until the connection is lost or silent, rotation is due, or stop."""
@@ -204,29 +273,36 @@ class BinanceLive:
                 await self.publisher.flush()
         return "stop"
 
+    def _records(self, received_at: datetime, frame: str) -> list[Tick] | list[Bar] | None:
+        """A frame's records; None for one without market data. Raises only what is to be
+        dead-lettered."""
+        # msgspec parses JSON ~1.4x faster than the standard library (BENCHMARKS.md).
+        message = _json.decode(frame)
+        if _event(message) == "serverShutdown":
+            # Binance closes this connection soon: move to a new one first, without a gap.
+            log.info("Binance announced a server shutdown; rotating the connection")
+            self._opened_at = -self.rotate_s
+            return None
+        return stream_event(message, received_at, self.quote_clock)
+
     async def _handle(self, received_at: datetime, frame: str) -> None:
         self.stats.messages += 1
         try:
-            # msgspec parses JSON ~1.4x faster than the standard library (BENCHMARKS.md).
-            message = _json.decode(frame)
-            if _event(message) == "serverShutdown":
-                # Binance closes this connection soon: move to a new one first, without a gap.
-                log.info("Binance announced a server shutdown; rotating the connection")
-                self._opened_at = -self.rotate_s
-                return
-            records = stream_event(message, received_at)
-        except (msgspec.DecodeError, InvalidRecord) as exc:
+            records = self._records(received_at, frame)
+        except Exception as exc:  # a frame is data from the network: it may never end the stream
+            # (msgspec raises RecursionError for deep nesting; the normalisers InvalidRecord)
             self.stats.malformed += 1
-            await self.publisher.dead(frame.encode(), f"malformed Binance message: {exc}",
-                                      "binance.ws")  # fmt: skip
+            reason = f"malformed Binance message: {exc}" if str(exc) else type(exc).__name__
+            await self.publisher.dead(frame.encode(errors="replace"), reason[:2000], "binance.ws")
             return
         if not records:
             return
         self.backoff.reset()
         for record in records:
-            if isinstance(record, Tick) and record.source == "binance.trade":
-                self._last_trade[record.symbol] = int(record.trade_id)
-            elif isinstance(record, Bar) and record.closed:
+            if isinstance(record, Tick):
+                if record.source in {"binance.trade", "binance.aggTrade"}:
+                    self._last_id[(record.source, record.symbol)] = int(record.trade_id)
+            elif record.closed:
                 key = (record.symbol, record.interval)
                 previous = self._last_closed.get(key)
                 if previous is None or record.timestamp > previous:
@@ -234,45 +310,79 @@ class BinanceLive:
         self.stats.records += len(records)
         await self.publisher.add(records)
 
-    async def _fill_gap(self, lost_at: datetime) -> None:
-        """Fetch over REST what the gap took: the closed bars after the last one seen, and the
-        trades after the last trade id seen (up to ``max_gap_pages`` pages a symbol; beyond
-        that the gap is logged and counted as unfilled)."""
+    # The gap fill --------------------------------------------------------------------------
+
+    def _gap_rest(self) -> BinanceRest:
+        return BinanceRest(self.rest, sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._halt.wait(seconds):
+            raise Stopped
+
+    async def _fill_gap(self, lost_at: datetime, stop: asyncio.Event) -> None:
+        """Fetch over REST what the gap took: the trades and aggregate trades after the last
+        ids seen (up to ``max_gap_pages`` pages a series; beyond that the gap is logged and
+        counted as unfilled), and the closed bars after the last one seen."""
         self.stats.gaps.append((lost_at, datetime.now(UTC)))
-        rest = BinanceRest(self.rest)
-        for symbol, last_id in list(self._last_trade.items()):
-            pages = trades_after(rest, symbol, last_id, max_pages=self.max_gap_pages)
-            fetched = full_pages = 0
-            try:
-                while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                    ticks, bad = page
-                    await self.publisher.add(ticks)
-                    await self.publisher.dead_rows(bad, "binance.rest.historicalTrades")
-                    fetched += len(ticks)
-                    full_pages += len(ticks) + len(bad) >= PAGE
-                    if ticks:
-                        self._last_trade[symbol] = int(ticks[-1].trade_id)
-            except MarketDataError as exc:
-                log.error("gap backfill of %s trades failed: %s", symbol, exc)
-                full_pages = self.max_gap_pages
-            self.stats.gap_trades += fetched
-            if full_pages >= self.max_gap_pages:
-                self.stats.unfilled_gaps += 1
-                log.warning("trades of %s after id %d not all refetched: the gap is too long",
-                            symbol, self._last_trade[symbol])  # fmt: skip
+        rest = self._gap_rest()
+        for source, endpoint, pager in _BY_ID:
+            for (seen, symbol), last_id in list(self._last_id.items()):
+                if seen == source:
+                    await self._refetch_by_id(rest, pager, endpoint=endpoint,
+                                              series=(source, symbol), last_id=last_id,
+                                              stop=stop)  # fmt: skip
+        await self._refetch_bars(rest, stop)
+        await self.publisher.flush()
+        log.warning("stream gap %s → %s: %d trades, %d aggregate trades and %d closed bars "
+                    "refetched over REST", lost_at.isoformat(), datetime.now(UTC).isoformat(),
+                    self.stats.gap_trades, self.stats.gap_agg_trades,
+                    self.stats.gap_bars)  # fmt: skip
+
+    async def _refetch_by_id(
+        self, rest: BinanceRest, pager: Callable[..., Iterator[tuple[list[Tick], Rejected]]], *,
+        endpoint: str, series: tuple[str, str], last_id: int, stop: asyncio.Event,
+    ) -> None:  # fmt: skip
+        source, symbol = series
+        pages = pager(rest, symbol, last_id, max_pages=self.max_gap_pages)
+        fetched = full_pages = 0
         try:
-            server_time = await asyncio.to_thread(rest.server_time) if self._last_closed else None
+            while (page := await self._next_page(pages, stop)) is not None:
+                ticks, bad = page
+                await self.publisher.add(ticks)
+                await self.publisher.dead_rows(bad, f"binance.rest.{endpoint}")
+                fetched += len(ticks)
+                full_pages += len(ticks) + len(bad) >= PAGE
+                if ticks:
+                    self._last_id[series] = max(int(t.trade_id) for t in ticks)
+        except MarketDataError as exc:
+            log.error("gap backfill of %s %s failed: %s", symbol, endpoint, exc)
+            full_pages = self.max_gap_pages
+        if source == "binance.trade":
+            self.stats.gap_trades += fetched
+        else:
+            self.stats.gap_agg_trades += fetched
+        if full_pages >= self.max_gap_pages:
+            self.stats.unfilled_gaps += 1
+            log.warning("%s of %s after id %d not all refetched: the gap is too long",
+                        endpoint, symbol, self._last_id[series])  # fmt: skip
+
+    async def _next_page(self, pages: Iterator[T], stop: asyncio.Event) -> T | None:
+        return await until_stopped(in_thread(lambda: next(pages, None), "binance-rest"), stop)
+
+    async def _refetch_bars(self, rest: BinanceRest, stop: asyncio.Event) -> None:
+        if not self._last_closed:
+            return
+        try:
+            server_time = await until_stopped(in_thread(rest.server_time, "binance-rest"), stop)
         except MarketDataError as exc:
             log.error("gap backfill of bars failed: %s", exc)
-            server_time = None
+            return
         for (symbol, interval), last in list(self._last_closed.items()):
-            if server_time is None:
-                break
             start = last + timedelta(milliseconds=INTERVAL_MS[interval])
             pager = KlinePager(self.rest, symbol, interval, start, None, rest=rest)
             try:
                 bar_pages = pager.pages(server_time)
-                while (bar_page := await asyncio.to_thread(next, bar_pages, None)) is not None:
+                while (bar_page := await self._next_page(bar_pages, stop)) is not None:
                     closed = [bar for bar in bar_page[0] if bar.closed]
                     await self.publisher.add(closed)
                     await self.publisher.dead_rows(bar_page[1], "binance.rest.klines")
@@ -281,7 +391,3 @@ class BinanceLive:
                         self._last_closed[(symbol, interval)] = closed[-1].timestamp
             except MarketDataError as exc:
                 log.error("gap backfill of %s %s failed: %s", symbol, interval, exc)
-        await self.publisher.flush()
-        log.warning("stream gap %s → %s: %d trades and %d closed bars refetched over REST",
-                    lost_at.isoformat(), datetime.now(UTC).isoformat(), self.stats.gap_trades,
-                    self.stats.gap_bars)  # fmt: skip
