@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from marketdata.backoff import Backoff
 from marketdata.database import connect
 from marketdata.dlq import DeadLetters, log_dead_letter
-from marketdata.errors import MarketDataError
+from marketdata.errors import MarketDataError, TransientError
 from marketdata.kafka import create_consumer, create_producer, kafka_errors, translate
 from marketdata.metrics import MetricsServer
 from marketdata.records import Tick
@@ -37,11 +37,16 @@ from sinks.accumulator import Accumulator, Pending
 from sinks.errors import classify
 from sinks.isolate import Isolation, dead_letter
 from sinks.metrics import SinkMetrics
+from sinks.shutdown import cancel, finish_within
 from sinks.writer import AnyConnection, BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 1.0
+# At SIGTERM: one attempt to store what is buffered, then each client closed, all well within
+# the 5 s a supervisor gives before SIGKILL.
+DRAIN_S = 1.5
+CLOSE_S = 1.0
 T = TypeVar("T")
 
 
@@ -84,7 +89,11 @@ class Sink:
 
     async def start(self) -> None:
         await self._server.start()
-        self._conn = await self._connect()
+        try:
+            self._conn = await self._connect()
+        except TransientError as exc:
+            # Not a reason to exit: the first flush connects, and waits for the server.
+            log.warning("%s; batches wait for it", exc)
         self._producer = create_producer(self.settings)
         self._consumer = create_consumer(self.settings, group_id=self.settings.sink_group)
         async with kafka_errors():
@@ -95,15 +104,15 @@ class Sink:
         log.info("sink consuming %s as group %s", ", ".join(self.topics), self.settings.sink_group)
 
     async def aclose(self) -> None:
-        for close in (
-            self._consumer.stop if self._consumer else None,
-            self._producer.stop if self._producer else None,
-            self._conn.close if self._conn else None,
-            self._server.aclose,
-        ):
+        """Leave the group, flush the producer, close the connection and the metrics port, each
+        for a bounded time: a broker or database that hangs cannot hold the process."""
+        clients = [client.stop() for client in (self._consumer, self._producer) if client]
+        with contextlib.suppress(Exception):
+            await finish_within(asyncio.gather(*clients, return_exceptions=True), CLOSE_S)
+        for close in (self._conn.close if self._conn else None, self._server.aclose):
             if close is not None:
                 with contextlib.suppress(Exception):
-                    await close()
+                    await finish_within(close(), CLOSE_S)
 
     async def __aenter__(self) -> Sink:
         await self.start()
@@ -122,9 +131,22 @@ class Sink:
     # The loop -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, then write what is buffered once and commit it."""
-        while not stop.is_set():
-            await self.step()
+        """Consume until ``stop`` is set, then write what is buffered once and commit it.
+
+        A step in progress when ``stop`` is set is cancelled rather than awaited: it may be a
+        write to a database that no longer answers. What it held stays pending for the drain.
+        """
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                step = asyncio.ensure_future(self.step())
+                await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if step.done():
+                    step.result()
+                else:
+                    await cancel(step)
+        finally:
+            stopping.cancel()
         await self._drain()
 
     async def step(self) -> None:
@@ -251,6 +273,10 @@ class Sink:
             # A rebalance took the partitions: the rows are stored, the next owner re-reads them
             # from the last commit and the upserts absorb the replay.
             log.warning("offsets not committed (%s); the next owner replays them", exc)
+        except KafkaError as exc:
+            # The broker is away: the rows are stored, and the next commit (offsets are
+            # cumulative) or a restart's replay, absorbed by the upserts, covers these.
+            log.warning("offsets not committed (%s); a later commit covers them", exc)
 
     def _schedule_retry(self, exc: BaseException) -> None:
         delay = self.backoff.next_delay()
@@ -300,7 +326,8 @@ class Sink:
         if self._pending is None:
             return
         size = self._pending.size
-        if not await self._flush():
+        ended, stored = await finish_within(self._flush(), DRAIN_S)
+        if not (ended and stored):
             self.metrics.abandoned.inc(size)
             log.warning("shutting down with %d rows unstored; they stay uncommitted in Kafka", size)
 

@@ -130,7 +130,7 @@ async def running_sink(settings: Settings, tables: Tables | None = None) -> Asyn
             await sink.aclose()
 
 
-def sink_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def sink_process(settings: Settings, log: Path, metrics_port: int = 0) -> subprocess.Popen[bytes]:
     """`mdp sink` as its own process; its output appended to ``log``."""
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
@@ -139,7 +139,7 @@ def sink_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         "MDP_SINK_GROUP": settings.sink_group,
         "MDP_SINK_BATCH_ROWS": str(settings.sink_batch_rows),
         "MDP_SINK_BATCH_MS": str(settings.sink_batch_ms),
-        "MDP_METRICS_PORT": "0",
+        "MDP_METRICS_PORT": str(metrics_port),
     }
     return role_process(["sink"], env, log)
 

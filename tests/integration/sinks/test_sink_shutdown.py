@@ -1,0 +1,96 @@
+"""`mdp sink` stops within 5 s of SIGTERM, with code 0 and its port released, also when its
+database hangs or is gone at that moment: one bounded attempt to store what it holds, then one
+line saying how many rows stay uncommitted in Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from marketdata.settings import Settings
+from tests.integration.sinks.freezable_proxy import FreezableProxy
+from tests.integration.sinks.support import (
+    committed_total,
+    count_rows,
+    make_ticks,
+    publish,
+    sink_process,
+    tick_messages,
+    wait_for_rows,
+)
+
+
+@pytest.fixture
+async def proxy(sink_settings: Settings) -> AsyncIterator[FreezableProxy]:
+    host, port = sink_settings.database.rsplit("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = FreezableProxy(host, int(port))
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.thaw()
+        await proxy.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    try:
+        socket.create_server(("127.0.0.1", port)).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("outage", ["frozen", "refused"])
+async def test_sigterm_while_the_database_is_unreachable_exits_zero_within_5_s(
+    sink_settings: Settings,
+    proxy: FreezableProxy,
+    processes: list[subprocess.Popen[bytes]],
+    log: Path,
+    outage: str,
+) -> None:
+    database = sink_settings.database.replace(
+        sink_settings.database.rsplit("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}"
+    )
+    through_proxy = sink_settings.model_copy(update={"database_url": database})
+    ticks = make_ticks(1000)
+    first, then = tick_messages(ticks[:400], 10), tick_messages(ticks[400:], 10)
+    port = _free_port()
+    processes.append(sink_process(through_proxy, log, metrics_port=port))
+    await publish(sink_settings, sink_settings.topics.ticks, first)
+    assert await wait_for_rows(sink_settings, 400) == 400
+    await asyncio.sleep(0.5)  # the offsets of the stored rows committed
+    if outage == "frozen":
+        proxy.freeze()
+    else:
+        await proxy.cut()
+    await publish(sink_settings, sink_settings.topics.ticks, then)
+    await asyncio.sleep(1.5)  # the sink took them and is stuck writing them (or retrying)
+
+    started = time.monotonic()
+    processes[0].send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(processes[0].wait, 15)
+    elapsed = time.monotonic() - started
+    assert code == 0
+    assert elapsed < 5.0
+    assert _port_is_free(port)
+    output = await asyncio.to_thread(log.read_text)
+    unstored = re.findall(r"shutting down with (\d+) rows unstored", output)
+    assert unstored == ["600"]
+    assert count_rows(sink_settings) == 400
+    topic = sink_settings.topics.ticks
+    assert await committed_total(sink_settings, sink_settings.sink_group, topic) == len(first)
