@@ -151,20 +151,15 @@ def webhook(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn  # noqa: PLC0415
-
     from webhook.app import create_app  # noqa: PLC0415
+    from webhook.server import serve  # noqa: PLC0415
 
     settings: Settings = ctx.obj
     try:
         app = create_app(settings)
     except MarketDataError as exc:
         fail(exc)
-    # proxy_headers off: which forwarded header to trust is MDP_WEBHOOK_TRUSTED_PROXY_HEADER's
-    # call alone (uvicorn would otherwise believe X-Forwarded-For from any loopback peer).
-    uvicorn.run(app, host=settings.webhook_host, port=settings.webhook_port,
-                log_level=settings.log_level.lower(), access_log=False,
-                proxy_headers=False)  # fmt: skip
+    serve(app, settings)  # uvicorn, with a deadline on reading each request
 
 
 @webhook.command("sign")

@@ -9,6 +9,7 @@ the replay window live in the app's lifespan state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -27,7 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -63,6 +64,7 @@ class Checks:
     networks: Networks | None
     proxy_header: str | None
     max_body: int
+    read_timeout_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Checks:
@@ -83,7 +85,7 @@ class Checks:
         except ValueError as exc:
             raise ConfigError(f"MDP_WEBHOOK_ALLOW: {exc}") from None
         return cls(secret, passphrase, networks, settings.webhook_proxy_header,
-                   settings.webhook_max_body)  # fmt: skip
+                   settings.webhook_max_body, settings.webhook_read_timeout_s)  # fmt: skip
 
 
 class Metrics:
@@ -114,7 +116,9 @@ class AlertIntake:
         try:
             response = await self._take(request, started)
         except Rejected as exc:
-            response = JSONResponse({"error": exc.reason}, status_code=exc.status)
+            # The rest of a body that was not read would be taken for the next request.
+            close = {"connection": "close"} if exc.status in {408, 413} else None
+            response = JSONResponse({"error": exc.reason}, status_code=exc.status, headers=close)
         self.metrics.requests.labels(str(response.status_code)).inc()
         return response
 
@@ -124,7 +128,7 @@ class AlertIntake:
             proxy = self.checks.proxy_header
             address = source_address(peer, request.headers.getlist(proxy) if proxy else None)
             check_source(address, self.checks.networks)
-        body = await _read_body(request, self.checks.max_body)
+        body = await _read_body(request, self.checks.max_body, self.checks.read_timeout_s)
         if self.checks.secret is not None:
             verify_signature(body, request.headers.get("x-signature"), self.checks.secret)
         alert = parse_body(body)  # JSON whatever the content type: TradingView sends text/plain
@@ -149,16 +153,23 @@ class AlertIntake:
         return JSONResponse({"status": outcome, "trade_id": tick.trade_id}, status_code=202)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, f"body larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        # A client that stalls in the middle of its body must not hold this task for ever.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Rejected(413, f"body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Rejected(408, f"body not received within {timeout_s:g} s") from None
+    except ClientDisconnect:
+        raise Rejected(400, "the client went away before the end of its body") from None
     return b"".join(chunks)
 
 
