@@ -10,10 +10,12 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from marketdata.codec import BarBatch, TickBatch, decode, encode_bars, encode_ticks
 from marketdata.dlq import HEADER_REASON, HEADER_STAGE
+from marketdata.kafka import admin_client
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
@@ -178,3 +180,48 @@ async def test_deeply_nested_poison_then_a_valid_record_on_each_raw_topic(
     assert processes[0].poll() is None
     # faust's line when an agent dies (and is restarted past its buffer)
     assert "Crashed reason=" not in await asyncio.to_thread(log.read_text, errors="replace")
+
+
+async def _limit_message_bytes(settings: Settings, topic: str, limit: int) -> None:
+    async with admin_client(settings) as admin:
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(limit)}
+        )])  # fmt: skip
+
+
+async def _committed(settings: Settings, topic: str) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.process_group,
+        enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        partitions = range(settings.topic_partitions)
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        await consumer.stop()
+
+
+async def test_a_buffer_whose_output_the_broker_refuses_is_not_committed_and_the_worker_exits(
+    processor_settings: Settings, processes: list[subprocess.Popen[bytes]], log: Path
+) -> None:
+    # The broker refuses every batch on md.ticks (a too-small max.message.bytes): faust's flush
+    # before a commit does not notice, so this once committed past the tick and lost it.
+    s = processor_settings
+    ticks = make_ticks(5)
+    await _limit_message_bytes(s, s.topics.ticks, 64)
+    await publish(s, s.topics.ticks_raw, tick_messages(ticks, per_message=5))
+    processes.append(processor_process(s, log))
+    assert await asyncio.to_thread(processes[0].wait, 60) == 1
+    logged = await asyncio.to_thread(log.read_text, errors="replace")
+    assert "processing failed, its input is not committed" in logged
+    assert await read_topic(s, s.topics.ticks, idle_s=1) == []
+    committed = await _committed(s, s.topics.ticks_raw)
+    assert len(committed) == s.topic_partitions
+    assert not [offset for offset in committed.values() if offset]
+
+    await _limit_message_bytes(s, s.topics.ticks, 1024 * 1024)
+    processes.append(processor_process(s, log))
+    emitted = _ticks_of(await read_topic(s, s.topics.ticks, until=len(ticks), within=60))
+    assert sorted(emitted, key=lambda t: int(t.trade_id)) == ticks
+    assert processes[1].poll() is None
