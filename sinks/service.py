@@ -48,6 +48,7 @@ LAG_EVERY_S = 1.0
 DRAIN_S = 1.5
 CLOSE_S = 1.0
 T = TypeVar("T")
+IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -200,7 +201,7 @@ class Sink:
         except Exception as exc:
             # Whatever is not the rows' fault (they are isolated in _write) is retried: the
             # sink waits for its database or broker rather than exiting.
-            self._schedule_retry(exc)
+            await self._schedule_retry(exc)
             return False
         await self._commit(pending)
         self._isolation = None
@@ -278,11 +279,17 @@ class Sink:
             # cumulative) or a restart's replay, absorbed by the upserts, covers these.
             log.warning("offsets not committed (%s); a later commit covers them", exc)
 
-    def _schedule_retry(self, exc: BaseException) -> None:
+    async def _schedule_retry(self, exc: BaseException) -> None:
         delay = self.backoff.next_delay()
         self._retry_at = time.monotonic() + delay
         self.metrics.retries.inc()
-        if self._conn is not None and (self._conn.closed or self._conn.broken):
+        conn = self._conn
+        if conn is not None and (conn.broken or conn.info.transaction_status != IDLE):
+            # Left inside a transaction (an interrupted rollback): every later write would fail
+            # with "current transaction is aborted", so start again on a new connection.
+            with contextlib.suppress(Exception):
+                await finish_within(conn.close(), CLOSE_S)
+        if conn is not None and conn.closed:
             self._conn = None
         if not self._paused:
             self._paused = True
