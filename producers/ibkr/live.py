@@ -69,6 +69,21 @@ def what_to_show(contract: Contract) -> str:
     return "MIDPOINT" if contract.secType == "CASH" else "TRADES"
 
 
+async def _until_stop(work: Awaitable[str], stop: asyncio.Event) -> str | None:
+    """``work``'s result, or None once ``stop`` is set (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return task.result() if not task.cancelled() else None
+
+
 class IbkrLive:
     def __init__(
         self, settings: Settings, specs: Sequence[Spec], publisher: Publisher,
@@ -102,36 +117,47 @@ class IbkrLive:
         return sorted(self._routes.values())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; raises only when no instrument can be subscribed."""
+        """Publish until ``stop`` is set; raises only when no instrument can be subscribed.
+
+        A connection lost at any stage (connecting, synchronising, qualifying contracts,
+        subscribing, filling a gap, streaming) ends that session only: the next one starts
+        after the backoff. ``stop`` interrupts every stage and every wait at once."""
         backoff = Backoff(initial=1.0, maximum=self.options.max_backoff_s)
         pump = asyncio.create_task(self._pump())
         try:
             while not stop.is_set():
                 try:
-                    ib = await self.connect(self.settings, self.settings.ibkr_client_id)
-                except MarketDataError as exc:
-                    if not exc.retriable:
+                    ended = await _until_stop(self._connection(stop, backoff), stop)
+                except (OSError, MarketDataError) as exc:  # OSError: ib_async's ConnectionError
+                    if isinstance(exc, MarketDataError) and not exc.retriable:
                         raise
-                    delay = backoff.next_delay()
-                    log.warning("%s; retry in %.1f s", exc, delay)
-                    await wait_or_stop(stop, delay)
-                    continue
-                started = time.monotonic()
-                try:
-                    await self._session(ib, stop)
-                finally:
-                    self._mark_gap()
-                    ib.disconnect()
-                if time.monotonic() - started > 60:
-                    backoff.reset()
+                    ended = f"{type(exc).__name__}: {exc}"
+                if ended is None or stop.is_set():
+                    return
+                delay = backoff.next_delay()
+                log.warning("TWS session ended (%s); reconnecting in %.1f s", ended, delay)
+                await wait_or_stop(stop, delay)
         finally:
             self._closing = True
             self._wake.set()
             await pump
 
+    async def _connection(self, stop: asyncio.Event, backoff: Backoff) -> str:
+        """One connection, from connecting to its end; says why it ended."""
+        ib = await self.connect(self.settings, self.settings.ibkr_client_id)
+        started = time.monotonic()
+        try:
+            ended = await self._session(ib, stop)
+        finally:
+            self._mark_gap()
+            ib.disconnect()
+        if time.monotonic() - started > 60:
+            backoff.reset()
+        return ended
+
     # One connection ---------------------------------------------------------------------------
 
-    async def _session(self, ib: IB, stop: asyncio.Event) -> None:
+    async def _session(self, ib: IB, stop: asyncio.Event) -> str:
         self.stats.sessions += 1
         lost = asyncio.Event()
         ib.disconnectedEvent += lost.set
@@ -145,19 +171,20 @@ class IbkrLive:
         await self._fill_gap(ib)
         while not stop.is_set() and not lost.is_set():
             waiters = [asyncio.ensure_future(e.wait()) for e in (stop, lost)]
-            await asyncio.wait(waiters, timeout=min(5.0, self.options.watchdog_s),
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            for waiter in waiters:
-                waiter.cancel()
+            try:
+                await asyncio.wait(waiters, timeout=min(5.0, self.options.watchdog_s),
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
             if self._resubscribe:
                 self._resubscribe = False
                 self._mark_gap()
                 self._subscribe(ib)
                 await self._fill_gap(ib)
             if not await self._healthy(ib):
-                return
-        if lost.is_set():
-            log.warning("connection to TWS lost; reconnecting")
+                return "unhealthy"
+        return "connection to TWS lost" if lost.is_set() else "stopping"
 
     async def _healthy(self, ib: IB) -> bool:
         if self._held_since and time.monotonic() - self._held_since > self.options.restore_s:
@@ -235,8 +262,11 @@ class IbkrLive:
         return min(known) if known else now
 
     async def _fill_gap(self, ib: IB) -> None:
-        start, self._gap_from = self._gap_from, None
+        """Fetch the bars missed since the gap began; the gap stays marked until it is filled,
+        so a connection lost meanwhile leaves it for the next session."""
+        start = self._gap_from
         if start is None or not self.options.bars:
+            self._gap_from = None
             return
         now = datetime.now(UTC)
         end = now.replace(microsecond=0) - timedelta(seconds=now.second % BAR_S)
@@ -245,6 +275,7 @@ class IbkrLive:
                         start.isoformat(), self.options.max_gap_s)  # fmt: skip
             start = end - timedelta(seconds=self.options.max_gap_s)
         if start >= end:
+            self._gap_from = None
             return
         client = HistoryClient(ib)
         for contract in self.contracts.values():
@@ -255,7 +286,10 @@ class IbkrLive:
                     self._dead += [(repr(row).encode(), why) for row, why in page.rejected]
                     self.stats.gap_bars += len(page.bars)
             except MarketDataError as exc:
+                if exc.retriable and not ib.isConnected():
+                    raise
                 log.error("could not fill the gap of %s: %s", record_symbol(contract), exc)
+        self._gap_from = None
         self._wake.set()
         log.info("gap %s to %s filled: %d bars so far", start.isoformat(), end.isoformat(),
                  self.stats.gap_bars)  # fmt: skip

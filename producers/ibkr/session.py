@@ -48,7 +48,8 @@ async def connect(settings: Settings, client_id: int) -> IB:
 
 async def qualify(ib: IB, specs: list[Spec]) -> tuple[dict[Spec, Contract], dict[Spec, str]]:
     """Qualify each spec on its own, so that one bad contract fails alone: returns the
-    qualified contracts and, for the others, why."""
+    qualified contracts and, for the others, why. A lost connection or an unanswered request
+    says nothing about a contract: :class:`TransientError`, to be retried on a new session."""
 
     async def one(spec: Spec) -> Contract:
         contract = spec.contract()
@@ -63,6 +64,14 @@ async def qualify(ib: IB, specs: list[Spec]) -> tuple[dict[Spec, Contract], dict
         return qualified[0]
 
     results = await asyncio.gather(*(one(spec) for spec in specs), return_exceptions=True)
+    for spec, result in zip(specs, results, strict=True):
+        if isinstance(result, OSError) or (  # ConnectionError: ib_async's "Socket disconnect"
+            isinstance(result, MarketDataError) and result.retriable
+        ):
+            raise TransientError(
+                f"contract qualification interrupted ({spec.text}): {type(result).__name__}:"
+                f" {result}"
+            )
     good: dict[Spec, Contract] = {}
     bad: dict[Spec, str] = {}
     for spec, result in zip(specs, results, strict=True):

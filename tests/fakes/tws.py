@@ -8,7 +8,10 @@ details from ``tests/fixtures/ibkr/contracts.json``, historical bars from a dete
 methods or, standalone, by replaying ``trades.json``), and enforces IB's historical pacing rules
 like IB does: a violating request gets error 162 and is counted in ``pacing_violations``.
 
-Faults on demand: :meth:`drop` (connection lost), :meth:`send_error` (1100, 1101, 1102, …),
+Faults on demand: :meth:`drop` (connection lost), ``drop_on`` (close the connection when a
+request of a given message id arrives, unanswered: 9 contract details, i.e. during
+qualification; 97 tick-by-tick and 50 real-time bars, during subscription; 20 historical data,
+during a gap fill), :meth:`send_error` (1100, 1101, 1102, …),
 ``silent`` (the socket stays open, nothing is answered or sent), ``pacing_errors`` (the next
 historical requests answered with 162), ``reject_ticks`` (symbols whose tick-by-tick requests
 fail with error 10190), ``send_raw`` (malformed frames).
@@ -110,6 +113,8 @@ class FakeTws:
     silent: bool = False
     pacing_errors: int = 0
     reject_ticks: set[str] = field(default_factory=set)
+    # Request message id -> how many more times a connection is closed when one arrives.
+    drop_on: dict[int, int] = field(default_factory=dict)
     # What the fake saw, for tests to assert on.
     connections: int = 0
     requests: list[list[str]] = field(default_factory=list)
@@ -213,6 +218,9 @@ class FakeTws:
                 if self.silent:
                     continue
                 self.requests.append(request)
+                if self._drops(request):
+                    log.debug("closing the connection on request %s", request[0])
+                    return
                 self._answer(client, request)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, WireError) as exc:
@@ -224,6 +232,13 @@ class FakeTws:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    def _drops(self, request: list[str]) -> bool:
+        kind = int(request[0]) if request and request[0].isdigit() else -1
+        if self.drop_on.get(kind, 0) <= 0:
+            return False
+        self.drop_on[kind] -= 1
+        return True
 
     def _answer(self, client: Client, r: list[str]) -> None:  # noqa: PLR0912
         kind = int(r[0])

@@ -202,6 +202,53 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_fills_the_missed
     assert {b.source for b in bars} == {"ibkr.realtime", "ibkr.historical"}
 
 
+async def test_tws_closing_during_qualification_is_reconnected_then_qualified_and_published(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    fake.drop_on = {9: 1}  # the first reqContractDetails closes the connection
+    live = await start("STK:AAPL:SMART:USD", bars=False)
+    assert (fake.connections, fake.count(9), live.stats.sessions) == (2, 2, 2)
+    assert [c.localSymbol for c in live.contracts.values()] == ["AAPL"]
+    assert live.rejected == {}  # a lost connection is no verdict on the contract
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await wait_until(lambda: live.stats.records == 1, within=15, step=0.05)
+    assert [(t.symbol, str(t.price)) for t in await _ticks(settings)] == [
+        ("AAPL", recorded_trades()["AAPL"][0]["price"])
+    ]
+
+
+async def test_tws_closing_during_subscription_is_reconnected_and_resubscribed(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    fake.drop_on = {97: 1}  # the first tick-by-tick request closes the connection
+    live = await start("STK:AAPL:SMART:USD", bars=False)
+    await wait_until(lambda: fake.subscribed("AllLast") == ["AAPL"], within=15)
+    assert fake.connections == 2
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await wait_until(lambda: live.stats.records == 1, within=15, step=0.05)
+    assert [t.symbol for t in await _ticks(settings)] == ["AAPL"]
+
+
+async def test_tws_closing_during_the_gap_fill_is_reconnected_and_the_gap_filled(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", ticks=None)
+    await wait_until(_subscribed(fake, "bars", 1))
+    first = int(time.time()) // 5 * 5 - 30
+    for n in range(2):
+        fake.publish_bar("AAPL", first + 5 * n)
+    await wait_until(lambda: live.stats.records >= 2, within=15, step=0.05)
+    fake.drop_on = {20: 1}  # the gap fill's reqHistoricalData closes the new connection
+    fake.drop()
+    await wait_until(lambda: live.stats.sessions >= 3 and live.stats.gap_bars >= 3, within=30)
+    assert fake.count(20) == 2  # asked again on the third connection
+    bars = await _bars(settings)
+    end = max(b.timestamp for b in bars)
+    assert sorted({int(b.timestamp.timestamp()) for b in bars}) == list(
+        range(first, int(end.timestamp()) + 5, 5)
+    )
+
+
 async def test_1101_data_lost_resubscribes_and_1102_data_kept_carries_on(
     start: Launch, fake: FakeTws, settings: Settings
 ) -> None:
