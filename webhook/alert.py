@@ -28,7 +28,8 @@ from marketdata.records import EARLIEST, LATEST, Side, Tick, derived_trade_id
 from webhook.auth import Rejected
 
 SOURCE: Final = "TradingView"
-_KNOWN: Final = {"ticker", "exchange", "price", "volume", "time", "side", "id"}
+# A passphrase is never published, also where MDP_WEBHOOK_AUTH does not check it.
+_KNOWN: Final = {"ticker", "exchange", "price", "volume", "time", "side", "id", "passphrase"}
 # An alert is a flat object; its extras may nest as deep as the kernel allows (8). Deeper
 # documents are refused before any code walks them.
 MAX_DEPTH: Final = 16
