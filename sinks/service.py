@@ -37,7 +37,7 @@ from sinks.accumulator import Accumulator, Pending
 from sinks.errors import classify
 from sinks.isolate import Isolation, dead_letter
 from sinks.metrics import SinkMetrics
-from sinks.shutdown import cancel, finish_within
+from sinks.shutdown import finish_within, unless_stopped
 from sinks.writer import AnyConnection, BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -137,17 +137,8 @@ class Sink:
         A step in progress when ``stop`` is set is cancelled rather than awaited: it may be a
         write to a database that no longer answers. What it held stays pending for the drain.
         """
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while not stop.is_set():
-                step = asyncio.ensure_future(self.step())
-                await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if step.done():
-                    step.result()
-                else:
-                    await cancel(step)
-        finally:
-            stopping.cancel()
+        while not stop.is_set():
+            await unless_stopped(self.step(), stop)
         await self._drain()
 
     async def step(self) -> None:
@@ -371,7 +362,12 @@ class Sink:
 async def run_sink(settings: Settings) -> None:
     """The `mdp sink` process: run until SIGTERM or SIGINT, then stop cleanly."""
     stop = stop_on_signals()
-    async with Sink(settings) as sink:
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, sink.metrics_port)
-        await sink.run(stop)
+    sink = Sink(settings)
+    try:
+        # A broker that hangs while the sink starts must not hold SIGTERM either.
+        if await unless_stopped(sink.start(), stop):
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_host, sink.metrics_port)
+            await sink.run(stop)
+    finally:
+        await sink.aclose()
     log.info("sink stopped")

@@ -40,3 +40,19 @@ async def cancel(task: asyncio.Future[Any]) -> None:
     raises on its way out does not matter any more."""
     with contextlib.suppress(Exception):
         await finish_within(task, 0)
+
+
+async def unless_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Await ``awaitable`` unless ``stop`` is set first, in which case it is cancelled (it may
+    be waiting for a server that no longer answers); return whether it ended by itself."""
+    task = asyncio.ensure_future(awaitable)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not task.done():
+        await cancel(task)
+        return False
+    task.result()
+    return True

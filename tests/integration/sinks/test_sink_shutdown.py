@@ -94,3 +94,31 @@ async def test_sigterm_while_the_database_is_unreachable_exits_zero_within_5_s(
     assert count_rows(sink_settings) == 400
     topic = sink_settings.topics.ticks
     assert await committed_total(sink_settings, sink_settings.sink_group, topic) == len(first)
+
+
+async def test_sigterm_while_the_broker_hangs_at_start_exits_zero_within_5_s(
+    sink_settings: Settings, processes: list[subprocess.Popen[bytes]], log: Path
+) -> None:
+    host, port = sink_settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    broker = FreezableProxy(host, int(port))
+    await broker.start()
+    broker.freeze()  # connections accepted, never answered
+    try:
+        hanging = sink_settings.model_copy(
+            update={"kafka_bootstrap_servers": f"127.0.0.1:{broker.port}"}
+        )
+        metrics_port = _free_port()
+        processes.append(sink_process(hanging, log, metrics_port=metrics_port))
+        await asyncio.sleep(3)  # started, and waiting for the broker's first answer
+        assert processes[0].poll() is None
+        started = time.monotonic()
+        processes[0].send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(processes[0].wait, 15)
+        elapsed = time.monotonic() - started
+    finally:
+        broker.thaw()
+        await broker.aclose()
+    assert code == 0
+    assert elapsed < 5.0
+    assert _port_is_free(metrics_port)
+    assert "sink stopped" in await asyncio.to_thread(log.read_text)
