@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
+from marketdata.epoch import epoch_datetime
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Side, Tick, derived_trade_id
 from producers.ibkr.contracts import EXCHANGE
@@ -36,23 +37,35 @@ BAR_SIZES: Final = {
 }  # fmt: skip
 
 
+_INTEGER_TEXT_MAX: Final = 20  # digits of any integer TWS sends here (masks, counts)
+
+
 def _decimal(field: str, text: str) -> Decimal:
     try:
         value = Decimal(text)
-    except InvalidOperation:
-        raise InvalidRecord(field, f"not a number: {text!r}") from None
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidRecord(field, f"not a number: {_shown(text)}") from None
     if not value.is_finite():
-        raise InvalidRecord(field, f"must be a finite number, got {text!r}")
+        raise InvalidRecord(field, f"must be a finite number, got {_shown(text)}")
     return value
 
 
+def _integer(field: str, text: str) -> int:
+    """An ASCII decimal integer, optionally negative; ``int()`` alone would take ``"٣"`` or
+    ``" 3_0 "`` and choke on 5,000 digits."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _INTEGER_TEXT_MAX):
+        raise InvalidRecord(field, f"must be an integer, got {_shown(text)}")
+    return int(text)
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else f"{text[:37]!r}... ({len(text)} characters)"
+
+
 def _epoch(field: str, text: str) -> datetime:
-    if not text.isdigit():
-        raise InvalidRecord(field, f"must be epoch seconds, got {text!r}")
-    seconds = int(text)
-    if seconds >= 4_102_444_800:  # 2100-01-01: milliseconds read as seconds, not a time
-        raise InvalidRecord(field, f"epoch seconds out of range: {text}")
-    return datetime.fromtimestamp(seconds, UTC)
+    # TWS's times here are whole epoch seconds: the unit is fixed, not guessed.
+    return epoch_datetime(_integer(field, text), field, unit="s")
 
 
 def _arity(fields: Sequence[str], count: int, what: str) -> None:
@@ -125,23 +138,21 @@ _BID_ASK_FLAGS: Final = (("bid_past_low", 1), ("ask_past_high", 2))
 
 
 def _flags(mask: str, names: tuple[tuple[str, int], ...]) -> dict[str, object]:
-    if not mask.isdigit():
-        raise InvalidRecord("mask", f"must be an integer, got {mask!r}")
-    bits = int(mask)
+    bits = _integer("mask", mask)
+    if bits < 0:
+        raise InvalidRecord("mask", f"must not be negative, got {mask!r}")
     return {name: True for name, bit in names if bits & bit}
 
 
 def realtime_bar(fields: Sequence[str], symbol: str) -> Bar:
     """One 5-second real-time bar message → a closed ``5s`` bar."""
     _arity(fields, 11, "a real-time bar")
-    count = fields[10]
-    if not count.lstrip("-").isdigit():
-        raise InvalidRecord("trade_count", f"must be an integer, got {count!r}")
+    count = _integer("trade_count", fields[10])
     return Bar(
         exchange=EXCHANGE, symbol=symbol, interval="5s", timestamp=_epoch("timestamp", fields[3]),
         open=_decimal("open", fields[4]), high=_decimal("high", fields[5]),
         low=_decimal("low", fields[6]), close=_decimal("close", fields[7]),
-        volume=_decimal("volume", fields[8]), trade_count=int(count) if int(count) >= 0 else None,
+        volume=_decimal("volume", fields[8]), trade_count=count if count >= 0 else None,
         closed=True, source="ibkr.realtime",
     )  # fmt: skip
 
@@ -160,15 +171,33 @@ def historical_bar(
     """One bar of ``reqHistoricalData`` opening ``when`` (see :func:`bar_open`). ``values`` is
     open, high, low, close, volume, bar count as ib_async parsed them; -1 means IB does not
     know."""
-    open_, high, low, close, volume, count = values
+    if len(values) != 6:
+        raise InvalidRecord("message", f"a historical bar needs 6 values, got {len(values)}")
+    open_, high, low, close, volume = (
+        _float(name, value) for name, value in zip(_OHLCV, values[:5], strict=True)
+    )
+    count = values[5]
+    if isinstance(count, bool) or not (
+        isinstance(count, int) or (isinstance(count, float) and count.is_integer())
+    ):
+        raise InvalidRecord("trade_count", f"must be an integer, got {count!r}")
+    if count >= 2**63:
+        raise InvalidRecord("trade_count", f"out of range: {count:.3g}")
     return Bar(
         exchange=EXCHANGE, symbol=symbol, interval=interval, timestamp=bar_open(when),
-        open=_float("open", open_), high=_float("high", high), low=_float("low", low),
-        close=_float("close", close), volume=_float("volume", max(volume, 0.0)),
+        open=open_, high=high, low=low, close=close, volume=max(volume, Decimal("0.0")),
         trade_count=int(count) if count >= 0 else None, closed=closed, source="ibkr.historical",
     )  # fmt: skip
 
 
+_OHLCV: Final = ("open", "high", "low", "close", "volume")
+
+
 def _float(field: str, value: float) -> Decimal:
     # repr is the shortest text that reads back as the same double: TWS's own decimal text.
-    return _decimal(field, repr(float(value)))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRecord(field, f"must be a number, got {type(value).__name__}")
+    try:
+        return _decimal(field, repr(float(value)))
+    except OverflowError:
+        raise InvalidRecord(field, "out of range") from None
