@@ -27,6 +27,8 @@ from typing import Final
 
 import psycopg
 
+from marketdata.errors import MarketDataError
+
 RETRIED_CLASSES: Final = frozenset({"08", "40", "53", "57", "58"})
 REJECTED_CLASSES: Final = frozenset({"22", "23", "54"})
 # Raised by psycopg while turning a Python value into the wire format of its column.
@@ -74,6 +76,6 @@ def describe(exc: BaseException) -> str:
     sqlstate = exc.sqlstate if isinstance(exc, psycopg.Error) else None
     if sqlstate:
         return f"[{sqlstate}] {first}"
-    if isinstance(exc, psycopg.Error) or not text:
-        return first
+    if isinstance(exc, psycopg.Error | MarketDataError) or not text:
+        return first  # written for people already
     return f"{type(exc).__name__}: {first}"

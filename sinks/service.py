@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
-from marketdata.backoff import Backoff
+from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.database import connect
 from marketdata.dlq import DeadLetters, log_dead_letter
 from marketdata.errors import MarketDataError, TransientError
@@ -34,7 +34,7 @@ from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
 from sinks.accumulator import Accumulator, Pending
-from sinks.errors import classify
+from sinks.errors import classify, describe
 from sinks.isolate import Isolation, dead_letter
 from sinks.metrics import SinkMetrics
 from sinks.shutdown import finish_within, unless_stopped
@@ -46,6 +46,7 @@ LAG_EVERY_S = 1.0
 # At SIGTERM: one attempt to store what is buffered, then each client closed, all well within
 # the 5 s a supervisor gives before SIGKILL.
 DRAIN_S = 1.5
+STEP_PAUSE_S = 1.0
 CLOSE_S = 1.0
 T = TypeVar("T")
 IDLE = psycopg.pq.TransactionStatus.IDLE
@@ -138,7 +139,13 @@ class Sink:
         write to a database that no longer answers. What it held stays pending for the drain.
         """
         while not stop.is_set():
-            await unless_stopped(self.step(), stop)
+            try:
+                await unless_stopped(self.step(), stop)
+            except Exception as exc:
+                # A fetch or a lag query the broker fails (or anything a message could still
+                # provoke) must not end the process: what is buffered stays, uncommitted.
+                log.warning("consuming failed (%s); going on in %.1fs", describe(exc), STEP_PAUSE_S)
+                await wait_or_stop(stop, STEP_PAUSE_S)
         await self._drain()
 
     async def step(self) -> None:
