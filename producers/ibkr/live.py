@@ -328,6 +328,9 @@ class IbkrLive:
                 self._records.extend(build(route[0]))
             except InvalidRecord as exc:
                 reason = str(exc)
+            except Exception as exc:  # a normaliser's bug must not lose the message: logged, kept
+                log.exception("IB normaliser failed on message %s", fields[:1])
+                reason = f"IB message not normalised: {type(exc).__name__}: {exc}"
         if reason is not None:  # kept as the TWS frame came, for whoever reads it
             self._dead.append(("\0".join(fields).encode(), reason))
         self._wake.set()
