@@ -27,9 +27,12 @@ class BackfillResult:
     waited_s: float
 
 
-def rest_client(settings: Settings) -> Spot:
+def rest_client(settings: Settings, *, time_unit: str | None = None) -> Spot:
+    """The REST client; ``time_unit="MICROSECOND"`` asks Binance for µs times (the
+    ``X-MBX-TIME-UNIT`` header). Either unit is read right (``marketdata.epoch``)."""
     key = settings.binance_api_key.get_secret_value() if settings.binance_api_key else None
-    return Spot(api_key=key, base_url=settings.binance_rest, show_limit_usage=True, timeout=30)
+    return Spot(api_key=key, base_url=settings.binance_rest, show_limit_usage=True, timeout=30,
+                time_unit=time_unit)  # fmt: skip
 
 
 async def backfill(

@@ -1,11 +1,17 @@
-"""A Binance-compatible server on loopback: REST (ping, time, exchangeInfo, klines) and
-WebSocket streams (``/ws/<stream>``, ``/stream?streams=``), speaking Binance's wire formats so
-that binance-connector's real clients run against it unchanged.
+"""A Binance-compatible server on loopback: REST (ping, time, exchangeInfo, klines,
+historicalTrades, aggTrades) and WebSocket streams (``/ws/<stream>``, ``/stream?streams=``),
+speaking Binance's wire formats so that binance-connector's real clients run against it
+unchanged.
 
 Klines come from a deterministic series per symbol and interval (a random walk seeded by the
-symbol), so a test knows the exact bar set of any range. Faults on demand: ``fail_next`` (e.g.
-429 with Retry-After), ``weight_used`` (the X-MBX-USED-WEIGHT-1m the next answers report),
-``drop_connections``, ``push_raw`` (malformed frames), ``silent``.
+symbol), so a test knows the exact bar set of any range. Trades and aggregate trades pushed (or
+only recorded) are served again by id. Times are milliseconds unless a request asks for
+microseconds as Binance documents it (``timeUnit=MICROSECOND`` on a stream URL, the
+``X-MBX-TIME-UNIT: MICROSECOND`` header on REST), or ``microseconds`` is set (a venue that
+answers in µs whatever is asked); time parameters are taken in either unit. Faults on demand:
+``fail_next`` (e.g. 429 with Retry-After), ``weight_used`` (the X-MBX-USED-WEIGHT-1m the next
+answers report), ``drop_connections``, ``push_raw`` (malformed frames), ``silent``, ``mute``,
+``deaf_to_close`` (close frames never answered), ``bad_klines`` (rows replaced by a test's own).
 
 Standalone, as the sandbox venue: ``python -m tests.fakes.binance --port 18090`` streams trades
 (a random walk) and closed 1m klines for its symbols.
@@ -65,8 +71,13 @@ class FakeBinance:
     klines_requests: int = 0
     silent: bool = False  # no reply to SUBSCRIBE
     mute: bool = False  # no frames at all, the connection left open
+    deaf_to_close: bool = False  # a client's close frame is never answered
+    microseconds: bool = False  # every time in µs, whatever the request asks
     subscriptions: int = 0
     trades: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    agg_trades: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # open time (ms) -> the row served instead of that kline's
+    bad_klines: dict[int, Any] = field(default_factory=dict)
     _faults: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
     _runner: web.AppRunner | None = None
@@ -90,6 +101,7 @@ class FakeBinance:
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
         app.router.add_get("/api/v3/klines", self._klines)
         app.router.add_get("/api/v3/historicalTrades", self._historical_trades)
+        app.router.add_get("/api/v3/aggTrades", self._agg_trades)
         app.router.add_get("/ws/{stream}", self._stream)
         app.router.add_get("/ws", self._stream)
         app.router.add_get("/stream", self._stream)
@@ -127,13 +139,15 @@ class FakeBinance:
         """Send one event to every connection (combined format on ``/stream`` connections)."""
         if payload.get("e") == "trade":
             self.record_trade(payload)
+        elif payload.get("e") == "aggTrade":
+            self.record_agg_trade(payload)
         if self.mute:
             return
         for socket in list(self._sockets):
             if socket["streams"] and stream not in socket["streams"]:
                 continue  # Binance sends only what a connection subscribed to
-            combined = socket.get("combined", False)
-            body = {"stream": stream, "data": payload} if combined else payload
+            data = _in_microseconds(payload) if socket["micro"] else payload
+            body = {"stream": stream, "data": data} if socket["combined"] else data
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await socket.send_str(json.dumps(body))
 
@@ -141,20 +155,29 @@ class FakeBinance:
         """A trade that happened (served by historicalTrades), pushed or not."""
         self.trades.setdefault(event["s"], []).append(event)
 
+    def record_agg_trade(self, event: dict[str, Any]) -> None:
+        """An aggregate trade that happened (served by aggTrades), pushed or not."""
+        self.agg_trades.setdefault(event["s"], []).append(event)
+
     async def push_raw(self, text: str) -> None:
         for socket in list(self._sockets):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await socket.send_str(text)
 
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(heartbeat=None if self.mute else 20.0)
+        socket = web.WebSocketResponse(
+            heartbeat=None if self.mute else 20.0, autoclose=not self.deaf_to_close
+        )
         await socket.prepare(request)
         socket["combined"] = request.path == "/stream"
+        socket["micro"] = self.microseconds or _asks_microseconds(request.query.get("timeUnit"))
         named = request.match_info.get("stream") or request.query.get("streams", "")
         socket["streams"] = {name for name in named.split("/") if name}
         self._sockets.add(socket)
         try:
             async for message in socket:
+                if message.type == WSMsgType.CLOSE and self.deaf_to_close:
+                    await asyncio.sleep(3600)  # hold the connection, answer nothing
                 if message.type != WSMsgType.TEXT:
                     continue
                 command = json.loads(message.data)
@@ -169,6 +192,9 @@ class FakeBinance:
 
     # REST ----------------------------------------------------------------------------------
 
+    def _micro(self, request: web.Request) -> bool:
+        return self.microseconds or _asks_microseconds(request.headers.get("X-MBX-TIME-UNIT"))
+
     def _headers(self, weight: int) -> dict[str, str]:
         self.weight_used += weight
         return {"X-MBX-USED-WEIGHT-1m": str(self.weight_used)}
@@ -182,10 +208,9 @@ class FakeBinance:
     async def _ping(self, _: web.Request) -> web.Response:
         return self._fault() or web.json_response({}, headers=self._headers(1))
 
-    async def _time(self, _: web.Request) -> web.Response:
-        return self._fault() or web.json_response(
-            {"serverTime": self.server_ms()}, headers=self._headers(1)
-        )
+    async def _time(self, request: web.Request) -> web.Response:
+        now = self.server_ms() * (1000 if self._micro(request) else 1)
+        return self._fault() or web.json_response({"serverTime": now}, headers=self._headers(1))
 
     async def _exchange_info(self, _: web.Request) -> web.Response:
         symbols = [{"symbol": s, "status": "TRADING", "baseAsset": s[:3], "quoteAsset": s[3:]}
@@ -209,10 +234,13 @@ class FakeBinance:
         limit = min(int(query.get("limit", 500)), 1000)
         step = INTERVAL_MS[interval]
         now = self.server_ms()
-        end = min(int(query.get("endTime", now)), now)
-        start = int(query.get("startTime", end - step * limit))
+        end = min(_ms(query.get("endTime", now)), now)
+        start = _ms(query.get("startTime", end - step * limit))
         first = -(-start // step) * step  # first open time at or after startTime
-        rows = [kline_row(symbol, interval, t) for t in range(first, end + 1, step)][:limit]
+        rows = [self.bad_klines.get(t) or kline_row(symbol, interval, t)
+                for t in range(first, end + 1, step)][:limit]  # fmt: skip
+        if self._micro(request):
+            rows = [_row_in_microseconds(row, step) for row in rows]
         await asyncio.sleep(0)
         return web.json_response(rows, headers=self._headers(2 if limit <= 1000 else 5))
 
@@ -225,13 +253,64 @@ class FakeBinance:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
         limit = min(int(request.query.get("limit", 500)), 1000)
         from_id = int(request.query.get("fromId", 0))
+        unit = 1000 if self._micro(request) else 1
         rows = [
-            {"id": t["t"], "price": t["p"], "qty": t["q"], "quoteQty": "0", "time": t["T"],
+            {"id": t["t"], "price": t["p"], "qty": t["q"], "quoteQty": "0", "time": t["T"] * unit,
              "isBuyerMaker": t["m"], "isBestMatch": True}
             for t in sorted(self.trades.get(symbol, []), key=lambda t: int(t["t"]))
             if int(t["t"]) >= from_id
         ][:limit]  # fmt: skip
         return web.json_response(rows, headers=self._headers(25))
+
+    async def _agg_trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/aggTrades``: rows as Binance documents them (a, p, q, f, l, T, m, M),
+        from ``fromId`` (inclusive), else from ``startTime``, up to ``limit``."""
+        fault = self._fault()
+        if fault is not None:
+            return fault
+        query = request.query
+        symbol = query.get("symbol", "")
+        if symbol not in SYMBOLS:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
+        limit = min(int(query.get("limit", 500)), 1000)
+        unit = 1000 if self._micro(request) else 1
+        events = sorted(self.agg_trades.get(symbol, []), key=lambda t: int(t["a"]))
+        if "fromId" in query:
+            events = [t for t in events if int(t["a"]) >= int(query["fromId"])]
+        elif "startTime" in query:
+            events = [t for t in events if int(t["T"]) >= _ms(query["startTime"])]
+        rows = [
+            {"a": t["a"], "p": t["p"], "q": t["q"], "f": t["f"], "l": t["l"], "T": t["T"] * unit,
+             "m": t["m"], "M": t.get("M", True)}
+            for t in events[:limit]
+        ]  # fmt: skip
+        return web.json_response(rows, headers=self._headers(4))
+
+
+def _asks_microseconds(unit: str | None) -> bool:
+    return (unit or "").upper() == "MICROSECOND"
+
+
+def _ms(value: str | int) -> int:
+    """A time parameter in milliseconds; Binance takes them in ms or µs (by magnitude)."""
+    number = int(value)
+    return number // 1000 if number >= 10**14 else number
+
+
+def _row_in_microseconds(row: Any, step_ms: int) -> Any:
+    if not isinstance(row, list) or len(row) < 7 or not isinstance(row[0], int):
+        return row  # a test's own bad row, served as it is
+    return [row[0] * 1000, *row[1:6], row[0] * 1000 + step_ms * 1000 - 1, *row[7:]]
+
+
+def _in_microseconds(event: dict[str, Any]) -> dict[str, Any]:
+    """A stream event with its times in µs, as ``timeUnit=MICROSECOND`` gives them."""
+    times = {"E", "T"} if event.get("e") in {"trade", "aggTrade", "kline"} else set()
+    converted = {k: v * 1000 if k in times and isinstance(v, int) else v for k, v in event.items()}
+    if isinstance(event.get("k"), dict):
+        converted["k"] = {k: v * 1000 if k in {"t", "T"} and isinstance(v, int) else v
+                          for k, v in event["k"].items()}  # fmt: skip
+    return converted
 
 
 # A stand-alone sandbox venue -------------------------------------------------------------

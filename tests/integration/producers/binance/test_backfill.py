@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from marketdata.dlq import HEADER_REASON
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
@@ -19,7 +21,7 @@ from marketdata.settings import Settings
 from producers.binance.backfill import backfill, rest_client
 from producers.binance.history import KlinePager
 from tests.fakes.binance import FakeBinance, kline_row
-from tests.integration.processors.support import read_bars
+from tests.integration.processors.support import read_bars, read_topic
 from tests.integration.producers.support import stored_bar
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -142,3 +144,49 @@ async def test_cli_shows_progress_and_a_summary(binance_settings: Settings) -> N
     assert process.returncode == 0, stderr.decode()
     assert "48 bars of BTCUSDT 1h from 2024-03-01 00:00 published" in stdout.decode()
     assert "BTCUSDT 1h" in stderr.decode()  # the progress bar's label
+
+
+async def test_a_venue_answering_in_microseconds_gives_the_exact_bar_set(
+    binance_settings: Settings, fake: FakeBinance
+) -> None:
+    fake.microseconds = True  # server time, open and close times all in µs
+    end = START + timedelta(minutes=2499)
+    result = await backfill(binance_settings, "BTCUSDT", "1m", START, end)
+    assert result.bars == 2500
+    assert fake.klines_requests == 3  # pages still follow each other: 1000 + 1000 + 500
+    bars = await published_bars(binance_settings)
+    assert _summary(bars) == expected_bars(2500)
+    assert all(b.closed for b in bars)
+
+
+async def test_asking_for_microseconds_pages_the_same(
+    binance_settings: Settings, fake: FakeBinance
+) -> None:
+    client = rest_client(binance_settings, time_unit="MICROSECOND")
+    end = START + timedelta(minutes=1999)
+    pager = KlinePager(client, "BTCUSDT", "1m", START, end)
+    result = await backfill(binance_settings, "BTCUSDT", "1m", START, end, pager=pager)
+    assert (result.bars, fake.klines_requests) == (2000, 2)
+    assert _summary(await published_bars(binance_settings)) == expected_bars(2000)
+
+
+async def test_a_page_with_a_bad_row_publishes_its_good_rows_and_dead_letters_the_bad(
+    binance_settings: Settings, fake: FakeBinance
+) -> None:
+    start_ms = int(START.timestamp() * 1000)
+    micro = kline_row("BTCUSDT", "1m", start_ms + 3 * 60_000)
+    # One row in µs among rows in ms (valid: the unit is read from the magnitude), and one whose
+    # open time is no time at all.
+    fake.bad_klines[start_ms + 3 * 60_000] = [micro[0] * 1000, *micro[1:6],
+                                              micro[6] * 1000 + 999, *micro[7:]]  # fmt: skip
+    broken = kline_row("BTCUSDT", "1m", start_ms + 6 * 60_000)
+    fake.bad_klines[start_ms + 6 * 60_000] = [10**22, *broken[1:]]
+    result = await backfill(binance_settings, "BTCUSDT", "1m", START, START + timedelta(minutes=9))
+    assert (result.bars, result.rejected) == (9, 1)
+    good = [row for n, row in enumerate(expected_bars(10)) if n != 6]
+    assert _summary(await published_bars(binance_settings)) == good
+    [letter] = await read_topic(binance_settings, binance_settings.topics.dlq, until=1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["mdp.origin"] == "binance.rest.klines"
+    assert headers[HEADER_REASON].startswith("timestamp: ")
+    assert json.loads(letter.value)[0] == 10**22
