@@ -176,8 +176,9 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
 def webhook_producer(settings: Settings) -> AIOKafkaProducer:
     # Each request waits for its acknowledgement, so lingering only adds latency: 1 ms is enough
     # to batch the concurrent requests of a burst. The producer gives up on a send (metadata
-    # wait, then the request) well within the publish deadline, so an alert it failed to deliver
-    # is never delivered later as well as from the spool.
+    # wait, then the request) well within the publish deadline, so the alert is spooled in time.
+    # A broker that wrote it but did not answer in time gets it again from the spool: at least
+    # once, with the same id (README, tests/integration/webhook/test_delivery.py).
     timeout_ms = int(settings.webhook_publish_timeout_s * 1000 / 2)
     return create_producer(settings, linger_ms=1, request_timeout_ms=timeout_ms)
 

@@ -2,7 +2,9 @@
 
 An alert is acknowledged (202) once it is durable: acknowledged by Kafka within the deadline, or
 else fsynced to the spool. While the spool holds anything, new alerts join it behind the older
-ones, and a keeper task replays it in order once Kafka answers, also after a restart.
+ones, and a keeper task replays it in order once Kafka answers, also after a restart. Delivery
+is at least once: a send that timed out may still have been written by the broker, and the
+spooled copy then arrives as well (same alert, same id).
 """
 
 from __future__ import annotations
