@@ -21,7 +21,7 @@ from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.dtc import messages as m
 from producers.dtc import normalise
-from producers.dtc.codec import DtcDecodeError, DtcError, Message
+from producers.dtc.codec import DtcDecodeError, DtcError, DtcFramingError, Message
 from producers.dtc.normalise import INTERVALS, Instrument, Occurrences
 from producers.dtc.session import DtcSession, Endpoint, logged_off
 
@@ -79,7 +79,10 @@ async def fetch(
     await session.start()
     try:
         await session.send(request.message(session.codec.name))
-        header = await _header(session, request, timeout_s)
+        rejected: list[tuple[bytes, str]] = []
+        header = await _header(session, request, timeout_s, rejected)
+        if rejected:
+            yield Page([], rejected, None)
         if header["NoRecordsToReturn"]:
             return
         if header["UseZLibCompression"]:
@@ -90,11 +93,19 @@ async def fetch(
         await session.aclose(reason="historical request complete")
 
 
-async def _header(session: DtcSession, request: HistoryRequest, timeout_s: float) -> Message:
+async def _header(
+    session: DtcSession, request: HistoryRequest, timeout_s: float,
+    rejected: list[tuple[bytes, str]],
+) -> Message:  # fmt: skip
+    """The response header; undecodable frames before it go to ``rejected``."""
     async with asyncio.timeout(timeout_s):
         while True:
             for frame in await session.read_frames(limit=1):
-                message = session.decode(frame)
+                try:
+                    message = session.decode(frame)
+                except DtcDecodeError as exc:
+                    rejected.append((frame, f"undecodable DTC message: {exc}"))
+                    continue
                 if message["Type"] == m.HISTORICAL_PRICE_DATA_RESPONSE_HEADER:
                     return message
                 if message["Type"] == m.HISTORICAL_PRICE_DATA_REJECT:
@@ -117,8 +128,14 @@ async def _records(
     last: datetime | None = None
     final = False
     while not final:
-        async with asyncio.timeout(timeout_s):
-            frames = await session.read_frames()
+        try:
+            async with asyncio.timeout(timeout_s):
+                frames = await session.read_frames()
+        except DtcFramingError as exc:
+            # The records before the garbage were yielded; the garbage is kept as it came,
+            # and the caller retries from the last record.
+            yield Page([], [(session.framer.rest(), str(exc))], last)
+            raise
         page = Page([], [], last)
         received_at = datetime.now(UTC)
         for frame in frames:

@@ -11,7 +11,8 @@ Faults on demand: ``drop_connections``, ``heartbeats = False`` (silence, connect
 ``rejects`` (a symbol's ``MARKET_DATA_REJECT`` text), ``send_short`` / ``send_oversized`` /
 ``send_unknown_type`` / ``send_raw`` / ``send_around`` (garbage in the same write as a
 message), ``logoff``, ``history_busy`` (reject with a retry time),
-``history_cut_after`` (close the connection after that many records).
+``history_cut_after`` (close the connection after that many records, and ``history_garbage``
+written in the same write as the last of them, uncompressed).
 
     python -m tests.fakes.dtc --port 18099 --historical-port 18098 --rate 20
 """
@@ -95,6 +96,7 @@ class FakeDtc:
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     history_busy: int = 0  # reject this many historical requests with "retry in 1 s"
     history_cut_after: int | None = None
+    history_garbage: bytes = b""  # written after the records of a cut history stream
     logons: int = 0
     subscriptions: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -318,7 +320,9 @@ class FakeDtc:
             await conn.write(zlib.compress(b"".join(body)))
         else:
             for start in range(0, len(body), 500):
-                await conn.write(b"".join(body[start : start + 500]))
+                last = start + 500 >= len(body)
+                garbage = self.history_garbage if cut is not None and last else b""
+                await conn.write(b"".join(body[start : start + 500]) + garbage)
         self._close(conn)
 
     def _records(self, request: dict[str, Any]) -> list[dict[str, Any]]:

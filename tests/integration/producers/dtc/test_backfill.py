@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from marketdata.dlq import HEADER_REASON
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
@@ -19,7 +21,7 @@ from marketdata.settings import Settings
 from producers.dtc.backfill import backfill
 from producers.dtc.normalise import Instrument
 from tests.fakes.dtc import FakeDtc, bar_record, fixture_trades
-from tests.integration.processors.support import read_bars, read_ticks
+from tests.integration.processors.support import read_bars, read_ticks, read_topic
 from tests.integration.producers.support import stored_bar
 
 START = datetime(2024, 3, 1, 14, 0, tzinfo=UTC)
@@ -107,6 +109,25 @@ async def test_busy_server_and_broken_stream_are_retried_from_the_last_record(
     assert starts == [0, 0, 249 * 60]  # the last bar received is asked for again
     bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
     assert sorted(set(summary(bars))) == expected_bars(range(500))
+
+
+async def test_garbage_in_a_history_stream_costs_only_the_garbage(
+    dtc_settings: Settings, fake: FakeDtc
+) -> None:
+    fake.history_cut_after = 250
+    fake.history_garbage = struct.pack("<HH", 2, 803) + b"\xee" * 10  # Size 2: not a message
+    result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=499),
+                            compress=False)  # fmt: skip
+    assert (result.attempts, result.rejected) == (2, 1)
+    starts = [r["StartDateTime"] - int(START.timestamp()) for r in fake.history_requests]
+    assert starts == [0, 249 * 60]  # the 250 bars in the same read as the garbage arrived
+    bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
+    assert sorted(set(summary(bars))) == expected_bars(range(500))
+    [letter] = await read_topic(dtc_settings, dtc_settings.topics.dlq, until=1)
+    assert letter.value == fake.history_garbage
+    assert dict(letter.headers)[HEADER_REASON] == (
+        b"garbage in the DTC stream: message size 2 outside [4, 16384]"
+    )
 
 
 async def test_cli_resumes_from_the_newest_stored_bar_with_progress(
