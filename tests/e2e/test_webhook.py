@@ -47,6 +47,20 @@ async def test_signed_alerts_land_as_tradingview_ticks(pipeline: Pipeline) -> No
         async with session.post(f"{url}/webhooks/tradingview", data=body,
                                 headers=forged) as response:  # fmt: skip
             assert response.status == 401  # and never published: the price 1.00 is not stored
+        # Poison signed like the rest, timed inside the window: had one got through, the rows
+        # below would show it (and a 20,000-digit price used to stop the sink for good).
+        poison = [
+            (json.dumps({**alerts[0], "price": "1." + "0" * 20_000}).encode(), 422),
+            (json.dumps({**alerts[0], "id": "x" * 3_000}).encode(), 422),
+            (json.dumps({**alerts[0], "ticker": "A" * 3_000}).encode(), 422),
+            (json.dumps(alerts[0]).encode()[:-1] + b', "deep": ' + b"[" * 3_000 + b"]" * 3_000
+             + b"}", 400),
+        ]  # fmt: skip
+        for body, status in poison:
+            headers = {"X-Signature": "sha256=" + sign(body, SECRET.encode())}
+            async with session.post(f"{url}/webhooks/tradingview", data=body,
+                                    headers=headers) as response:  # fmt: skip
+                assert response.status == status, await response.text()
         for alert in alerts:
             body = json.dumps(alert).encode()
             headers = {"X-Signature": "sha256=" + sign(body, SECRET.encode())}
