@@ -94,6 +94,10 @@ def test_ids_differ_between_symbols() -> None:
         (trade(time="1709305205000"), "timestamp"),
         (trade(time="-5"), "timestamp"),
         (trade(mask="x"), "mask"),
+        (trade(mask="9" * 5000), "mask"),  # int() would raise ValueError past 4300 digits
+        (trade(time="\u00b2"), "timestamp"),  # isdigit() is true, int() raises
+        (trade(time="1" + "0" * 5000), "timestamp"),
+        (trade(price="1" * 20_000 + "x"), "price"),
         (["99", "7", "3", WIRE_TIME, "1", "2", "3"], "message"),
     ],
 )
