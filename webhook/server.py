@@ -44,6 +44,16 @@ class ReadDeadlineProtocol(H11Protocol):
         if self.conn.their_state not in _READING:
             self._disarm()  # read whole (or failed and answered): the app's time is its own
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # A pipelined request read from the buffer here may be incomplete: it gets a deadline.
+        if (
+            self._deadline is None
+            and not self.transport.is_closing()
+            and self.conn.their_state is h11.SEND_BODY
+        ):
+            self._arm()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)

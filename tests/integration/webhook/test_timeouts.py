@@ -95,3 +95,25 @@ async def test_a_slow_but_timely_client_is_served(webhook_process: int) -> None:
         assert json.loads(await reader.readexactly(length))["status"] == "accepted"
     finally:
         writer.close()
+
+
+async def test_a_kept_alive_connection_that_stalls_in_its_next_request_is_dropped(
+    webhook_process: int,
+) -> None:
+    body = alert(3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", webhook_process)
+    try:
+        writer.write(_head(body) + body)
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 202 ")
+        headers = await reader.readuntil(b"\r\n\r\n")
+        assert b"connection: close" not in headers.lower()  # kept alive
+        await reader.readexactly(
+            int(headers.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        )
+        writer.write(_head(body))  # the next request's headers, then nothing
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), READ_TIMEOUT_S + GRACE_S)
+    finally:
+        writer.close()
+    assert b" 202 " not in answer  # closed, never answered: the body did not come
