@@ -98,21 +98,24 @@ class Spool:
         """Load what a previous run left (entries not yet replayed). An unusable directory is
         not fatal: Kafka may take every alert; the health check says the spool is unusable."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._private(self.directory, 0o700)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            os.fchmod(self._fd, 0o600)
-            data = self.path.read_bytes()
+            self._load()
         except OSError as exc:
+            # Whatever was loaded is still replayed; only new alerts are refused.
             self._unusable = f"{self.directory}: {exc.strerror}"
             log.error("webhook spool unusable: %s", self._unusable)
             self.close()
             return
         self._unusable = None
-        self._size = self._recover(self._fd, data)
+        self._migrate()
+
+    def _load(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._private(self.directory, 0o700)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(self._fd, 0o600)
+        self._size = self._recover(self._fd, self.path.read_bytes())
         done = self._read_offset()
         self._next = sum(1 for entry in self._entries if entry.end <= done)
-        self._migrate()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -175,11 +178,14 @@ class Spool:
         if not old.exists():
             old_done.unlink(missing_ok=True)
             return
-        entries = _old_entries(old.read_bytes())
         try:
+            entries = _old_entries(old.read_bytes())
             done = int(old_done.read_text().strip() or 0) if old_done.exists() else 0
-        except (OSError, ValueError):
-            done = 0
+        except OSError as exc:
+            log.error("webhook spool: spool.log unreadable: %s", exc.strerror)
+            return
+        except ValueError:
+            done = 0  # a damaged count: everything again, never less
         try:
             for key, value in entries[done:]:
                 self.append(key, value)
@@ -234,18 +240,23 @@ class Spool:
 
     def mark_done(self, entry: Entry) -> None:
         self._next = self._entries.index(entry, self._next) + 1
-        if self._next == len(self._entries):
-            self._reset()
-            return
-        partial = self.offset_file.with_suffix(".tmp")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(f"{entry.end}\n")
-        os.replace(partial, self.offset_file)
+        try:
+            if self._next == len(self._entries):
+                self._reset()
+                return
+            partial = self.offset_file.with_suffix(".tmp")
+            descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(f"{entry.end}\n")
+            os.replace(partial, self.offset_file)
+        except OSError as exc:
+            # Replay goes on; only a restart would send these alerts again (same ids).
+            log.error("webhook spool: replay progress not recorded: %s", exc.strerror)
 
     def _reset(self) -> None:
         # The offset goes first: a crash before the truncation then replays (duplicates, same
-        # ids) rather than skipping alerts appended after it.
+        # ids) rather than skipping alerts appended after it. If either fails, the entries stay
+        # (all done), so the offsets of later appends stay true.
         self.offset_file.unlink(missing_ok=True)
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

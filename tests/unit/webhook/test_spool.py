@@ -150,3 +150,19 @@ def test_a_full_or_unwritable_spool_refuses(tmp_path: Path) -> None:
     assert (blocked.problem() or "").startswith("not writable")
     with pytest.raises(SpoolUnavailable, match="unusable"):
         blocked.append(b"k", b"v")
+
+
+def test_replay_goes_on_when_its_progress_cannot_be_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = _opened(tmp_path)
+    for n in range(3):
+        spool.append(b"k", f"alert {n}".encode())
+    spool.offset_file = tmp_path / "gone" / "spool.offset"  # its directory vanished
+    with caplog.at_level(logging.ERROR, "webhook.spool"):
+        for entry in spool.pending():
+            spool.mark_done(entry)
+    assert spool.depth == 0
+    assert "replay progress not recorded" in caplog.text
+    spool.append(b"k", b"later")
+    assert _values(spool) == [b"later"]
