@@ -326,11 +326,15 @@ async def test_the_producer_process_streams_and_stops_cleanly(
     process = role_process(["produce", "dtc", "--symbols", "ESZ4@CME"], env, log)
     processes.append(process)
     await wait_until(lambda: fake.subscriptions >= 1, within=30, step=0.05)
+    await fake.send_raw(b"[" * 10_000 + b"]" * 10_000 + b"\0")  # killed the process once
     trades = fixture_trades()[:10]
     for t in trades:
         await fake.trade("ESZ4", t)
     ticks = await read_ticks(settings, settings.topics.ticks_raw)
     assert summary(ticks) == expected(trades)
+    [(reason, _)] = await _reasons(settings, 1)
+    assert "RecursionError" in reason
+    assert process.poll() is None
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 30) == 0
     assert "hunter2" not in await asyncio.to_thread(log.read_text)
