@@ -37,7 +37,7 @@ async def webhook_process(
            "MDP_TOPIC_PREFIX": settings.topic_prefix, "TRADINGVIEW_HMAC_SECRET": SECRET,
            "MDP_WEBHOOK_AUTH": "signature", "MDP_WEBHOOK_PORT": str(port),
            "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path / "spool"),
-           "MDP_WEBHOOK_READ_TIMEOUT_S": str(READ_TIMEOUT_S)}  # fmt: skip
+           "MDP_WEBHOOK_READ_TIMEOUT_S": str(READ_TIMEOUT_S), "MDP_LOG_LEVEL": "DEBUG"}  # fmt: skip
     processes.append(role_process(["webhook"], env, log))
     await _up(f"http://127.0.0.1:{port}", "ready: kafka connected")
     return port
@@ -80,7 +80,7 @@ async def test_six_stalled_clients_are_all_dropped_within_the_read_timeout(
             assert answer.endswith(b"request not received within 2 s"), answer
 
 
-async def test_a_slow_but_timely_client_is_served(webhook_process: int) -> None:
+async def test_a_slow_but_timely_client_is_served(webhook_process: int, log: Path) -> None:
     body = alert(2)
     reader, writer = await asyncio.open_connection("127.0.0.1", webhook_process)
     try:
@@ -95,6 +95,9 @@ async def test_a_slow_but_timely_client_is_served(webhook_process: int) -> None:
         assert json.loads(await reader.readexactly(length))["status"] == "accepted"
     finally:
         writer.close()
+    text = await asyncio.to_thread(log.read_text)  # the real process's log, at DEBUG
+    assert "Application startup complete" in text
+    assert SECRET not in text
 
 
 async def test_a_kept_alive_connection_that_stalls_in_its_next_request_is_dropped(
