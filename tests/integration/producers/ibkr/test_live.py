@@ -298,14 +298,19 @@ async def test_the_cli_role_streams_until_sigterm(
     await ensure_topics(settings, settings.topics.all())
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
            "MDP_TOPIC_PREFIX": settings.topic_prefix, "IBKR_PORT": str(fake.port)}  # fmt: skip
+    fake.drop_on = {9: 1}  # TWS closes during qualification: once a traceback and exit 1
     process = role_process(["produce", "ibkr", "--symbols", "STK:AAPL:SMART:USD,STK:NOPE:SMART:USD",
                             "--no-bars"], env, log)  # fmt: skip
     processes.append(process)
     await wait_until(_subscribed(fake, "AllLast", 1), within=30)
+    assert fake.connections == 2
     for row in recorded_trades()["AAPL"]:
         fake.publish_trade("AAPL", T0 + row["offset_s"], row)
     ticks = await _ticks(settings)
     assert [str(t.price) for t in ticks] == [r["price"] for r in recorded_trades()["AAPL"]]
     process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.wait, 30) == 0
-    assert "STK:NOPE:SMART:USD: IB error 200" in await asyncio.to_thread(log.read_text)
+    output = await asyncio.to_thread(log.read_text)
+    assert "STK:NOPE:SMART:USD: IB error 200" in output
+    assert "contract qualification interrupted" in output
+    assert "Traceback" not in output
