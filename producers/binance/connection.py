@@ -37,15 +37,17 @@ class Stopped(Exception):  # a signal to unwind, not an error
 
 
 class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
-    """The connector's logger for one connection: once we close it on purpose, what the
-    connector says about the connection going away is expected, so it is logged at debug."""
+    """The connector's logger for one connection. A connection lost is a warning, not an error:
+    the supervisor replaces it (and says so); once we close it on purpose, what the connector
+    says about it going away is expected, so it is logged at debug."""
 
     def __init__(self, number: int) -> None:
         super().__init__(logging.getLogger("producers.binance.connector"), {"connection": number})
         self.closing = False
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        super().log(logging.DEBUG if self.closing else level, msg, *args, **kwargs)
+        level = logging.DEBUG if self.closing else min(level, logging.WARNING)
+        super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         return f"connection {self.extra['connection']}: {msg}", kwargs  # type: ignore[index]

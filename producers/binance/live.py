@@ -234,9 +234,14 @@ class BinanceLive:
             log.info("stopped while connecting or fetching a gap")
         finally:
             self._halt.set()
-            # The venue first (no more frames), then what is buffered to Kafka.
+            # The venue first (no more frames), then the frames already received, then what is
+            # buffered to Kafka.
             if client is not None:
                 await self._close(client)
+            while not self._queue.empty():
+                _, received_at, frame = self._queue.get_nowait()
+                if frame is not _CLOSED and frame is not _PING:
+                    await self._handle(received_at, frame)
             await self.publisher.flush(wait=True)
 
     async def _pump(self, stop: asyncio.Event) -> str:

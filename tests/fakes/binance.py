@@ -36,6 +36,11 @@ INTERVAL_MS: Final = {
     "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000,
 }  # fmt: skip
 SYMBOLS: Final = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
+# What a stream connection asked for (aiohttp warns, once per string key, about plain keys).
+COMBINED: Final = web.ResponseKey("combined", bool)
+MICRO: Final = web.ResponseKey("micro", bool)
+STREAMS: Final = web.ResponseKey("streams", set)
+_ENDS: Final = frozenset((WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR))
 
 
 def kline_row(symbol: str, interval: str, open_ms: int) -> list[Any]:
@@ -80,6 +85,7 @@ class FakeBinance:
     bad_klines: dict[int, Any] = field(default_factory=dict)
     _faults: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -112,6 +118,7 @@ class FakeBinance:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def aclose(self) -> None:
+        self._closing.set()
         await self.drop_connections()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -144,10 +151,10 @@ class FakeBinance:
         if self.mute:
             return
         for socket in list(self._sockets):
-            if socket["streams"] and stream not in socket["streams"]:
+            if socket[STREAMS] and stream not in socket[STREAMS]:
                 continue  # Binance sends only what a connection subscribed to
-            data = _in_microseconds(payload) if socket["micro"] else payload
-            body = {"stream": stream, "data": data} if socket["combined"] else data
+            data = _in_microseconds(payload) if socket[MICRO] else payload
+            body = {"stream": stream, "data": data} if socket[COMBINED] else data
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await socket.send_str(json.dumps(body))
 
@@ -169,21 +176,24 @@ class FakeBinance:
             heartbeat=None if self.mute else 20.0, autoclose=not self.deaf_to_close
         )
         await socket.prepare(request)
-        socket["combined"] = request.path == "/stream"
-        socket["micro"] = self.microseconds or _asks_microseconds(request.query.get("timeUnit"))
+        socket[COMBINED] = request.path == "/stream"
+        socket[MICRO] = self.microseconds or _asks_microseconds(request.query.get("timeUnit"))
         named = request.match_info.get("stream") or request.query.get("streams", "")
-        socket["streams"] = {name for name in named.split("/") if name}
+        socket[STREAMS] = {name for name in named.split("/") if name}
         self._sockets.add(socket)
         try:
-            async for message in socket:
+            while True:
+                message = await socket.receive()
                 if message.type == WSMsgType.CLOSE and self.deaf_to_close:
-                    await asyncio.sleep(3600)  # hold the connection, answer nothing
+                    await self._closing.wait()  # hold the connection, answer nothing
+                if message.type in _ENDS:
+                    break
                 if message.type != WSMsgType.TEXT:
                     continue
                 command = json.loads(message.data)
                 if command.get("method") == "SUBSCRIBE":
                     self.subscriptions += 1
-                    socket["streams"].update(command.get("params", []))
+                    socket[STREAMS].update(command.get("params", []))
                 if command.get("method") in {"SUBSCRIBE", "UNSUBSCRIBE"} and not self.silent:
                     await socket.send_str(json.dumps({"result": None, "id": command.get("id")}))
         finally:
