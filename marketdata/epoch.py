@@ -44,6 +44,8 @@ _THRESHOLDS: Final[tuple[tuple[int, Unit], ...]] = (
     (10**20, "ns"),
 )
 _NUMBER_TEXT_MAX: Final = 40  # a numeric string longer than this is no epoch time
+_TOO_LARGE_DIGITS: Final = 25  # far past any unit's range, whatever the unit
+_TOO_LARGE: Final = 10**_TOO_LARGE_DIGITS
 
 
 def epoch_unit(value: int | Decimal, field: str = "timestamp") -> Unit:
@@ -60,11 +62,14 @@ def _number(field: str, value: object) -> int | Decimal:
     if isinstance(value, bool):
         raise InvalidRecord(field, f"must be an epoch number, got {value!r}")
     if isinstance(value, int):
+        if not -_TOO_LARGE < value < _TOO_LARGE:
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            raise InvalidRecord(field, f"epoch number out of range: about {digits} digits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidRecord(field, f"must be a finite epoch number, got {value!r}")
-        return Decimal(repr(value))
+        value = Decimal(repr(value))
     if isinstance(value, str):
         if len(value) > _NUMBER_TEXT_MAX:
             raise InvalidRecord(field, f"must be an epoch number, got {len(value)} characters")
@@ -75,8 +80,8 @@ def _number(field: str, value: object) -> int | Decimal:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise InvalidRecord(field, f"must be a finite epoch number, got {value}")
-        if value.adjusted() >= 25:  # far past any unit's range: don't multiply it out
-            raise InvalidRecord(field, f"epoch number out of range: {value}")
+        if value.adjusted() >= _TOO_LARGE_DIGITS:  # don't multiply it out
+            raise InvalidRecord(field, f"epoch number out of range: {value:.3e}")
         return int(value) if value == value.to_integral_value() else value
     raise InvalidRecord(field, f"must be an epoch number, got {type(value).__name__}")
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketdata.epoch import epoch_datetime, epoch_unit
+from marketdata.epoch import Unit, epoch_datetime, epoch_unit
 from marketdata.errors import InvalidRecord
 
 # 2025-01-01T00:00:00.123456Z, as Binance's dumps wrote it before and after they switched to µs.
@@ -38,6 +38,13 @@ def test_the_magnitude_decides_the_unit(
             epoch_datetime(value)
     else:
         assert epoch_datetime(value) == expected
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns", None])
+@pytest.mark.parametrize("value", [1.7e308, -1.7e308, 10**30, Decimal("1e30"), "1e30"])
+def test_huge_numbers_are_out_of_range_in_every_unit(value: object, unit: Unit | None) -> None:
+    with pytest.raises(InvalidRecord, match="out of range"):
+        epoch_datetime(value, "time", unit)
 
 
 def test_an_explicit_unit_overrides_the_rule() -> None:
