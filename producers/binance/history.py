@@ -105,12 +105,12 @@ class BinanceRest:
     def _client_error(self, exc: ClientError) -> None:
         headers = exc.header or {}
         if exc.status_code == 429:
-            wait = float(headers.get("Retry-After", 60))
+            wait = _seconds(headers.get("Retry-After"), 60)
             log.warning("Binance answered 429 (rate limit); waiting %.0fs as told", wait)
             self._wait(wait)
             return
         if exc.status_code == 418:
-            seconds = float(headers.get("Retry-After", 0))
+            seconds = _seconds(headers.get("Retry-After"), 0)
             until = datetime.now(UTC) + timedelta(seconds=seconds)
             raise BinanceRestError(
                 f"Binance banned this IP (418) until {until:%Y-%m-%d %H:%M:%S} UTC"
@@ -128,6 +128,15 @@ class BinanceRest:
     def _wait(self, seconds: float) -> None:
         self.waited_s += seconds
         self.sleep(seconds)
+
+
+def _seconds(header: str | None, default: float) -> float:
+    """A ``Retry-After`` in seconds; Binance's default when it is missing or unreadable."""
+    try:
+        seconds = float(header) if header is not None else default
+    except ValueError:
+        return default
+    return seconds if 0 <= seconds <= 3 * 86_400 else default  # a ban lasts 3 days at most
 
 
 class KlinePager:
