@@ -88,3 +88,13 @@ def test_first_seen_stamps_every_copy_of_an_update_with_its_first_arrival() -> N
     clock("BNBUSDT", 8, later)
     clock("BNBUSDT", 9, later)  # the oldest is forgotten past ``size``
     assert clock("BNBUSDT", 7, datetime(2030, 1, 1, tzinfo=UTC)) == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def test_a_microsecond_frame_gives_its_record() -> None:
+    live, collected = producer()
+    frame = json.loads(FRAMES[0])
+    frame["data"] = {**frame["data"], "T": 1709294400120007, "E": 1709294400123007}
+    await live._handle(RECEIVED, json.dumps(frame))
+    assert collected.dead_letters == []
+    [tick] = collected.records
+    assert tick.timestamp == datetime(2024, 3, 1, 12, 0, 0, 120007, tzinfo=UTC)
