@@ -26,7 +26,7 @@ from processors.app import create_app
 log = logging.getLogger(__name__)
 
 # Within the 5 s a supervisor gives a role after SIGTERM, with room to start the next one.
-SHUTDOWN_S = 4.0
+SHUTDOWN_S = 3.5
 
 
 async def check_partitions(settings: Settings) -> None:

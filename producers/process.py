@@ -3,10 +3,13 @@ with MDP_PRODUCER_METRICS_PORT, its ``/metrics`` and ``/health``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -14,7 +17,8 @@ from prometheus_client.registry import Collector
 from marketdata.kafka import create_producer, kafka_errors
 from marketdata.metrics import MetricsServer
 from marketdata.settings import Settings
-from producers.publisher import Publisher
+from marketdata.signals import remaining, signalled, stop_deadline
+from producers.publisher import DRAIN_S, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -58,4 +62,25 @@ async def publishing(
     finally:
         if server is not None:
             await server.aclose()
-        await producer.stop()
+        await publisher.drain()
+        await _stop_producer(producer)
+
+
+async def _stop_producer(producer: AIOKafkaProducer) -> None:
+    """Stop the producer; once the process is signalled to stop, give up after the drain's time
+    and half a second (aiokafka's stop waits for every batch to be answered, for minutes when the
+    broker is away: what is still unanswered was counted by the drain)."""
+    stopping = asyncio.ensure_future(producer.stop())
+    if stop_deadline(DRAIN_S) is None:
+        either: set[asyncio.Future[Any]] = {stopping, asyncio.ensure_future(signalled())}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in either - {stopping}:
+            waiter.cancel()
+    if not stopping.done():
+        await asyncio.wait({stopping}, timeout=remaining(stop_deadline(DRAIN_S + 0.5)))
+    if stopping.done():
+        async with kafka_errors():
+            stopping.result()
+    else:
+        stopping.cancel()
+        log.info("the Kafka producer did not stop in time; leaving it")

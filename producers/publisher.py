@@ -4,23 +4,38 @@ Every Kafka message costs a downstream stage tens of microseconds (faust ~80 µs
 pack several records of one instrument per message (see BENCHMARKS.md, Processors): records are
 buffered per instrument and sent when ``max_records`` are waiting or when ``flush()`` is called,
 which the producer does every few milliseconds.
+
+Stopping is bounded: once the process is signalled to stop, sends and the wait for the broker's
+acknowledgements give up :data:`DRAIN_S` seconds later, and :meth:`Publisher.drain` says in one
+line how many records were not delivered (a broker that is away does not hold the process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from marketdata.codec import encode_bars, encode_ticks
 from marketdata.dlq import HEADER_REASON, HEADER_STAGE
-from marketdata.kafka import kafka_errors
+from marketdata.kafka import kafka_errors, translate
 from marketdata.records import Bar, Tick
+from marketdata.signals import remaining, signalled, stop_deadline
 from marketdata.topics import Topics, instrument_key
+
+log = logging.getLogger(__name__)
+
+# After a stop signal: what the venue loop and the drain may still spend on delivery, inside the
+# 5 s a role has to exit (the rest is for closing connections and the interpreter).
+DRAIN_S = 3.0
+
+_Pending = tuple["asyncio.Future[Any]", int]  # a send's future, and how many records it carries
 
 
 class Publisher:
@@ -33,9 +48,11 @@ class Publisher:
         self.max_records = max_records
         self._ticks: dict[bytes, list[Tick]] = {}
         self._bars: dict[bytes, list[Bar]] = {}
-        self._pending: list[asyncio.Future[Any]] = []
+        self._pending: list[_Pending] = []
         self.sent_records = 0
         self.dead_letters = 0
+        # Records that never reached the broker: given up at a stop, or refused by it.
+        self.undelivered = 0
         self.last_flush = time.monotonic()
 
     async def add(self, records: Iterable[Tick | Bar]) -> None:
@@ -53,7 +70,44 @@ class Publisher:
                     await self._send_bars(key, self._bars.pop(key))
 
     async def flush(self, *, wait: bool = False) -> None:
-        """Send every buffered envelope; with ``wait``, until the broker acknowledged all."""
+        """Send every buffered envelope; with ``wait``, until the broker acknowledged all (or,
+        once the process is stopping, until :data:`DRAIN_S` after the signal)."""
+        await self._send_buffered()
+        if wait and self._pending:
+            await self._acknowledged()
+            if stop_deadline(DRAIN_S) is None:
+                self._raise_failures()
+
+    async def drain(self) -> int:
+        """The end of publishing: send what is buffered, wait for the acknowledgements as
+        :meth:`flush` does, and log one line; return how many records were not delivered."""
+        await self._send_buffered()
+        if self._pending:
+            await self._acknowledged()
+        lost = self.undelivered + sum(n for future, n in self._pending if not _delivered(future))
+        lost += sum(map(len, self._ticks.values())) + sum(map(len, self._bars.values()))
+        delivered = self.sent_records + self.dead_letters - lost
+        if lost:
+            log.warning("%s: %d records could not be delivered to Kafka (%d delivered)",
+                        self.stage, lost, delivered)  # fmt: skip
+        else:
+            log.info("%s: 0 records could not be delivered to Kafka (%d delivered)",
+                     self.stage, delivered)  # fmt: skip
+        return lost
+
+    async def dead(self, raw: bytes, reason: str, origin: str) -> None:
+        """A payload that could not be normalised: kept as it came, with the reason."""
+        headers = [(HEADER_REASON, reason.encode()), (HEADER_STAGE, self.stage.encode()),
+                   ("mdp.origin", origin.encode())]  # fmt: skip
+        if await self._send(self.topics.dlq, None, raw, 1, headers):
+            self.dead_letters += 1
+
+    async def dead_rows(self, rejected: Iterable[tuple[Any, str]], origin: str) -> None:
+        """REST rows that did not normalise, each as the JSON it came as, with its reason."""
+        for row, reason in rejected:
+            await self.dead(json.dumps(row).encode(), reason, origin)
+
+    async def _send_buffered(self) -> None:
         ticks, self._ticks = self._ticks, {}
         bars, self._bars = self._bars, {}
         for key, group in ticks.items():
@@ -61,38 +115,64 @@ class Publisher:
         for key, bar_group in bars.items():
             await self._send_bars(key, bar_group)
         self.last_flush = time.monotonic()
-        if wait and self._pending:
-            pending, self._pending = self._pending, []
-            async with kafka_errors():
-                await asyncio.gather(*pending)
-
-    async def dead(self, raw: bytes, reason: str, origin: str) -> None:
-        """A payload that could not be normalised: kept as it came, with the reason."""
-        headers = [(HEADER_REASON, reason.encode()), (HEADER_STAGE, self.stage.encode()),
-                   ("mdp.origin", origin.encode())]  # fmt: skip
-        async with kafka_errors():
-            self._pending.append(await self.producer.send(self.topics.dlq, raw, headers=headers))
-        self.dead_letters += 1
-
-    async def dead_rows(self, rejected: Iterable[tuple[Any, str]], origin: str) -> None:
-        """REST rows that did not normalise, each as the JSON it came as, with its reason."""
-        for row, reason in rejected:
-            await self.dead(json.dumps(row).encode(), reason, origin)
 
     async def _send_ticks(self, key: bytes, group: list[Tick]) -> None:
-        await self._send(self.topics.ticks_raw, key, encode_ticks(group), len(group))
+        if await self._send(self.topics.ticks_raw, key, encode_ticks(group), len(group)):
+            self.sent_records += len(group)
 
     async def _send_bars(self, key: bytes, group: list[Bar]) -> None:
-        await self._send(self.topics.bars_raw, key, encode_bars(group), len(group))
+        if await self._send(self.topics.bars_raw, key, encode_bars(group), len(group)):
+            self.sent_records += len(group)
 
-    async def _send(self, topic: str, key: bytes, value: bytes, count: int) -> None:
-        async with kafka_errors():
-            self._pending.append(await self.producer.send(topic, value, key=key))
-        self.sent_records += count
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes, count: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> bool:  # fmt: skip
+        """Hand one message to the producer; False when it was given up (stopping)."""
+        send = self.producer.send(topic, value, key=key, headers=headers)
+        deadline = stop_deadline(DRAIN_S)
+        try:
+            async with kafka_errors():
+                if deadline is None:
+                    future = await send
+                else:
+                    # A broker that is away blocks a send (metadata, a full buffer) for minutes.
+                    future = await asyncio.wait_for(send, remaining(deadline))
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            self.undelivered += count
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return False
+        self._pending.append((future, count))
         if len(self._pending) > 10_000:
             # Acknowledged sends need no tracking, but a failed one must not pass unseen.
-            for future in self._pending:
-                if future.done() and future.exception() is not None:
-                    async with kafka_errors():
-                        future.result()
-            self._pending = [f for f in self._pending if not f.done()]
+            self._raise_failures()
+        return True
+
+    async def _acknowledged(self) -> None:
+        """Wait until every pending send is answered, or :data:`DRAIN_S` after a stop signal."""
+        # Never cancelled: that would cancel the sends themselves.
+        answered = asyncio.gather(*(future for future, _ in self._pending), return_exceptions=True)
+        if stop_deadline(DRAIN_S) is None:
+            stopping = asyncio.ensure_future(signalled())
+            either: set[asyncio.Future[Any]] = {answered, stopping}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+        if not answered.done():
+            await asyncio.wait({answered}, timeout=remaining(stop_deadline(DRAIN_S)))
+
+    def _raise_failures(self) -> None:
+        """Forget the acknowledged sends; raise the first failed one's error."""
+        failed = [(future, n) for future, n in self._pending
+                  if future.done() and not _delivered(future)]  # fmt: skip
+        self._pending = [(future, n) for future, n in self._pending if not future.done()]
+        if failed:
+            self.undelivered += sum(n for _, n in failed)
+            error = failed[0][0].exception()
+            if isinstance(error, KafkaError):
+                raise translate(error) from error
+            raise error or RuntimeError("a send failed without an error")
+
+
+def _delivered(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None

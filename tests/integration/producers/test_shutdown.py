@@ -1,0 +1,69 @@
+"""`mdp produce` is gone within 5 s of SIGTERM, with code 0 and its metrics port released, also
+when the broker is unreachable at that moment (it once ignored SIGTERM, logging connection errors
+several times a second), and says in one line how many records it could not deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from marketdata.kafka import ensure_topics
+from marketdata.settings import Settings
+from tests.fakes.dtc import FakeDtc, fixture_trades
+from tests.integration.kafka_proxy import KafkaProxy
+from tests.integration.polling import wait_until
+from tests.integration.processors.support import free_port, read_topic
+from tests.integration.roles import role_process
+from tests.integration.stopping import listening, released, terminate
+
+
+@pytest.fixture
+async def proxy(settings: Settings) -> AsyncIterator[KafkaProxy]:
+    await ensure_topics(settings, settings.topics.all())
+    kafka = KafkaProxy(settings.kafka_bootstrap)
+    await kafka.start()
+    yield kafka
+    await kafka.aclose()
+
+
+@pytest.fixture
+async def dtc() -> AsyncIterator[FakeDtc]:
+    server = FakeDtc()
+    await server.start()
+    yield server
+    await server.aclose()
+
+
+async def test_a_producer_whose_broker_is_gone_stops_and_says_what_was_not_delivered(
+    settings: Settings, proxy: KafkaProxy, dtc: FakeDtc, log: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
+    metrics_port = free_port()
+    env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap, "MDP_TOPIC_PREFIX": settings.topic_prefix,
+           "DTC_PORT": str(dtc.port), "DTC_ENCODING": "json", "DTC_HEARTBEAT_S": "1",
+           "MDP_PRODUCER_METRICS_PORT": str(metrics_port)}  # fmt: skip
+    producer = role_process(["produce", "dtc", "--symbols", "ESZ4@CME"], env, log)
+    processes.append(producer)
+    await wait_until(lambda: dtc.subscriptions >= 1, within=30, step=0.05)
+    trades = fixture_trades()[:10]
+    for trade in trades[:4]:
+        await dtc.trade("ESZ4", trade)
+    assert len(await read_topic(settings, settings.topics.ticks_raw, until=1, within=30)) >= 1
+    assert listening(metrics_port)
+
+    await proxy.cut()
+    for trade in trades[4:]:
+        await dtc.trade("ESZ4", trade)
+    await asyncio.sleep(1.5)  # read and handed to the producer, which has no broker
+    code, took = await terminate(producer)
+    assert code == 0
+    print(f"producer exited {took:.1f} s after SIGTERM")
+    assert released(metrics_port)
+    text = await asyncio.to_thread(log.read_text, errors="replace")
+    counts = re.findall(r"dtc\.live: (\d+) records could not be delivered to Kafka", text)
+    assert counts == ["6"]

@@ -1,0 +1,36 @@
+"""Stopping a role process as a supervisor does, and checking that it is gone in time."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import time
+
+# What a supervisor (and `mdp run`) gives a role between SIGTERM and SIGKILL.
+EXIT_WITHIN_S = 5.0
+
+
+async def terminate(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM; the exit code and how long it took (TimeoutExpired past :data:`EXIT_WITHIN_S`)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(process.wait, EXIT_WITHIN_S)
+    return code, time.monotonic() - started
+
+
+def released(port: int) -> bool:
+    """Whether ``port`` on loopback can be bound again."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
