@@ -40,9 +40,11 @@ _Pending = tuple["asyncio.Future[Any]", int]  # a send's future, and how many re
 
 class Publisher:
     def __init__(
-        self, producer: AIOKafkaProducer, topics: Topics, *, stage: str, max_records: int = 100
-    ) -> None:
+        self, producer: AIOKafkaProducer, topics: Topics, *, stage: str, max_records: int = 100,
+        drain_s: float = DRAIN_S,
+    ) -> None:  # fmt: skip
         self.producer = producer
+        self.drain_s = drain_s
         self.topics = topics
         self.stage = stage
         self.max_records = max_records
@@ -71,11 +73,11 @@ class Publisher:
 
     async def flush(self, *, wait: bool = False) -> None:
         """Send every buffered envelope; with ``wait``, until the broker acknowledged all (or,
-        once the process is stopping, until :data:`DRAIN_S` after the signal)."""
+        once the process is stopping, until ``drain_s`` after the signal)."""
         await self._send_buffered()
         if wait and self._pending:
             await self._acknowledged()
-            if stop_deadline(DRAIN_S) is None:
+            if stop_deadline(self.drain_s) is None:
                 self._raise_failures()
 
     async def drain(self) -> int:
@@ -130,7 +132,7 @@ class Publisher:
     ) -> bool:  # fmt: skip
         """Hand one message to the producer; False when it was given up (stopping)."""
         send = self.producer.send(topic, value, key=key, headers=headers)
-        deadline = stop_deadline(DRAIN_S)
+        deadline = stop_deadline(self.drain_s)
         try:
             async with kafka_errors():
                 if deadline is None:
@@ -150,16 +152,16 @@ class Publisher:
         return True
 
     async def _acknowledged(self) -> None:
-        """Wait until every pending send is answered, or :data:`DRAIN_S` after a stop signal."""
+        """Wait until every pending send is answered, or ``drain_s`` after a stop signal."""
         # Never cancelled: that would cancel the sends themselves.
         answered = asyncio.gather(*(future for future, _ in self._pending), return_exceptions=True)
-        if stop_deadline(DRAIN_S) is None:
+        if stop_deadline(self.drain_s) is None:
             stopping = asyncio.ensure_future(signalled())
             either: set[asyncio.Future[Any]] = {answered, stopping}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
         if not answered.done():
-            await asyncio.wait({answered}, timeout=remaining(stop_deadline(DRAIN_S)))
+            await asyncio.wait({answered}, timeout=remaining(stop_deadline(self.drain_s)))
 
     def _raise_failures(self) -> None:
         """Forget the acknowledged sends; raise the first failed one's error."""
