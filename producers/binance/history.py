@@ -10,6 +10,7 @@ Binance's own message. binance-connector is synchronous: callers run the pager i
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -99,7 +100,8 @@ class BinanceRest:
             else:
                 usage = answer.get("limit_usage", {}) if isinstance(answer, dict) else {}
                 self.used_weight = int(usage.get("x-mbx-used-weight-1m", self.used_weight))
-                return answer.get("data", answer) if isinstance(answer, dict) else answer
+                data = answer.get("data", answer) if isinstance(answer, dict) else answer
+                return _reparsed(data) if isinstance(data, str) else data
         raise BinanceRestError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _client_error(self, exc: ClientError) -> None:
@@ -128,6 +130,22 @@ class BinanceRest:
     def _wait(self, seconds: float) -> None:
         self.waited_s += seconds
         self.sleep(seconds)
+
+
+def _number_or_text(digits: str) -> int | str:
+    # Python refuses to turn more than 4300 digits into an int: the row keeps them as text and
+    # is refused alone by the normaliser, instead of the whole page.
+    return int(digits) if len(digits) <= 40 else digits
+
+
+def _reparsed(text: str) -> Any:
+    """An answer binance-connector could not parse (it hands back the text): JSON with numbers
+    Python will not read as ints is read with those numbers as text; anything else stays text
+    (and is refused as no list of rows)."""
+    try:
+        return json.loads(text, parse_int=_number_or_text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def _seconds(header: str | None, default: float) -> float:

@@ -11,7 +11,8 @@ microseconds as Binance documents it (``timeUnit=MICROSECOND`` on a stream URL, 
 answers in µs whatever is asked); time parameters are taken in either unit. Faults on demand:
 ``fail_next`` (e.g. 429 with Retry-After), ``weight_used`` (the X-MBX-USED-WEIGHT-1m the next
 answers report), ``drop_connections``, ``push_raw`` (malformed frames), ``silent``, ``mute``,
-``deaf_to_close`` (close frames never answered), ``bad_klines`` (rows replaced by a test's own).
+``deaf_to_close`` (close frames never answered), ``bad_klines`` (rows replaced by a test's own,
+a :class:`RawJSON` row sent as its text: JSON that Python's encoder would refuse to write).
 
 Standalone, as the sandbox venue: ``python -m tests.fakes.binance --port 18090`` streams trades
 (a random walk) and closed 1m klines for its symbols.
@@ -65,6 +66,13 @@ def kline_event(symbol: str, interval: str, open_ms: int, *, closed: bool = True
         "t": row[0], "T": row[6], "s": symbol, "i": interval, "f": 1, "L": 2, "o": row[1],
         "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8], "x": closed,
         "q": row[7], "V": "0", "Q": "0", "B": "0"}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RawJSON:
+    """A row sent as this JSON text, e.g. a number of 5,000 digits."""
+
+    text: str
 
 
 @dataclass
@@ -252,7 +260,9 @@ class FakeBinance:
         if self._micro(request):
             rows = [_row_in_microseconds(row, step) for row in rows]
         await asyncio.sleep(0)
-        return web.json_response(rows, headers=self._headers(2 if limit <= 1000 else 5))
+        body = ",".join(row.text if isinstance(row, RawJSON) else json.dumps(row) for row in rows)
+        return web.Response(text=f"[{body}]", content_type="application/json",
+                            headers=self._headers(2 if limit <= 1000 else 5))  # fmt: skip
 
     async def _historical_trades(self, request: web.Request) -> web.Response:
         fault = self._fault()

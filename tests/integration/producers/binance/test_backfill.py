@@ -20,7 +20,7 @@ from marketdata.records import Bar
 from marketdata.settings import Settings
 from producers.binance.backfill import backfill, rest_client
 from producers.binance.history import KlinePager
-from tests.fakes.binance import FakeBinance, kline_row
+from tests.fakes.binance import FakeBinance, RawJSON, kline_row
 from tests.integration.processors.support import read_bars, read_topic
 from tests.integration.producers.support import stored_bar
 
@@ -190,3 +190,19 @@ async def test_a_page_with_a_bad_row_publishes_its_good_rows_and_dead_letters_th
     assert headers["mdp.origin"] == "binance.rest.klines"
     assert headers[HEADER_REASON].startswith("timestamp: ")
     assert json.loads(letter.value)[0] == 10**22
+
+
+async def test_a_row_with_a_number_python_will_not_read_is_refused_alone(
+    binance_settings: Settings, fake: FakeBinance
+) -> None:
+    start_ms = int(START.timestamp() * 1000)
+    row = kline_row("BTCUSDT", "1m", start_ms + 4 * 60_000)
+    fake.bad_klines[start_ms + 4 * 60_000] = RawJSON(json.dumps(["DIGITS", *row[1:]])
+                                                      .replace('"DIGITS"', "9" * 5000))  # fmt: skip
+    result = await backfill(binance_settings, "BTCUSDT", "1m", START, START + timedelta(minutes=9))
+    assert (result.bars, result.rejected) == (9, 1)
+    good = [row for n, row in enumerate(expected_bars(10)) if n != 4]
+    assert _summary(await published_bars(binance_settings)) == good
+    [letter] = await read_topic(binance_settings, binance_settings.topics.dlq, until=1)
+    assert dict(letter.headers)[HEADER_REASON].startswith(b"timestamp: ")
+    assert json.loads(letter.value)[0] == "9" * 5000
