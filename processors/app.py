@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -34,13 +35,23 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server}" for server in bootstrap.split(",")]
 
 
+@dataclass(slots=True)
+class InHand:
+    """Raw messages taken and not yet acked (in a buffer being handled, or held after a failure):
+    what a worker that exits now leaves to its successor."""
+
+    messages: int = 0
+
+
 def create_app(
     settings: Settings,
     registry: CollectorRegistry | None = None,
     on_failure: Callable[[BaseException], None] = lambda _: None,
+    in_hand: InHand | None = None,
 ) -> faust.App:
     """The app; ``on_failure`` hears of a buffer that could not be processed or delivered, whose
     messages are then never committed (the worker exits, and its successor replays them)."""
+    held = in_hand if in_hand is not None else InHand()
     metrics = ProcessorMetrics(registry or CollectorRegistry())
     app = faust.App(
         settings.process_group,
@@ -106,8 +117,10 @@ def create_app(
         async for events in cast(faust.Stream[Any], stream).take_events(
             settings.process_take_messages, within
         ):
+            held.messages += len(events)
             try:
                 await handle(events)
+                held.messages -= len(events)
             except BaseException as exc:
                 # take_events acks its buffer in a `finally`, however its consumer ended, and
                 # faust restarts a crashed agent past it: one more reference on each message

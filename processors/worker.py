@@ -21,7 +21,7 @@ from marketdata.errors import ConfigError
 from marketdata.kafka import admin_client
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
-from processors.app import create_app
+from processors.app import InHand, create_app
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class BoundedWorker(faust.Worker):
     """faust's worker with a time limit on stopping, and a way to stop because processing failed
     (with exit code 1), which the agents call."""
 
-    def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, app: faust.App, in_hand: InHand, *args: Any, **kwargs: Any) -> None:
         super().__init__(app, *args, **kwargs)
+        self.in_hand = in_hand
         self.exit_code = 0
         self._deadline: threading.Timer | None = None
         self._failing: asyncio.Future[None] | None = None
@@ -96,15 +97,16 @@ class BoundedWorker(faust.Worker):
 
     def _bound(self, code: int) -> None:
         if self._deadline is None:
-            self._deadline = threading.Timer(SHUTDOWN_S, _exit_now, (code,))
+            self._deadline = threading.Timer(SHUTDOWN_S, _exit_now, (code, self.in_hand))
             self._deadline.daemon = True
             self._deadline.start()
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int, in_hand: InHand) -> None:
     log.warning(
-        "the worker did not stop within %.0f s (is the broker reachable?): exiting; what it "
-        "had not committed is processed again by the next worker", SHUTDOWN_S,
+        "the worker did not stop within %.1f s (is the broker reachable?): exiting; %d raw "
+        "messages in hand were not committed, the next worker processes them again",
+        SHUTDOWN_S, in_hand.messages,
     )  # fmt: skip
     sys.stdout.flush()
     sys.stderr.flush()
@@ -120,8 +122,10 @@ def run_worker(settings: Settings) -> None:
         if worker is not None:
             worker.fail(exc)
 
-    app = create_app(settings, on_failure=on_failure)
-    worker = BoundedWorker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    in_hand = InHand()
+    app = create_app(settings, on_failure=on_failure, in_hand=in_hand)
+    worker = BoundedWorker(app, in_hand, loglevel=settings.log_level, quiet=True,
+                           redirect_stdouts=False)  # fmt: skip
     try:
         worker.execute_from_commandline()
     except SystemExit as done:

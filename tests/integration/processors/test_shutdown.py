@@ -4,6 +4,7 @@ the broker is unreachable at that moment (faust's own shutdown waits on the brok
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,6 +49,8 @@ async def test_a_processor_whose_broker_is_gone_stops_within_the_limit(
     assert code == 0
     print(f"processor exited {took:.1f} s after SIGTERM")
     assert released(s.process_web_port)
+    text = await asyncio.to_thread(log.read_text, errors="replace")
+    assert re.findall(r"(\d+) raw messages in hand were not committed", text) == ["0"]
 
 
 async def test_a_processor_with_its_broker_stops_in_time_and_commits(
