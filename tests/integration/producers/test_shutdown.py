@@ -5,6 +5,7 @@ several times a second), and says in one line how many records it could not deli
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import pytest
 
 from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
+from tests.fakes.binance import FakeBinance
 from tests.fakes.dtc import FakeDtc, fixture_trades
 from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.polling import wait_until
@@ -29,6 +31,10 @@ async def proxy(settings: Settings) -> AsyncIterator[KafkaProxy]:
     await kafka.start()
     yield kafka
     await kafka.aclose()
+
+
+BINANCE_TRADE = Path(__file__).resolve().parents[2] / "fixtures" / "binance" / "trade.json"
+T0_MS = 1_709_294_400_000  # 2024-03-01 12:00 UTC
 
 
 @pytest.fixture
@@ -67,3 +73,40 @@ async def test_a_producer_whose_broker_is_gone_stops_and_says_what_was_not_deliv
     text = await asyncio.to_thread(log.read_text, errors="replace")
     counts = re.findall(r"dtc\.live: (\d+) records could not be delivered to Kafka", text)
     assert counts == ["6"]
+
+
+async def test_a_binance_producer_whose_broker_is_gone_stops_and_says_what_was_not_delivered(
+    settings: Settings, proxy: KafkaProxy, log: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    fake = FakeBinance(now_ms=T0_MS + 60_000)
+    await fake.start()
+    try:
+        metrics_port = free_port()
+        env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap,
+               "MDP_TOPIC_PREFIX": settings.topic_prefix, "BINANCE_API_BASE_URL": fake.rest_url,
+               "BINANCE_STREAM_URL": fake.stream_url,
+               "MDP_PRODUCER_METRICS_PORT": str(metrics_port)}  # fmt: skip
+        args = ["produce", "binance", "--symbols", "BTCUSDT", "--streams", "trade"]
+        producer = role_process(args, env, log)
+        processes.append(producer)
+        await wait_until(lambda: fake.subscriptions >= 1, within=30, step=0.05)
+        await asyncio.sleep(0.3)
+        trade = json.loads(BINANCE_TRADE.read_text())["data"]
+        events = [{**trade, "t": 1000 + n, "T": T0_MS + n, "E": T0_MS + n + 2} for n in range(9)]
+        for event in events[:4]:
+            await fake.push("btcusdt@trade", event)
+        assert await read_topic(settings, settings.topics.ticks_raw, until=1, within=30)
+
+        await proxy.cut()
+        for event in events[4:]:
+            await fake.push("btcusdt@trade", event)
+        await asyncio.sleep(1.5)
+        code, took = await terminate(producer)
+        assert code == 0
+        print(f"binance producer exited {took:.1f} s after SIGTERM")
+        assert released(metrics_port)
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        counts = re.findall(r"binance\.live: (\d+) records could not be delivered", text)
+        assert counts == ["5"]
+    finally:
+        await fake.aclose()
