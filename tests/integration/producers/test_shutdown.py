@@ -17,6 +17,7 @@ from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
 from tests.fakes.binance import FakeBinance
 from tests.fakes.dtc import FakeDtc, fixture_trades
+from tests.fakes.tws import FakeTws, recorded_trades
 from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, read_topic
@@ -110,3 +111,37 @@ async def test_a_binance_producer_whose_broker_is_gone_stops_and_says_what_was_n
         assert counts == ["5"]
     finally:
         await fake.aclose()
+
+
+async def test_an_ibkr_producer_whose_broker_is_gone_stops_and_says_what_was_not_delivered(
+    settings: Settings, proxy: KafkaProxy, log: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    tws = FakeTws()
+    await tws.start()
+    try:
+        metrics_port = free_port()
+        env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap,
+               "MDP_TOPIC_PREFIX": settings.topic_prefix, "IBKR_PORT": str(tws.port),
+               "MDP_PRODUCER_METRICS_PORT": str(metrics_port)}  # fmt: skip
+        args = ["produce", "ibkr", "--symbols", "STK:AAPL:SMART:USD", "--no-bars"]
+        producer = role_process(args, env, log)
+        processes.append(producer)
+        await wait_until(lambda: len(tws.subscribed("AllLast")) >= 1, within=30)
+        rows = recorded_trades()["AAPL"]
+        t0 = 1_709_305_200  # 2024-03-01 15:00:00 UTC
+        tws.publish_trade("AAPL", t0 + rows[0]["offset_s"], rows[0])
+        assert await read_topic(settings, settings.topics.ticks_raw, until=1, within=30)
+
+        await proxy.cut()
+        for row in rows[1:]:
+            tws.publish_trade("AAPL", t0 + row["offset_s"], row)
+        await asyncio.sleep(1.5)
+        code, took = await terminate(producer)
+        assert code == 0
+        print(f"ibkr producer exited {took:.1f} s after SIGTERM")
+        assert released(metrics_port)
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        counts = re.findall(r"ibkr\.live: (\d+) records could not be delivered", text)
+        assert counts == [str(len(rows) - 1)]
+    finally:
+        await tws.aclose()
