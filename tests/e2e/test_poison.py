@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from marketdata.codec import encode_bars, encode_ticks
@@ -15,11 +16,17 @@ from marketdata.records import Bar, Tick
 from marketdata.topics import instrument_key
 from tests import poison
 from tests.e2e.conftest import Pipeline
-from tests.e2e.timeline import own_minute
-from tests.integration.processors.support import read_topic
+from tests.e2e.timeline import ms, own_minute
+from tests.fakes.binance import FakeBinance
+from tests.integration.polling import wait_until
+from tests.integration.processors.support import free_port, read_topic
 from tests.integration.sinks.support import publish, tick_messages
+from webhook.spool import frame
 
 N = 10_000
+TRADES = 200
+ALERTS = 5
+DEEP_FRAME = '{"stream":"btcusdt@trade","data":' + "[" * 100_000 + "]" * 100_000 + "}"
 PER_MESSAGE = 50
 EXCHANGE = "POISONED"
 SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
@@ -61,10 +68,16 @@ def _poisons(template: dict[str, Any]) -> dict[str, bytes]:
 
 
 async def test_poison_is_dead_lettered_and_every_valid_record_stored_once(
-    pipeline: Pipeline,
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
     settings, topics = pipeline.settings, pipeline.settings.topics
     t0 = own_minute()
+    fake = FakeBinance(now_ms=ms(t0))
+    await fake.start()
+    try:
+        await _venue_and_webhook_poisons(pipeline, fake, t0, tmp_path)
+    finally:
+        await fake.aclose()
     ticks, bars = _ticks(t0), _bars(t0)
     template = json.loads(encode_ticks(ticks[:1]))
     poisons = {
@@ -115,17 +128,97 @@ async def test_poison_is_dead_lettered_and_every_valid_record_stored_once(
     found: dict[tuple[str, bytes | None], tuple[str, str]] = {}
     for message in dead:
         headers = {name: value.decode() for name, value in message.headers}
-        origin = (headers[HEADER_TOPIC], message.value)
+        origin = (headers.get(HEADER_TOPIC, ""), message.value)
         found[origin] = (headers[HEADER_STAGE], headers[HEADER_REASON])
     for (topic, name), value in poisons.items():
         assert (topic, value) in found, f"{name} on {topic} is not in md.dlq"
         stage, reason = found[topic, value]
         assert stage == ("processor" if topic in (topics.ticks_raw, topics.bars_raw) else "sink")
         assert reason, f"{name} on {topic} has no reason"
-    assert len(dead) == len(poisons)
+    assert len(dead) == len(poisons) + 1  # and the Binance producer's frame
+    deep = [m for m in dead if m.value == DEEP_FRAME.encode()]
+    assert len(deep) == 1, "the deeply nested Binance frame is not in md.dlq"
+    assert "recursion depth" in dict(deep[0].headers)[HEADER_REASON].decode()
     assert {name: p.poll() for name, p in pipeline.roles.items()} == dict.fromkeys(
         pipeline.roles
     ), "a role exited"
+
+
+async def _venue_and_webhook_poisons(
+    pipeline: Pipeline, fake: FakeBinance, t0: datetime, spool: Path
+) -> None:
+    """Binance trades stamped in µs with a frame nested 100,000 deep among them, and a webhook
+    that opens a spool torn by a crash mid-append: every trade and every spooled alert stored."""
+    pipeline.start(
+        "binance",
+        ["produce", "binance", "--symbols", "BTCUSDT", "--streams", "trade"],
+        {"BINANCE_API_BASE_URL": fake.rest_url, "BINANCE_STREAM_URL": fake.stream_url},
+    )
+    await wait_until(lambda: fake.subscriptions >= 1, within=30)
+    await asyncio.sleep(0.5)
+    t0_us = ms(t0) * 1000
+    for n in range(TRADES):
+        if n == TRADES // 2:
+            await fake.push_raw(DEEP_FRAME)
+        await fake.push("btcusdt@trade", _us_trade(t0_us, n))
+    _torn_spool(spool, t0)
+    pipeline.start(
+        "webhook",
+        ["webhook"],
+        {
+            "TRADINGVIEW_HMAC_SECRET": "s" * 32,
+            "MDP_WEBHOOK_PORT": str(free_port()),
+            "MDP_WEBHOOK_SPOOL_DIR": str(spool),
+        },
+    )
+    trades = await pipeline.ticks(
+        "BINANCE", "BTCUSDT", t0, t0 + timedelta(minutes=1), at_least=TRADES, within=120
+    )
+    assert [(row[0], row[1]) for row in trades] == [
+        (str(9000 + n), t0 + timedelta(microseconds=n * 7 + 3)) for n in range(TRADES)
+    ]
+    stored = await pipeline.ticks(
+        "NASDAQ", "SPOOLED", t0, t0 + timedelta(minutes=1), at_least=ALERTS, within=60
+    )
+    assert [row[0] for row in stored] == [str(n) for n in range(ALERTS)]
+
+
+def _torn_spool(spool: Path, t0: datetime) -> None:
+    """A spool whose last append was cut short by a crash, after five whole alerts."""
+    key = instrument_key("NASDAQ", "SPOOLED")
+    whole = b"".join(frame(key, encode_ticks([_alert_tick(t0, n)])) for n in range(ALERTS))
+    torn = frame(key, encode_ticks([_alert_tick(t0, ALERTS)]))[:-9]
+    spool.chmod(0o700)
+    (spool / "spool.bin").write_bytes(whole + torn)
+    (spool / "spool.bin").chmod(0o600)
+
+
+def _us_trade(t0_us: int, n: int) -> dict[str, Any]:
+    return {
+        "e": "trade",
+        "E": t0_us + n * 7 + 5,
+        "s": "BTCUSDT",
+        "t": 9000 + n,
+        "p": "61000.50000000",
+        "q": "0.00100000",
+        "T": t0_us + n * 7 + 3,
+        "m": False,
+        "M": True,
+    }
+
+
+def _alert_tick(t0: datetime, n: int) -> Tick:
+    return Tick(
+        exchange="NASDAQ",
+        symbol="SPOOLED",
+        timestamp=t0 + timedelta(seconds=n),
+        source="TradingView",
+        trade_id=str(n),
+        price=Decimal("190.5"),
+        size=Decimal(1),
+        side="buy",
+        received_at=t0 + timedelta(seconds=n),
+    )
 
 
 def _bar_messages(bars: list[Bar]) -> list[tuple[bytes | None, bytes]]:
