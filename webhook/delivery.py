@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Final, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -24,6 +24,7 @@ from webhook.spool import Spool
 log = logging.getLogger(__name__)
 
 Outcome = Literal["accepted", "spooled"]
+CLOSE_S: Final = 2.0  # at shutdown, how long a producer whose broker hangs may take to stop
 
 
 class Delivery:
@@ -58,7 +59,14 @@ class Delivery:
                 await self._keeper
         await self._drop_producer()
         if self._stopping:
-            await asyncio.gather(*self._stopping)
+            # A broker that hangs must not hold the process past a supervisor's SIGTERM grace:
+            # what it has not acknowledged is in the spool already.
+            _, hanging = await asyncio.wait(self._stopping, timeout=CLOSE_S)
+            for task in hanging:
+                task.cancel()
+        if self.spool.depth:
+            log.warning("%d alerts not yet in Kafka stay in the spool; they are sent first on the"
+                        " next start", self.spool.depth)  # fmt: skip
         self.spool.close()
 
     async def _drop_producer(self) -> None:

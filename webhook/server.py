@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any, ClassVar
 
 import h11
@@ -91,8 +92,15 @@ def protocol(read_timeout_s: float) -> type[ReadDeadlineProtocol]:
     return type("ReadDeadlineProtocol", (ReadDeadlineProtocol,), {"read_timeout_s": read_timeout_s})
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(app: Any, settings: Settings) -> None:
     """Run ``app`` until SIGTERM/SIGINT, as `mdp webhook` does."""
+    # uvicorn raises the signal it caught again once it has shut down gracefully, under the
+    # handler it found: with the default one a clean stop would end with -SIGTERM, not 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     # proxy_headers off: which forwarded header to trust is MDP_WEBHOOK_TRUSTED_PROXY_HEADER's
     # call alone (uvicorn would otherwise believe X-Forwarded-For from any loopback peer).
     uvicorn.run(app, host=settings.webhook_host, port=settings.webhook_port,
