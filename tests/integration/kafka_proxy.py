@@ -9,8 +9,8 @@ response frame, to its own, so that all of a client's connections go through it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
+from collections.abc import AsyncGenerator
 
 from tests.integration.tcp_proxy import TcpProxy
 
@@ -32,25 +32,10 @@ class KafkaProxy(TcpProxy):
         self._broker = host + struct.pack(">i", self.target[1])
         self._proxied = host + struct.pack(">i", self.port)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._links.update((writer, upstream_writer))
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._responses(upstream_reader, writer)
-        )
-
-    async def _responses(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _responses(self, reader: asyncio.StreamReader) -> AsyncGenerator[bytes]:
         """Whole response frames (an int32 size, then that many bytes), the address rewritten;
         the rewrite keeps every length."""
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while True:
-                size = await reader.readexactly(4)
-                body = await reader.readexactly(struct.unpack(">i", size)[0])
-                writer.write(size + body.replace(self._broker, self._proxied))
-                await writer.drain()
-        writer.transport.abort()
-        self._links.discard(writer)
+        while True:
+            size = await reader.readexactly(4)
+            body = await reader.readexactly(struct.unpack(">i", size)[0])
+            yield size + body.replace(self._broker, self._proxied)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 
 
 class TcpProxy:
@@ -41,13 +42,24 @@ class TcpProxy:
             return
         self._links.update((writer, upstream_writer))
         await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+            self._pipe(self._chunks(reader), upstream_writer),
+            self._pipe(self._responses(upstream_reader), writer),
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _chunks(self, reader: asyncio.StreamReader) -> AsyncGenerator[bytes]:
+        while data := await reader.read(65536):
+            yield data
+
+    def _responses(self, reader: asyncio.StreamReader) -> AsyncGenerator[bytes]:
+        """What the server sends, as the client gets it: here unchanged; a subclass that must
+        rewrite it (the Kafka proxy) overrides this."""
+        return self._chunks(reader)
+
+    async def _pipe(self, chunks: AsyncGenerator[bytes], writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+            async with contextlib.aclosing(chunks):  # also when the writer fails first
+                async for data in chunks:
+                    writer.write(data)
+                    await writer.drain()
         writer.transport.abort()
         self._links.discard(writer)

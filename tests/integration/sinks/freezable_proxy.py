@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 
 from tests.integration.tcp_proxy import TcpProxy
 
@@ -27,11 +28,11 @@ class FreezableProxy(TcpProxy):
         await self._flowing.wait()
         await super()._serve(reader, writer)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        writer.transport.abort()
-        self._links.discard(writer)
+    async def _pipe(self, chunks: AsyncGenerator[bytes], writer: asyncio.StreamWriter) -> None:
+        await super()._pipe(self._when_flowing(chunks), writer)
+
+    async def _when_flowing(self, chunks: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
+        async with contextlib.aclosing(chunks):
+            async for data in chunks:
+                await self._flowing.wait()  # what was read while frozen passes once thawed
+                yield data

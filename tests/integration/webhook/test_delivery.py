@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import struct
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from marketdata.kafka import ensure_topics
@@ -25,16 +25,11 @@ class HangingKafka(KafkaProxy):
         self.answering = asyncio.Event()
         self.answering.set()
 
-    async def _responses(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while True:
-                size = await reader.readexactly(4)
-                body = await reader.readexactly(struct.unpack(">i", size)[0])
+    async def _responses(self, reader: asyncio.StreamReader) -> AsyncGenerator[bytes]:
+        async with contextlib.aclosing(super()._responses(reader)) as frames:
+            async for frame in frames:
                 await self.answering.wait()
-                writer.write(size + body.replace(self._broker, self._proxied))
-                await writer.drain()
-        writer.transport.abort()
-        self._links.discard(writer)
+                yield frame
 
 
 async def test_a_hanging_broker_can_deliver_a_spooled_alert_twice_with_the_same_id(
