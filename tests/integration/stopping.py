@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 # What a supervisor (and `mdp run`) gives a role between SIGTERM and SIGKILL.
 EXIT_WITHIN_S = 5.0
@@ -34,3 +35,13 @@ def released(port: int) -> bool:
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def stop_in_time(process: subprocess.Popen[bytes], port: int, log: Path, name: str) -> str:
+    """SIGTERM ``process`` as a supervisor does and check it is gone in time, with code 0 and
+    ``port`` released; the text of its ``log`` then, for the line it ends with."""
+    code, took = await terminate(process)
+    assert code == 0, f"{name} exited with code {code}"
+    print(f"{name} exited {took:.1f} s after SIGTERM")
+    assert released(port), f"{name} left port {port} bound"
+    return await asyncio.to_thread(log.read_text, errors="replace")

@@ -6,35 +6,22 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
 from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.processors.support import processor_process, read_topic
 from tests.integration.sinks.support import make_ticks, publish, tick_messages
-from tests.integration.stopping import listening, released, terminate
-
-
-@pytest.fixture
-async def proxy(settings: Settings) -> AsyncIterator[KafkaProxy]:
-    await ensure_topics(settings, settings.topics.all())
-    kafka = KafkaProxy(settings.kafka_bootstrap)
-    await kafka.start()
-    yield kafka
-    await kafka.aclose()
+from tests.integration.stopping import listening, stop_in_time
 
 
 async def test_a_processor_whose_broker_is_gone_stops_within_the_limit(
-    processor_settings: Settings, proxy: KafkaProxy, log: Path,
+    processor_settings: Settings, broker: KafkaProxy, log: Path,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     s = processor_settings
     worker = processor_process(
-        s.model_copy(update={"kafka_bootstrap_servers": proxy.bootstrap}), log
+        s.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap}), log
     )
     processes.append(worker)
     await publish(s, s.topics.ticks_raw, tick_messages(make_ticks(5), per_message=1))
@@ -43,13 +30,9 @@ async def test_a_processor_whose_broker_is_gone_stops_within_the_limit(
     # Settled in its group (a commit, heartbeats) before the outage: only then did faust's
     # stop hang, its consumer thread dying in a cancelled retry while leaving the group.
     await asyncio.sleep(6)
-    await proxy.cut()
+    await broker.cut()
     await asyncio.sleep(3)  # fetches and heartbeats fail meanwhile
-    code, took = await terminate(worker)
-    assert code == 0
-    print(f"processor exited {took:.1f} s after SIGTERM")
-    assert released(s.process_web_port)
-    text = await asyncio.to_thread(log.read_text, errors="replace")
+    text = await stop_in_time(worker, s.process_web_port, log, "processor")
     assert re.findall(r"(\d+) raw messages in hand were not committed", text) == ["0"]
 
 
@@ -61,9 +44,5 @@ async def test_a_processor_with_its_broker_stops_in_time_and_commits(
     worker = processor_process(s, log)
     processes.append(worker)
     assert len(await read_topic(s, s.topics.ticks, until=1, within=60)) >= 1
-    code, took = await terminate(worker)
-    assert code == 0
-    print(f"processor exited {took:.1f} s after SIGTERM")
-    assert released(s.process_web_port)
-    text = await asyncio.to_thread(log.read_text, errors="replace")
+    text = await stop_in_time(worker, s.process_web_port, log, "processor")
     assert "did not stop within" not in text  # faust's own stop finished, last commit included

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from marketdata.kafka import ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from tests.fakes.binance import FakeBinance
@@ -23,7 +22,7 @@ from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, read_ticks
 from tests.integration.roles import role_process
-from tests.integration.stopping import listening, released, terminate
+from tests.integration.stopping import listening, stop_in_time
 
 
 async def _delivered(settings: Settings, count: int) -> None:
@@ -34,15 +33,6 @@ async def _delivered(settings: Settings, count: int) -> None:
         if len(ticks) >= count:
             break
     assert len(ticks) == count
-
-
-@pytest.fixture
-async def proxy(settings: Settings) -> AsyncIterator[KafkaProxy]:
-    await ensure_topics(settings, settings.topics.all())
-    kafka = KafkaProxy(settings.kafka_bootstrap)
-    await kafka.start()
-    yield kafka
-    await kafka.aclose()
 
 
 BINANCE_TRADE = Path(__file__).resolve().parents[2] / "fixtures" / "binance" / "trade.json"
@@ -58,11 +48,11 @@ async def dtc() -> AsyncIterator[FakeDtc]:
 
 
 async def test_a_producer_whose_broker_is_gone_stops_and_says_what_was_not_delivered(
-    settings: Settings, proxy: KafkaProxy, dtc: FakeDtc, log: Path,
+    settings: Settings, broker: KafkaProxy, dtc: FakeDtc, log: Path,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     metrics_port = free_port()
-    env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap, "MDP_TOPIC_PREFIX": settings.topic_prefix,
+    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "MDP_TOPIC_PREFIX": settings.topic_prefix,
            "DTC_PORT": str(dtc.port), "DTC_ENCODING": "json", "DTC_HEARTBEAT_S": "1",
            "MDP_PRODUCER_METRICS_PORT": str(metrics_port)}  # fmt: skip
     producer = role_process(["produce", "dtc", "--symbols", "ESZ4@CME"], env, log)
@@ -74,27 +64,23 @@ async def test_a_producer_whose_broker_is_gone_stops_and_says_what_was_not_deliv
     await _delivered(settings, 4)
     assert listening(metrics_port)
 
-    await proxy.cut()
+    await broker.cut()
     for trade in trades[4:]:
         await dtc.trade("ESZ4", trade)
     await asyncio.sleep(1.5)  # read and handed to the producer, which has no broker
-    code, took = await terminate(producer)
-    assert code == 0
-    print(f"producer exited {took:.1f} s after SIGTERM")
-    assert released(metrics_port)
-    text = await asyncio.to_thread(log.read_text, errors="replace")
+    text = await stop_in_time(producer, metrics_port, log, "producer")
     counts = re.findall(r"dtc\.live: (\d+) records could not be delivered to Kafka", text)
     assert counts == ["6"]
 
 
 async def test_a_binance_producer_whose_broker_is_gone_stops_and_says_what_was_not_delivered(
-    settings: Settings, proxy: KafkaProxy, log: Path, processes: list[subprocess.Popen[bytes]]
+    settings: Settings, broker: KafkaProxy, log: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     fake = FakeBinance(now_ms=T0_MS + 60_000)
     await fake.start()
     try:
         metrics_port = free_port()
-        env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap,
+        env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                "MDP_TOPIC_PREFIX": settings.topic_prefix, "BINANCE_API_BASE_URL": fake.rest_url,
                "BINANCE_STREAM_URL": fake.stream_url,
                "MDP_PRODUCER_METRICS_PORT": str(metrics_port)}  # fmt: skip
@@ -109,15 +95,11 @@ async def test_a_binance_producer_whose_broker_is_gone_stops_and_says_what_was_n
             await fake.push("btcusdt@trade", event)
         await _delivered(settings, 4)
 
-        await proxy.cut()
+        await broker.cut()
         for event in events[4:]:
             await fake.push("btcusdt@trade", event)
         await asyncio.sleep(1.5)
-        code, took = await terminate(producer)
-        assert code == 0
-        print(f"binance producer exited {took:.1f} s after SIGTERM")
-        assert released(metrics_port)
-        text = await asyncio.to_thread(log.read_text, errors="replace")
+        text = await stop_in_time(producer, metrics_port, log, "binance producer")
         counts = re.findall(r"binance\.live: (\d+) records could not be delivered", text)
         assert counts == ["5"]
     finally:
@@ -125,13 +107,13 @@ async def test_a_binance_producer_whose_broker_is_gone_stops_and_says_what_was_n
 
 
 async def test_an_ibkr_producer_whose_broker_is_gone_stops_and_says_what_was_not_delivered(
-    settings: Settings, proxy: KafkaProxy, log: Path, processes: list[subprocess.Popen[bytes]]
+    settings: Settings, broker: KafkaProxy, log: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     tws = FakeTws()
     await tws.start()
     try:
         metrics_port = free_port()
-        env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap,
+        env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
                "MDP_TOPIC_PREFIX": settings.topic_prefix, "IBKR_PORT": str(tws.port),
                "MDP_PRODUCER_METRICS_PORT": str(metrics_port)}  # fmt: skip
         args = ["produce", "ibkr", "--symbols", "STK:AAPL:SMART:USD", "--no-bars"]
@@ -143,15 +125,11 @@ async def test_an_ibkr_producer_whose_broker_is_gone_stops_and_says_what_was_not
         tws.publish_trade("AAPL", t0 + rows[0]["offset_s"], rows[0])
         await _delivered(settings, 1)
 
-        await proxy.cut()
+        await broker.cut()
         for row in rows[1:]:
             tws.publish_trade("AAPL", t0 + row["offset_s"], row)
         await asyncio.sleep(1.5)
-        code, took = await terminate(producer)
-        assert code == 0
-        print(f"ibkr producer exited {took:.1f} s after SIGTERM")
-        assert released(metrics_port)
-        text = await asyncio.to_thread(log.read_text, errors="replace")
+        text = await stop_in_time(producer, metrics_port, log, "ibkr producer")
         counts = re.findall(r"ibkr\.live: (\d+) records could not be delivered", text)
         assert counts == [str(len(rows) - 1)]
     finally:

@@ -3,41 +3,27 @@ broker stopped answering while alerts were in flight; what Kafka had not taken i
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
 from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.processors.support import free_port
 from tests.integration.roles import role_process
-from tests.integration.stopping import released, terminate
+from tests.integration.stopping import stop_in_time
 from tests.integration.webhook.test_spool import _alert, _up
 from tests.integration.webhook.test_webhook import SECRET, post
 from webhook.spool import Spool
 
 
-@pytest.fixture
-async def proxy(settings: Settings) -> AsyncIterator[KafkaProxy]:
-    await ensure_topics(settings, settings.topics.all())
-    kafka = KafkaProxy(settings.kafka_bootstrap)
-    await kafka.start()
-    yield kafka
-    await kafka.aclose()
-
-
 async def test_a_webhook_whose_broker_is_gone_stops_in_time_and_keeps_what_it_took(
-    settings: Settings, proxy: KafkaProxy, tmp_path: Path, log: Path,
+    settings: Settings, broker: KafkaProxy, tmp_path: Path, log: Path,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     spool = tmp_path / "spool"
-    env = {"KAFKA_BOOTSTRAP_SERVERS": proxy.bootstrap, "MDP_TOPIC_PREFIX": settings.topic_prefix,
+    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "MDP_TOPIC_PREFIX": settings.topic_prefix,
            "TRADINGVIEW_HMAC_SECRET": SECRET,
            "MDP_WEBHOOK_PORT": str(port), "MDP_WEBHOOK_SPOOL_DIR": str(spool),
            "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "0.5"}  # fmt: skip
@@ -47,15 +33,11 @@ async def test_a_webhook_whose_broker_is_gone_stops_in_time_and_keeps_what_it_to
     body, headers = _alert(0)
     assert (await post(url, body, headers))[0] == 202
 
-    await proxy.cut()
+    await broker.cut()
     for n in range(1, 4):
         body, headers = _alert(n)
         assert (await post(url, body, headers))[0] == 202  # spooled, not lost
-    code, took = await terminate(webhook)
-    assert code == 0
-    print(f"webhook exited {took:.1f} s after SIGTERM")
-    assert released(port)
-    text = await asyncio.to_thread(log.read_text, errors="replace")
+    text = await stop_in_time(webhook, port, log, "webhook")
     assert "3 alerts not yet in Kafka stay in the spool" in text
     left = Spool(spool, 1 << 20)
     left.open()
