@@ -20,14 +20,20 @@ def _opened(directory: Path, max_bytes: int = 100_000) -> Spool:
     return spool
 
 
+def _with_alerts(directory: Path, count: int) -> Spool:
+    """An open spool holding ``count`` entries: key ``k``, values ``alert 0``, ``alert 1``…"""
+    spool = _opened(directory)
+    for n in range(count):
+        spool.append(b"k", f"alert {n}".encode())
+    return spool
+
+
 def _values(spool: Spool) -> list[bytes]:
     return [entry.value for entry in spool.pending()]
 
 
 def test_entries_survive_a_reopen_and_replay_in_order(tmp_path: Path) -> None:
-    spool = _opened(tmp_path)
-    for n in range(3):
-        spool.append(b"k", f"alert {n}".encode())
+    spool = _with_alerts(tmp_path, 3)
     spool.mark_done(spool.pending()[0])
     spool.close()
     again = _opened(tmp_path)
@@ -62,9 +68,7 @@ def test_a_torn_last_frame_is_cut_and_later_appends_are_whole(tmp_path: Path, ke
 def test_a_damaged_frame_in_the_middle_is_skipped_counted_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spool = _opened(tmp_path)
-    for n in range(3):
-        spool.append(b"k", f"alert {n}".encode())
+    spool = _with_alerts(tmp_path, 3)
     spool.close()
     data = bytearray((tmp_path / "spool.bin").read_bytes())
     second = len(frame(b"k", b"alert 0"))
@@ -155,9 +159,7 @@ def test_a_full_or_unwritable_spool_refuses(tmp_path: Path) -> None:
 def test_replay_goes_on_when_its_progress_cannot_be_recorded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spool = _opened(tmp_path)
-    for n in range(3):
-        spool.append(b"k", f"alert {n}".encode())
+    spool = _with_alerts(tmp_path, 3)
     spool.offset_file = tmp_path / "gone" / "spool.offset"  # its directory vanished
     with caplog.at_level(logging.ERROR, "webhook.spool"):
         for entry in spool.pending():
