@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -195,27 +196,38 @@ def test_the_app_refuses_to_start_without_its_secrets(env: dict[str, str], words
     assert "short" not in str(caught.value)
 
 
-async def test_a_disallowed_source_address_is_403_and_publishes_nothing(
-    settings: Settings, tmp_path: object
-) -> None:
+@asynccontextmanager
+async def _allowlisting(
+    settings: Settings, spool_dir: object, **env: str
+) -> AsyncIterator[tuple[str, Settings]]:
+    """The webhook checking signatures and source addresses (``env`` says which), this test's
+    topics made: its URL and its settings."""
     await ensure_topics(settings, settings.topics.all())
     configured = Settings.from_env({
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
         "MDP_TOPIC_PREFIX": settings.topic_prefix,
         "MDP_WEBHOOK_AUTH": "signature,allowlist",
-        "MDP_WEBHOOK_ALLOW": "tradingview,10.0.0.0/8",  # not 127.0.0.1, where the test is
         "TRADINGVIEW_HMAC_SECRET": SECRET,
-        "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path),
+        "MDP_WEBHOOK_SPOOL_DIR": str(spool_dir),
+        **env,
     })  # fmt: skip
     server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
     await server.start()
     try:
-        url = f"http://127.0.0.1:{server.port}"
+        yield f"http://127.0.0.1:{server.port}", configured
+    finally:
+        await server.aclose()
+
+
+async def test_a_disallowed_source_address_is_403_and_publishes_nothing(
+    settings: Settings, tmp_path: object
+) -> None:
+    # Allowed: TradingView and 10.0.0.0/8, not 127.0.0.1, where the test is.
+    allowlisting = _allowlisting(settings, tmp_path, MDP_WEBHOOK_ALLOW="tradingview,10.0.0.0/8")
+    async with allowlisting as (url, configured):
         body = alert(1)
         forged = {**signed(body), "X-Forwarded-For": "52.89.214.238"}  # not trusted by default
         status, text = await post(url, body, forged)
-    finally:
-        await server.aclose()
     assert (status, json.loads(text).get("error")) == (403, "source address not allowed"), text
     assert await published(configured, idle_s=1) == []
 
@@ -233,30 +245,17 @@ async def test_a_disallowed_source_address_is_403_and_publishes_nothing(
 async def test_behind_a_trusted_proxy_the_right_most_of_all_header_lines_is_the_client(
     settings: Settings, tmp_path: object, lines: list[str], status: int
 ) -> None:
-    await ensure_topics(settings, settings.topics.all())
-    configured = Settings.from_env({
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "MDP_TOPIC_PREFIX": settings.topic_prefix,
-        "MDP_WEBHOOK_AUTH": "signature,allowlist",
-        "MDP_WEBHOOK_ALLOW": "tradingview",
-        "MDP_WEBHOOK_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
-        "TRADINGVIEW_HMAC_SECRET": SECRET,
-        "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path),
-    })  # fmt: skip
-    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
-    await server.start()
-    try:
+    allowlisting = _allowlisting(settings, tmp_path, MDP_WEBHOOK_ALLOW="tradingview",
+                                 MDP_WEBHOOK_TRUSTED_PROXY_HEADER="X-Forwarded-For")  # fmt: skip
+    async with allowlisting as (url, configured):
         body = alert(2)
         headers = CIMultiDict(signed(body))
         for line in lines:
             headers.add("X-Forwarded-For", line)
         async with (
             aiohttp.ClientSession() as session,
-            session.post(f"http://127.0.0.1:{server.port}/webhooks/tradingview", data=body,
-                         headers=headers) as response,
-        ):  # fmt: skip
+            session.post(f"{url}/webhooks/tradingview", data=body, headers=headers) as response,
+        ):
             got, text = response.status, await response.text()
-    finally:
-        await server.aclose()
     assert got == status, text
     assert len(await published(configured, idle_s=1)) == (1 if status == 202 else 0)
