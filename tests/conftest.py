@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from marketdata.kafka import admin_client
 from marketdata.settings import Settings
 from tests.services import Found, find_services
 
@@ -42,15 +46,30 @@ def unique() -> str:
 
 
 @pytest.fixture
-def settings(services: Found, unique: str) -> Settings:
-    """Settings pointing at the session's services, with topics of this test's own."""
-    return Settings.from_env(
+def settings(services: Found, unique: str) -> Iterator[Settings]:
+    """Settings pointing at the session's services, with topics of this test's own, deleted
+    afterwards: a broker left with every test's partitions (thousands in one run) outgrows its
+    heap and restarts slowly."""
+    own = Settings.from_env(
         {
             "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap,
             "MARKET_DATA_DATABASE_URL": services.database_url,
             "MDP_TOPIC_PREFIX": f"{unique}.",
         }
     )
+    yield own
+    # In a thread of its own: the test's event loop may still be open in this one.
+    cleaner = threading.Thread(target=asyncio.run, args=(_delete_topics(own),))
+    cleaner.start()
+    cleaner.join()
+
+
+async def _delete_topics(settings: Settings) -> None:
+    with contextlib.suppress(Exception):  # a broker a test stopped is no reason to fail
+        async with asyncio.timeout(20), admin_client(settings) as admin:
+            names = [n for n in await admin.list_topics() if n.startswith(settings.topic_prefix)]
+            if names:
+                await admin.delete_topics(names)
 
 
 @pytest.fixture

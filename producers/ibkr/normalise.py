@@ -182,7 +182,7 @@ def historical_bar(
     ):
         raise InvalidRecord("trade_count", f"must be an integer, got {count!r}")
     if count >= 2**63:
-        raise InvalidRecord("trade_count", f"out of range: {count:.3g}")
+        raise InvalidRecord("trade_count", "out of range: 2**63 or more")
     return Bar(
         exchange=EXCHANGE, symbol=symbol, interval=interval, timestamp=bar_open(when),
         open=open_, high=high, low=low, close=close, volume=max(volume, Decimal("0.0")),

@@ -158,7 +158,7 @@ def test_a_historical_tick_is_the_live_trade() -> None:
         ({"DateTime": m.DBL_MAX}, "DateTime: unset"),
         ({"DateTime": -5.0}, r"DateTime: epoch s -5 is outside \[1970-01-01, 2100-01-01\)"),
         ({"DateTime": 4102444800.0}, r"DateTime: epoch s 4102444800 is outside"),
-        ({"DateTime": 1.7e308}, r"DateTime: epoch s \d{309} is outside"),
+        ({"DateTime": 1.7e308}, r"DateTime: epoch number out of range: about 309 digits"),
         ({"DateTime": float("nan")}, "DateTime: must be a finite epoch number"),
         ({"Price": m.DBL_MAX}, r"Price: unset \(DBL_MAX\)"),
         ({"Price": float("inf")}, "Price: must be a finite number"),
