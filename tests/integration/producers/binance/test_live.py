@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -195,20 +195,31 @@ async def test_a_server_shutdown_event_rotates_the_connection(
     assert live.stats.malformed == 0
 
 
+async def _across_a_gap(
+    live: BinanceLive, fake: FakeBinance, stream: str, event: Callable[[int], dict[str, Any]], *,
+    record: Callable[[dict[str, Any]], None], refetched: Callable[[], int], missed: int,
+) -> None:  # fmt: skip
+    """Events 0-49 live; the next ``missed`` (more than one REST page) traded while the
+    connection is down, only ``record``ed at the venue; then ten more live. Returns once
+    ``refetched()`` counts the missed ones and the last ten are in."""
+    for n in range(50):
+        await fake.push(stream, event(n))
+    await wait_until(lambda: live.stats.records >= 50, within=15, step=0.05)
+    await fake.drop_connections()
+    for n in range(50, 50 + missed):  # traded while we were away
+        record(event(n))
+    await _connected(fake, 2)
+    await wait_until(lambda: refetched() >= missed, within=20, step=0.05)
+    for n in range(50 + missed, 60 + missed):
+        await fake.push(stream, event(n))
+    await wait_until(lambda: live.stats.records >= 60, within=15, step=0.05)
+
+
 async def test_trades_missed_during_a_gap_are_refetched(
     live: BinanceLive, fake: FakeBinance, settings: Settings
 ) -> None:
-    for n in range(50):
-        await fake.push("btcusdt@trade", trade_event(n))
-    await wait_until(lambda: live.stats.records >= 50, within=15, step=0.05)
-    await fake.drop_connections()
-    for n in range(50, 1500):  # traded while we were away: more than one REST page
-        fake.record_trade(trade_event(n))
-    await _connected(fake, 2)
-    await wait_until(lambda: live.stats.gap_trades >= 1450, within=20, step=0.05)
-    for n in range(1500, 1510):
-        await fake.push("btcusdt@trade", trade_event(n))
-    await wait_until(lambda: live.stats.records >= 60, within=15, step=0.05)
+    await _across_a_gap(live, fake, "btcusdt@trade", trade_event, record=fake.record_trade,
+                        refetched=lambda: live.stats.gap_trades, missed=1450)  # fmt: skip
     ids = [int(t.trade_id) for t in await _ticks(settings)]
     assert sorted(set(ids)) == [1000 + n for n in range(1510)]  # nothing lost
     assert live.stats.unfilled_gaps == 0
@@ -279,17 +290,9 @@ async def test_aggregate_trades_missed_during_a_gap_are_refetched_each_once(
     fake: FakeBinance, settings: Settings
 ) -> None:
     async with streaming(settings, fake, ["btcusdt@aggTrade"]) as live:
-        for n in range(50):
-            await fake.push("btcusdt@aggTrade", agg_trade_event(n))
-        await wait_until(lambda: live.stats.records >= 50, within=15, step=0.05)
-        await fake.drop_connections()
-        for n in range(50, 1300):  # traded while we were away: more than one REST page
-            fake.record_agg_trade(agg_trade_event(n))
-        await _connected(fake, 2)
-        await wait_until(lambda: live.stats.gap_agg_trades >= 1250, within=20, step=0.05)
-        for n in range(1300, 1310):
-            await fake.push("btcusdt@aggTrade", agg_trade_event(n))
-        await wait_until(lambda: live.stats.records >= 60, within=15, step=0.05)
+        await _across_a_gap(live, fake, "btcusdt@aggTrade", agg_trade_event,
+                            record=fake.record_agg_trade,
+                            refetched=lambda: live.stats.gap_agg_trades, missed=1250)  # fmt: skip
     ticks = await _ticks(settings)
     assert sorted(int(t.trade_id) for t in ticks) == [5000 + n for n in range(1310)]  # once each
     assert {t.source for t in ticks} == {"binance.aggTrade"}
