@@ -1,4 +1,5 @@
-"""Awaiting something for a bounded time at shutdown, whatever the server at the other end does.
+"""Awaiting something until a stop is asked for, or for a bounded time at shutdown, whatever the
+server at the other end does. Every role stops through these.
 
 ``asyncio.timeout`` cancels once, and a single cancellation is not always the end of an
 operation: psycopg answers it by asking the server to cancel the query, and waits up to ten
@@ -42,9 +43,10 @@ async def cancel(task: asyncio.Future[Any]) -> None:
         await finish_within(task, 0)
 
 
-async def unless_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> bool:
+async def until_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:
     """Await ``awaitable`` unless ``stop`` is set first, in which case it is cancelled (it may
-    be waiting for a server that no longer answers); return whether it ended by itself."""
+    be waiting for a server that no longer answers): ``(True, result)`` when it ended by itself,
+    ``(False, None)`` when the stop came first. An exception it raised is raised here."""
     task = asyncio.ensure_future(awaitable)
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -53,6 +55,11 @@ async def unless_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> b
         stopping.cancel()
     if not task.done():
         await cancel(task)
-        return False
-    task.result()
-    return True
+        return False, None
+    return True, task.result()
+
+
+async def unless_stopped(awaitable: Awaitable[object], stop: asyncio.Event) -> bool:
+    """:func:`until_stopped` for what has no result: whether it ended by itself."""
+    ended, _ = await until_stopped(awaitable, stop)
+    return ended

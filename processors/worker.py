@@ -21,6 +21,7 @@ from marketdata.errors import ConfigError
 from marketdata.kafka import admin_client
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
+from marketdata.stopping import unless_stopped
 from processors.app import InHand, create_app
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,7 @@ async def check_partitions(settings: Settings) -> None:
 
 async def _check_unless_stopped(settings: Settings) -> bool:
     """Check the topics; return False when SIGTERM/SIGINT came first."""
-    stop = stop_on_signals()
-    check = asyncio.ensure_future(check_partitions(settings))
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if not check.done():
-        check.cancel()
-        return False
-    check.result()
-    return True
+    return await unless_stopped(check_partitions(settings), stop_on_signals())
 
 
 class BoundedWorker(faust.Worker):

@@ -33,11 +33,11 @@ from marketdata.metrics import MetricsServer
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
+from marketdata.stopping import finish_within, unless_stopped
 from sinks.accumulator import Accumulator, Pending
 from sinks.errors import classify, describe
 from sinks.isolate import Isolation, dead_letter
 from sinks.metrics import SinkMetrics
-from sinks.shutdown import finish_within, unless_stopped
 from sinks.writer import AnyConnection, BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)

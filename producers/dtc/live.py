@@ -13,16 +13,16 @@ Every message that does not decode or normalise goes to the dead letters with th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Tick
+from marketdata.stopping import until_stopped
 from producers.dtc import messages as m
 from producers.dtc import normalise
 from producers.dtc.codec import DtcDecodeError, DtcFramingError, Message, UnhandledMessageType
@@ -98,7 +98,7 @@ class DtcLive:
                     return
                 reason = None
                 try:
-                    reason = await self._until_stop(self._pump(session), stop)
+                    _, reason = await until_stopped(self._pump(session), stop)
                 finally:
                     await session.aclose(reason="client stopping" if reason is None else reason)
                 if reason is None:
@@ -111,25 +111,11 @@ class DtcLive:
         finally:
             await self.publisher.flush(wait=True)
 
-    @staticmethod
-    async def _until_stop(work: Awaitable[str], stop: asyncio.Event) -> str | None:
-        """``work``'s result, or None (``work`` cancelled) once ``stop`` is set."""
-        task = asyncio.ensure_future(work)
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            return None
-        return task.result()
-
     async def _connect(self, stop: asyncio.Event) -> DtcSession | None:
         while not stop.is_set():
             session = DtcSession(self.endpoint)
             try:
-                started = await self._until_stop(self._open(session), stop)
+                _, started = await until_stopped(self._open(session), stop)
             except MarketDataError as exc:
                 await session.aclose(logoff=False)
                 if not exc.retriable:

@@ -31,6 +31,7 @@ from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
+from marketdata.stopping import until_stopped
 from producers.ibkr import normalise, session
 from producers.ibkr.contracts import Spec, record_symbol
 from producers.ibkr.history import HistoryClient, Request
@@ -67,21 +68,6 @@ class LiveStats:
 def what_to_show(contract: Contract) -> str:
     """Forex has no trades at IB: its bars are of midpoints."""
     return "MIDPOINT" if contract.secType == "CASH" else "TRADES"
-
-
-async def _until_stop(work: Awaitable[str], stop: asyncio.Event) -> str | None:
-    """``work``'s result, or None once ``stop`` is set (``work`` is then cancelled)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return task.result() if not task.cancelled() else None
 
 
 class IbkrLive:
@@ -127,7 +113,7 @@ class IbkrLive:
         try:
             while not stop.is_set():
                 try:
-                    ended = await _until_stop(self._connection(stop, backoff), stop)
+                    _, ended = await until_stopped(self._connection(stop, backoff), stop)
                 except (OSError, MarketDataError) as exc:  # OSError: ib_async's ConnectionError
                     if isinstance(exc, MarketDataError) and not exc.retriable:
                         raise

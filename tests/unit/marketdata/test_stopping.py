@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from sinks.shutdown import cancel, finish_within
+from marketdata.stopping import cancel, finish_within
 
 
 async def test_a_result_in_time_is_returned() -> None:
