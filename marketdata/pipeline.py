@@ -136,7 +136,9 @@ async def run_pipeline(
         await asyncio.gather(supervisor.watch(stop), run_board(board, stop, tty=tty, write=write))
     finally:
         write("stopping…\n")
-        await supervisor.aclose()
+        # The roles' own figures, read while they still serve them: once stopped they cannot
+        # say, and the board would show what the last periodic poll saw (zeros, early on).
         await board.poll()
+        await supervisor.aclose()
     write(board.draw(tty=False))
     return await stored_series(settings)
