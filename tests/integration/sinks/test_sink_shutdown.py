@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from marketdata.settings import Settings
+from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.sinks.freezable_proxy import FreezableProxy
 from tests.integration.sinks.support import (
     committed_total,
@@ -26,6 +27,7 @@ from tests.integration.sinks.support import (
     tick_messages,
     wait_for_rows,
 )
+from tests.integration.stopping import stop_in_time
 
 
 @pytest.fixture
@@ -122,3 +124,21 @@ async def test_sigterm_while_the_broker_hangs_at_start_exits_zero_within_5_s(
     assert elapsed < 5.0
     assert _port_is_free(metrics_port)
     assert "sink stopped" in await asyncio.to_thread(log.read_text)
+
+
+async def test_sigterm_after_the_broker_went_away_mid_run_exits_zero_within_5_s(
+    sink_settings: Settings, broker: KafkaProxy, processes: list[subprocess.Popen[bytes]],
+    log: Path,
+) -> None:  # fmt: skip
+    through_proxy = sink_settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
+    metrics_port = _free_port()
+    processes.append(sink_process(through_proxy, log, metrics_port=metrics_port))
+    await publish(sink_settings, sink_settings.topics.ticks, tick_messages(make_ticks(400), 10))
+    assert await wait_for_rows(sink_settings, 400) == 400
+    await asyncio.sleep(0.5)  # the offsets of the stored rows committed
+    await broker.cut()
+    await asyncio.sleep(1.5)  # polling, committing and measuring lag against no broker
+
+    output = await stop_in_time(processes[0], metrics_port, log, "sink")
+    assert "sink stopped" in output
+    assert count_rows(sink_settings) == 400
