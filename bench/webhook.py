@@ -120,7 +120,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
         "bare Starlette, 202 (baseline)": (
             _start(["bench.bare_webhook", str(bare_port)], {}), bare_port),
         "`mdp webhook`: verify, parse, Kafka ack, 202": (
-            _start(["marketdata", "webhook"], {
+            _start(["mdp", "webhook"], {
                 "KAFKA_BOOTSTRAP_SERVERS": run.kafka_bootstrap, "MDP_TOPIC_PREFIX": prefix,
                 "TRADINGVIEW_HMAC_SECRET": SECRET, "MDP_WEBHOOK_PORT": str(hook_port),
                 "MDP_LOG_LEVEL": "WARNING"}), hook_port),

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from testcontainers.community.kafka import KafkaContainer
 from testcontainers.community.postgres import PostgresContainer
 
-from marketdata.services.docker_compose import engine_available
-from marketdata.services.manager import ServiceManager
 from marketdata.settings import Settings
+from mdp.services.docker_compose import engine_available
+from mdp.services.manager import ServiceManager
 
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
 TIMESCALE_IMAGE = "timescale/timescaledb:2.17.2-pg16"

@@ -40,7 +40,7 @@ async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
 ) -> None:
     started = datetime.now(UTC)
     run = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketdata", "run", "--no-services",
+        sys.executable, "-m", "mdp", "run", "--no-services",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(settings, unique),
     )  # fmt: skip
     try:
@@ -71,7 +71,7 @@ async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
 
 async def test_duration_stops_the_run_by_itself(settings: Settings, unique: str) -> None:
     run = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketdata", "run", "--no-services", "--duration", "25",
+        sys.executable, "-m", "mdp", "run", "--no-services", "--duration", "25",
         "--roles", "dtc,process,sink",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(settings, unique),
     )  # fmt: skip

@@ -160,7 +160,7 @@ async def test_dtc_trades_and_history_bars_land_exactly_once(pipeline: Pipeline)
         await fake.trade("ESZ4", marker)
 
         backfill = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "marketdata", "backfill", "dtc", "--symbol", "ESZ4@CME",
+            sys.executable, "-m", "mdp", "backfill", "dtc", "--symbol", "ESZ4@CME",
             "--interval", "1m", "--start", f"{t0:%Y-%m-%dT%H:%M}",
             "--end", f"{t0 + timedelta(minutes=9):%Y-%m-%dT%H:%M}",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -12,6 +12,6 @@ def role_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.
     """``mdp ARGS`` with ``env`` over this environment, its output appended to ``log``."""
     with log.open("ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "marketdata", *args], env={**os.environ, **env},
+            [sys.executable, "-m", "mdp", *args], env={**os.environ, **env},
             stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -21,7 +21,7 @@ from tests.integration.processors.support import read_topic
 
 async def mdp(settings: Settings, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketdata", "dlq", *args,
+        sys.executable, "-m", "mdp", "dlq", *args,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
              "MDP_TOPIC_PREFIX": settings.topic_prefix},

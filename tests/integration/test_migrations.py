@@ -127,7 +127,7 @@ def test_plain_alembic_command_uses_the_environment(fresh: Settings) -> None:
 )
 def test_a_bad_database_url_is_one_clear_line(url: str, words: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "marketdata", "migrate"],
+        [sys.executable, "-m", "mdp", "migrate"],
         capture_output=True, text=True, timeout=60, check=False,
         env={**os.environ, "MARKET_DATA_DATABASE_URL": url},
     )  # fmt: skip

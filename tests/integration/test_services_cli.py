@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from marketdata.services.kafka_native import (
+from marketdata.settings import Settings
+from mdp.services.kafka_native import (
     NativeKafka,
     cluster_id,
     log4j_properties,
     server_properties,
 )
-from marketdata.settings import Settings
 from tests.services import Found
 
 TOPIC_NAMES = ("md.ticks.raw", "md.bars.raw", "md.ticks", "md.bars", "md.dlq")
@@ -27,7 +27,7 @@ TOPIC_NAMES = ("md.ticks.raw", "md.bars.raw", "md.ticks", "md.bars", "md.dlq")
 
 def _mdp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "marketdata", *args],
+        [sys.executable, "-m", "mdp", *args],
         capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "MDP_SERVICES_BACKEND": "native", **(env or {})},
     )  # fmt: skip

@@ -15,8 +15,8 @@ from typing import Any
 import click
 import yaml
 
-from marketdata.cli import cli
 from marketdata.settings import DEFAULT_KAFKA_PORT, DEFAULT_POSTGRES_PORT, Settings
+from mdp.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -380,4 +380,4 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert {".venv", ".mdp", ".git", ".env"} <= patterns
-    assert not patterns & {"marketdata", "migrations", "pyproject.toml", "README.md"}
+    assert not patterns & {"marketdata", "mdp", "migrations", "pyproject.toml", "README.md"}

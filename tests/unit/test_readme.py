@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import pytest
 
-from marketdata.cli import cli
 from marketdata.settings import Settings
+from mdp.cli import cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _PLACEHOLDERS = re.compile(r"[\[\]…<>|]|\bN\b|SECONDS|FILE")

@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from marketdata.services.postgres_native import NativePostgres
 from marketdata.settings import Settings
+from mdp.services.postgres_native import NativePostgres
 from tests.integration.sinks.support import (
     committed_total,
     count_rows,

@@ -17,8 +17,8 @@ import pytest
 from marketdata.codec import TickBatch, decode
 from marketdata.kafka import ensure_topics
 from marketdata.metrics import HttpServer
-from marketdata.services.kafka_native import NativeKafka
 from marketdata.settings import Settings
+from mdp.services.kafka_native import NativeKafka
 from tests.integration.processors.support import free_port, read_topic
 from tests.integration.roles import role_process
 from tests.integration.webhook.test_webhook import SECRET, post

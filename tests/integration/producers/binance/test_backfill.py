@@ -133,7 +133,7 @@ async def test_resume_starts_from_the_newest_stored_bar(
 async def test_cli_shows_progress_and_a_summary(binance_settings: Settings) -> None:
     # A subprocess run from the event loop that serves the fake, so that the fake can answer.
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketdata", "backfill", "binance", "--symbol", "BTCUSDT",
+        sys.executable, "-m", "mdp", "backfill", "binance", "--symbol", "BTCUSDT",
         "--interval", "1h", "--start", "2024-03-01", "--end", "2024-03-02T23:00",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": binance_settings.kafka_bootstrap,

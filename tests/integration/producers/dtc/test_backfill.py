@@ -143,7 +143,7 @@ async def test_cli_resumes_from_the_newest_stored_bar_with_progress(
     async with stored_bar(dtc_settings, "CME", symbol, "1m", newest):
         # Run from the loop that serves the fake, so that the fake can answer.
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "marketdata", "backfill", "dtc", "--symbol", f"{symbol}@CME",
+            sys.executable, "-m", "mdp", "backfill", "dtc", "--symbol", f"{symbol}@CME",
             "--interval", "1m", "--start", "2024-03-01T14:00", "--end", "2024-03-01T14:59",
             "--resume", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )  # fmt: skip
@@ -158,7 +158,7 @@ async def test_cli_resumes_from_the_newest_stored_bar_with_progress(
 
 async def test_cli_reports_a_reject_and_fails(dtc_settings: Settings, fake: FakeDtc) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketdata", "backfill", "dtc", "--symbol", "NOPE",
+        sys.executable, "-m", "mdp", "backfill", "dtc", "--symbol", "NOPE",
         "--interval", "1h", "--start", "2024-03-01", stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": dtc_settings.kafka_bootstrap,

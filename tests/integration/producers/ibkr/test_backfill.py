@@ -103,7 +103,7 @@ async def test_an_unknown_contract_fails_naming_it(ib_settings: Settings) -> Non
 async def test_cli_shows_progress_and_a_summary(ib_settings: Settings, fake: FakeTws) -> None:
     # A subprocess run from the event loop that serves the fake, so that the fake can answer.
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "marketdata", "backfill", "ibkr", "--symbol", "STK:AAPL:SMART:USD",
+        sys.executable, "-m", "mdp", "backfill", "ibkr", "--symbol", "STK:AAPL:SMART:USD",
         "--bar-size", "5m", "--start", "2024-03-01", "--end", "2024-03-15",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": ib_settings.kafka_bootstrap,

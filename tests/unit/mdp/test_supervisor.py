@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from marketdata.errors import ServiceError
-from marketdata.supervisor import RoleSpec, Supervisor
+from mdp.supervisor import RoleSpec, Supervisor
 from tests.integration.polling import wait_until
 
 FOREVER = ("-c", "import signal, sys, time\n"

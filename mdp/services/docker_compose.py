@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from marketdata.errors import ServiceError
-from marketdata.services.process import ServiceStatus
+from mdp.services.process import ServiceStatus
 
 SERVICES: Final = ("kafka", "timescaledb")
 

@@ -5,8 +5,8 @@ import re
 import uuid
 from pathlib import Path
 
-from marketdata.services.kafka_native import NativeKafka, cluster_id, server_properties
 from marketdata.settings import Settings
+from mdp.services.kafka_native import NativeKafka, cluster_id, server_properties
 
 
 def _properties(text: str) -> dict[str, str]:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from marketdata.errors import ConfigError
-from marketdata.pipeline import ROLES, plan
 from marketdata.settings import Settings
+from mdp.pipeline import ROLES, plan
 
 
 def settings(tmp_path: Path, **env: str) -> Settings:
@@ -21,7 +21,7 @@ def test_sandbox_runs_the_fakes_first_then_every_role(tmp_path: Path) -> None:
     by_name = {s.name: s for s in specs}
     assert by_name["fake-tws"].argv == ("-m", "tests.fakes.tws", "--port", "17497")
     assert by_name["fake-tws"].ready_port == 17497
-    assert by_name["ibkr"].argv == ("-m", "marketdata", "produce", "ibkr", "--symbols",
+    assert by_name["ibkr"].argv == ("-m", "mdp", "produce", "ibkr", "--symbols",
                                     "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412")  # fmt: skip
     assert by_name["dtc"].metrics_url == "http://127.0.0.1:9473/metrics"
     assert by_name["dtc"].env == {"MDP_PRODUCER_METRICS_PORT": "9473"}

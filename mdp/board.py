@@ -17,7 +17,7 @@ from marketdata.backoff import wait_or_stop
 from marketdata.errors import MarketDataError
 from marketdata.kafka import admin_client, topic_partitions
 from marketdata.settings import Settings
-from marketdata.supervisor import Child, Supervisor
+from mdp.supervisor import Child, Supervisor
 
 Figures = dict[str, float]
 

@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from marketdata.board import Board, run_board
 from marketdata.errors import ConfigError
 from marketdata.inventory import Series, stored_series
 from marketdata.kafka import ensure_topics
-from marketdata.services.manager import ServiceManager
 from marketdata.settings import BINANCE_FAKE, DTC_FAKE_PORTS, IBKR_FAKE_PORT, Settings
 from marketdata.signals import stop_on_signals
-from marketdata.supervisor import RoleSpec, Supervisor
+from mdp.board import Board, run_board
+from mdp.services.manager import ServiceManager
+from mdp.supervisor import RoleSpec, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ CHECKOUT: Final = Path(__file__).resolve().parents[1]  # the fakes live in its t
 
 
 def _mdp(*args: str) -> tuple[str, ...]:
-    return ("-m", "marketdata", *args)
+    return ("-m", "mdp", *args)
 
 
 def plan(settings: Settings, roles: Sequence[str]) -> list[RoleSpec]:

@@ -17,7 +17,7 @@ from typing import Final
 
 from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import ServiceError
-from marketdata.services.process import wait_for_port
+from mdp.services.process import wait_for_port
 
 log = logging.getLogger(__name__)
 

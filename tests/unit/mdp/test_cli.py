@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from marketdata.cli import cli
+from mdp.cli import cli
 
 ROLES = ("produce", "process", "sink", "webhook", "migrate", "services", "backfill")
 

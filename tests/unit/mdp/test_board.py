@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marketdata.board import Board, parse_metrics
 from marketdata.settings import Settings
-from marketdata.supervisor import RoleSpec, Supervisor
+from mdp.board import Board, parse_metrics
+from mdp.supervisor import RoleSpec, Supervisor
 
 SINK_METRICS = """# HELP mdp_sink_rows_written_total Rows inserted or updated
 # TYPE mdp_sink_rows_written_total counter

@@ -7,9 +7,9 @@ from datetime import datetime
 
 import click
 
-from marketdata.cli_common import DATE, fail, progress_bar, utc
 from marketdata.errors import MarketDataError
 from marketdata.settings import Settings
+from mdp.cli_common import DATE, fail, progress_bar, utc
 
 
 @click.group()

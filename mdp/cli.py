@@ -7,13 +7,13 @@ import asyncio
 import click
 
 from marketdata import __version__
-from marketdata.cli_common import fail
-from marketdata.cli_ops import config, dlq, migrate, services, topics
-from marketdata.cli_venues import backfill, produce
 from marketdata.errors import MarketDataError
 from marketdata.logs import configure_logging
-from marketdata.pipeline import ROLES
 from marketdata.settings import Settings
+from mdp.cli_common import fail
+from mdp.cli_ops import config, dlq, migrate, services, topics
+from mdp.cli_venues import backfill, produce
+from mdp.pipeline import ROLES
 from sinks.service import run_sink
 
 
@@ -78,7 +78,7 @@ def run_all(settings: Settings, *, duration: float | None, roles: str, services:
     database holds.
     """
     from marketdata.inventory import describe  # noqa: PLC0415
-    from marketdata.pipeline import run_pipeline  # noqa: PLC0415
+    from mdp.pipeline import run_pipeline  # noqa: PLC0415
 
     chosen = [r.strip() for r in roles.split(",") if r.strip()]
     try:

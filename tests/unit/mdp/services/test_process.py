@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from marketdata.services.process import (
+from mdp.services.process import (
     ServiceStatus,
     pid_alive,
     port_open,

@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 
 from marketdata.errors import ServiceError
-from marketdata.services.process import ServiceStatus, port_open, read_pid, tail
 from marketdata.settings import Settings
+from mdp.services.process import ServiceStatus, port_open, read_pid, tail
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marketdata.services.postgres_native import NativePostgres, find_bindir, server_options
 from marketdata.settings import Settings
+from mdp.services.postgres_native import NativePostgres, find_bindir, server_options
 
 
 def test_server_listens_on_loopback_with_its_own_socket_dir() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from marketdata.database import PLAIN_POSTGRES_WARNING, enable_timescaledb
 from marketdata.errors import MarketDataError, ServiceError
 from marketdata.kafka import ensure_topics
-from marketdata.services.docker_compose import ComposeServices, engine_available
-from marketdata.services.kafka_native import NativeKafka
-from marketdata.services.postgres_native import NativePostgres
-from marketdata.services.process import ServiceStatus
 from marketdata.settings import Settings
+from mdp.services.docker_compose import ComposeServices, engine_available
+from mdp.services.kafka_native import NativeKafka
+from mdp.services.postgres_native import NativePostgres
+from mdp.services.process import ServiceStatus
 
 log = logging.getLogger(__name__)
 

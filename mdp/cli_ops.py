@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from marketdata.cli_common import fail
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
-from marketdata.services.manager import ServiceManager
 from marketdata.settings import Settings
+from mdp.cli_common import fail
+from mdp.services.manager import ServiceManager
 
 
 @click.command()

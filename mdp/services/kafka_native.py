@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Final
 
 from marketdata.errors import ServiceError
-from marketdata.services.process import (
+from marketdata.settings import Settings
+from mdp.services.process import (
     ServiceStatus,
     pid_alive,
     port_open,
@@ -25,7 +26,6 @@ from marketdata.services.process import (
     tail,
     wait_for_port,
 )
-from marketdata.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class NativeKafka:
         self.pidfile = self.home / "kafka.pid"
         self.log_file = self.home / "server.log"
         self.console_log = self.home / "console.log"
-        self.pom = resources.files("marketdata.services").joinpath(_POM).read_bytes()
+        self.pom = resources.files("mdp.services").joinpath(_POM).read_bytes()
         digest = hashlib.sha256(self.pom).hexdigest()[:12]
         self.libs = (settings.cache_dir / f"kafka-{digest}" / "libs").absolute()
 

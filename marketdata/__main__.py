@@ -1,3 +1,0 @@
-from marketdata.cli import main
-
-main()
