@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.binance
 
-Part 1, per core: the recorded stream payloads (tests/fixtures/binance: trade, aggTrade, kline,
+Part 1, per core: the recorded stream payloads (sandbox/fixtures/binance: trade, aggTrade, kline,
 bookTicker) parsed with ``orjson.loads`` alone (the baseline), then parsed and normalised to
 records (``stream_event``), then also encoded into one-record envelopes. Part 2: records
 published through the producer's Publisher (envelopes of 100 per instrument) into a real
@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 import orjson
@@ -32,9 +31,10 @@ from marketdata.records import Tick
 from marketdata.settings import Settings
 from producers.binance.normalise import stream_event
 from producers.publisher import Publisher
+from sandbox import FIXTURES as RECORDINGS
 
 SECTION = "## Binance producer (bench/binance.py)"
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "binance"
+FIXTURES = RECORDINGS / "binance"
 KINDS = ("trade.json", "aggTrade.json", "kline.json", "bookTicker.json")
 
 

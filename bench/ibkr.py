@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ibkr
 
 Per core (CPU time): tick-by-tick AllLast messages built from the recorded trades
-(tests/fixtures/ibkr/trades.json), as the bytes of one TWS frame each, are (1) decoded and
+(sandbox/fixtures/ibkr/trades.json), as the bytes of one TWS frame each, are (1) decoded and
 split into fields, what ib_async's socket reader does (the baseline); (2) also run through
 ib_async's own decoder and wrapper, what a producer built on its Ticker objects would pay;
 (3) decoded and normalised to records with the exchange's time (``tick_by_tick``, what the
@@ -26,8 +26,8 @@ from marketdata.codec import encode_ticks
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from producers.ibkr.normalise import TickIds, tick_by_tick
-from tests.fakes.tws import recorded_trades
-from tests.fakes.tws_wire import frame
+from sandbox.tws import recorded_trades
+from sandbox.tws_wire import frame
 
 SECTION = "## Interactive Brokers producer (bench/ibkr.py)"
 REQ_ID = 7

@@ -42,13 +42,12 @@ from bench.processor import cpu_seconds
 from bench.producer_settings import kafka_version, percentile
 from bench.report import benchmark_parser, command_line, run_benchmark
 from bench.sink import raw_copy, server_version
+from bench.support import free_port, processor_process, sink_process, tick_messages
 from marketdata import migrate
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from producers.publisher import Publisher
-from tests.integration.processors.support import free_port, processor_process
-from tests.integration.sinks.support import sink_process, tick_messages
 
 SECTION = "## End to end (bench/pipeline.py)"
 GOAL_RATE: Final = 30_000

@@ -26,11 +26,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.report import benchmark_parser, command_line, run_benchmark
+from bench.support import free_port, make_ticks, processor_process, publish, tick_messages
 from marketdata.kafka import create_consumer, create_producer, ensure_topics
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
-from tests.integration.processors.support import free_port, processor_process
-from tests.integration.sinks.support import make_ticks, publish, tick_messages
 
 SECTION = "## Processors (bench/processor.py)"
 Messages = Sequence[tuple[bytes, bytes]]

@@ -26,18 +26,18 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.report import benchmark_parser, command_line, run_benchmark
-from marketdata import migrate
-from marketdata.kafka import ensure_topics
-from marketdata.records import Tick
-from marketdata.settings import Settings
-from sinks.writer import TICK_COLUMNS, BatchWriter, _tick_row
-from tests.integration.sinks.support import (
+from bench.support import (
     count_rows,
     make_ticks,
     publish,
     sink_process,
     tick_messages,
 )
+from marketdata import migrate
+from marketdata.kafka import ensure_topics
+from marketdata.records import Tick
+from marketdata.settings import Settings
+from sinks.writer import TICK_COLUMNS, BatchWriter, _tick_row
 
 SECTION = "## TimescaleDB sink (bench/sink.py)"
 COPY_SQL = "COPY market_data_ticks ({}) FROM STDIN (FORMAT BINARY)".format(

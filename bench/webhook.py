@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 import aiohttp
 
 from bench.report import benchmark_parser, command_line, run_benchmark
+from bench.support import free_port
 from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
-from tests.integration.processors.support import free_port
 from webhook.auth import sign
 
 SECTION = "## Webhook (bench/webhook.py)"

@@ -1,8 +1,9 @@
 """`mdp run`: the whole pipeline on this machine, every role its own process.
 
 In sandbox mode (``PROVIDERS_SANDBOX_MODE=sandbox``) the three venues are the protocol-level
-fakes of ``tests/fakes`` on their sandbox ports, replaying recorded or generated market data;
-in official mode a producer runs only for a venue whose ``*_SYMBOLS`` variable is set.
+venues of the installed ``sandbox`` package on their sandbox ports, replaying recorded or
+generated market data; in official mode a producer runs only for a venue whose ``*_SYMBOLS``
+variable is set.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Final
 
 from marketdata.errors import ConfigError
@@ -33,7 +33,6 @@ SANDBOX_SYMBOLS: Final = {
     "dtc": "ESZ4@CME,NQZ4@CME",
 }
 PRODUCER_METRICS_PORTS: Final = {"binance": 9471, "ibkr": 9472, "dtc": 9473}
-CHECKOUT: Final = Path(__file__).resolve().parents[1]  # the fakes live in its tests/fakes
 
 
 def _mdp(*args: str) -> tuple[str, ...]:
@@ -74,21 +73,15 @@ def plan(settings: Settings, roles: Sequence[str]) -> list[RoleSpec]:
 
 
 def _fakes(venues: list[str]) -> list[RoleSpec]:
-    if venues and not (CHECKOUT / "tests" / "fakes" / "tws.py").is_file():
-        raise ConfigError(
-            "sandbox mode needs the fake venues of the source checkout (tests/fakes): run from"
-            " the project directory, or set PROVIDERS_SANDBOX_MODE=official"
-        )
     binance_port = int(BINANCE_FAKE[0].rsplit(":", 1)[1])
     live, history = DTC_FAKE_PORTS
-    env = {"PYTHONPATH": str(CHECKOUT)}
     fakes = {
-        "binance": RoleSpec("fake-binance", ("-m", "tests.fakes.binance", "--port",
-                            str(binance_port)), env, ready_port=binance_port, stop_order=3),
-        "ibkr": RoleSpec("fake-tws", ("-m", "tests.fakes.tws", "--port", str(IBKR_FAKE_PORT)),
-                         env, ready_port=IBKR_FAKE_PORT, stop_order=3),
-        "dtc": RoleSpec("fake-dtc", ("-m", "tests.fakes.dtc", "--port", str(live),
-                        "--historical-port", str(history)), env, ready_port=live, stop_order=3),
+        "binance": RoleSpec("fake-binance", ("-m", "sandbox.binance", "--port",
+                            str(binance_port)), {}, ready_port=binance_port, stop_order=3),
+        "ibkr": RoleSpec("fake-tws", ("-m", "sandbox.tws", "--port", str(IBKR_FAKE_PORT)),
+                         {}, ready_port=IBKR_FAKE_PORT, stop_order=3),
+        "dtc": RoleSpec("fake-dtc", ("-m", "sandbox.dtc", "--port", str(live),
+                        "--historical-port", str(history)), {}, ready_port=live, stop_order=3),
     }  # fmt: skip
     return [fakes[venue] for venue in venues]
 

@@ -7,10 +7,10 @@ import asyncio
 import random
 from datetime import timedelta
 
+from sandbox.binance import FakeBinance
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_venues import binance_trade
 from tests.e2e.timeline import ms, own_minute
-from tests.fakes.binance import FakeBinance
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_topic
 

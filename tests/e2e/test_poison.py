@@ -14,10 +14,10 @@ from marketdata.codec import encode_bars, encode_ticks
 from marketdata.dlq import HEADER_REASON, HEADER_STAGE, HEADER_TOPIC
 from marketdata.records import Bar, Tick
 from marketdata.topics import instrument_key
+from sandbox.binance import FakeBinance
 from tests import poison
 from tests.e2e.conftest import Pipeline
 from tests.e2e.timeline import ms, own_minute
-from tests.fakes.binance import FakeBinance
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, read_topic
 from tests.integration.sinks.support import publish, tick_messages

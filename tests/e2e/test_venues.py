@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sandbox.binance import FakeBinance, kline_event, kline_row
+from sandbox.dtc import FakeDtc, bar_record
+from sandbox.tws import FakeTws, history_bar, recorded_trades
 from tests.e2e.conftest import Pipeline
 from tests.e2e.timeline import ms, own_minute
-from tests.fakes.binance import FakeBinance, kline_event, kline_row
-from tests.fakes.dtc import FakeDtc, bar_record
-from tests.fakes.tws import FakeTws, history_bar, recorded_trades
 from tests.integration.polling import wait_until
 
 N = 400

@@ -15,9 +15,10 @@ import pytest
 
 from marketdata.records import Tick
 from marketdata.settings import Settings
-from tests.fakes.binance import FakeBinance
-from tests.fakes.dtc import FakeDtc, fixture_trades
-from tests.fakes.tws import FakeTws, recorded_trades
+from sandbox import FIXTURES as RECORDINGS
+from sandbox.binance import FakeBinance
+from sandbox.dtc import FakeDtc, fixture_trades
+from sandbox.tws import FakeTws, recorded_trades
 from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, read_ticks
@@ -35,7 +36,7 @@ async def _delivered(settings: Settings, count: int) -> None:
     assert len(ticks) == count
 
 
-BINANCE_TRADE = Path(__file__).resolve().parents[2] / "fixtures" / "binance" / "trade.json"
+BINANCE_TRADE = RECORDINGS / "binance" / "trade.json"
 T0_MS = 1_709_294_400_000  # 2024-03-01 12:00 UTC
 
 

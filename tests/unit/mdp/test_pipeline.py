@@ -19,7 +19,7 @@ def test_sandbox_runs_the_fakes_first_then_every_role(tmp_path: Path) -> None:
     assert [s.name for s in specs] == ["fake-binance", "fake-tws", "fake-dtc", "binance", "ibkr",
                                        "dtc", "process", "webhook", "sink"]  # fmt: skip
     by_name = {s.name: s for s in specs}
-    assert by_name["fake-tws"].argv == ("-m", "tests.fakes.tws", "--port", "17497")
+    assert by_name["fake-tws"].argv == ("-m", "sandbox.tws", "--port", "17497")
     assert by_name["fake-tws"].ready_port == 17497
     assert by_name["ibkr"].argv == ("-m", "mdp", "produce", "ibkr", "--symbols",
                                     "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412")  # fmt: skip

@@ -20,7 +20,7 @@ from marketdata.records import Bar
 from marketdata.settings import Settings
 from producers.binance.backfill import backfill, rest_client
 from producers.binance.history import KlinePager
-from tests.fakes.binance import FakeBinance, RawJSON, kline_row
+from sandbox.binance import FakeBinance, RawJSON, kline_row
 from tests.integration.processors.support import read_bars, read_topic
 from tests.integration.producers.support import stored_bar
 

@@ -26,8 +26,9 @@ from marketdata.settings import Settings
 from producers.binance.backfill import rest_client
 from producers.binance.live import BinanceLive
 from producers.publisher import Publisher
-from tests.fakes.binance import FakeBinance, kline_row
-from tests.fakes.binance import kline_event as fake_kline_event
+from sandbox import FIXTURES as RECORDINGS
+from sandbox.binance import FakeBinance, kline_row
+from sandbox.binance import kline_event as fake_kline_event
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import (
     free_port,
@@ -39,7 +40,7 @@ from tests.integration.processors.support import (
 from tests.integration.roles import role_process
 from tests.integration.sinks.support import running_sink
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "binance"
+FIXTURES = RECORDINGS / "binance"
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
 

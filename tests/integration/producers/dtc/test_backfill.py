@@ -20,7 +20,7 @@ from marketdata.records import Bar
 from marketdata.settings import Settings
 from producers.dtc.backfill import backfill
 from producers.dtc.normalise import Instrument
-from tests.fakes.dtc import FakeDtc, bar_record, fixture_trades
+from sandbox.dtc import FakeDtc, bar_record, fixture_trades
 from tests.integration.processors.support import read_bars, read_ticks, read_topic
 from tests.integration.producers.support import stored_bar
 

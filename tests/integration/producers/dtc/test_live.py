@@ -25,7 +25,7 @@ from producers.dtc.live import DtcLive
 from producers.dtc.normalise import Instrument, Occurrences, trade
 from producers.dtc.session import Endpoint
 from producers.publisher import Publisher
-from tests.fakes.dtc import FakeDtc, fixture, fixture_trades
+from sandbox.dtc import FakeDtc, fixture, fixture_trades
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_ticks, read_topic
 from tests.integration.roles import role_process

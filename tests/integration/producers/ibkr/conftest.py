@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.fakes.tws import FakeTws
+from sandbox.tws import FakeTws
 
 
 @pytest.fixture

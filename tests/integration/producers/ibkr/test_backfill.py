@@ -17,7 +17,7 @@ from marketdata.records import Bar
 from marketdata.settings import Settings
 from producers.ibkr.backfill import backfill
 from producers.ibkr.contracts import parse_spec
-from tests.fakes.tws import FakeTws, history_bar
+from sandbox.tws import FakeTws, history_bar
 from tests.integration.processors.support import read_bars
 from tests.integration.producers.support import stored_bar
 

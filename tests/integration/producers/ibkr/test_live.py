@@ -20,8 +20,8 @@ from marketdata.settings import Settings
 from producers.ibkr.contracts import parse_specs
 from producers.ibkr.live import IbkrLive, LiveOptions
 from producers.publisher import Publisher
-from tests.fakes.tws import FakeTws, history_bar, recorded_trades
-from tests.fakes.tws_wire import frame
+from sandbox.tws import FakeTws, history_bar, recorded_trades
+from sandbox.tws_wire import frame
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_bars, read_ticks, read_topic
 from tests.integration.roles import role_process

@@ -1,4 +1,4 @@
-"""Single-field mutations of the recorded Binance payloads (tests/fixtures/binance), and the
+"""Single-field mutations of the recorded Binance payloads (sandbox/fixtures/binance), and the
 normaliser each payload goes through: shared by the enumerated test and the hypothesis fuzz."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import copy
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from marketdata.codec import encode_bars, encode_ticks
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.binance import normalise
+from sandbox import FIXTURES as RECORDINGS
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "binance"
+FIXTURES = RECORDINGS / "binance"
 RECEIVED = datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 SERVER_TIME = datetime(2024, 3, 1, 12, 1, 30, tzinfo=UTC)
 

@@ -1,11 +1,10 @@
-"""Normalisation of recorded Binance payloads (tests/fixtures/binance), field by field."""
+"""Normalisation of recorded Binance payloads (sandbox/fixtures/binance), field by field."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,9 @@ import pytest
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.binance import normalise
+from sandbox import FIXTURES as RECORDINGS
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "binance"
+FIXTURES = RECORDINGS / "binance"
 RECEIVED = datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
 

@@ -1,4 +1,4 @@
-"""DTC messages to records, field by field, from the recorded fixtures (tests/fixtures/dtc)."""
+"""DTC messages to records, field by field, from the recorded fixtures (sandbox/fixtures/dtc)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from producers.dtc import messages as m
 from producers.dtc import normalise
 from producers.dtc.codec import decode_binary, decode_json, encode_binary, encode_json
 from producers.dtc.normalise import Instrument, Occurrences
-from tests.fakes.dtc import fixture, fixture_trades
+from sandbox.dtc import fixture, fixture_trades
 
 ES = Instrument("ESZ4", "CME")
 RECEIVED = datetime(2024, 3, 1, 14, 30, 5, 500000, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Structure-aware mutations of recorded DTC messages (tests/fixtures/dtc) in both encodings,
+"""Structure-aware mutations of recorded DTC messages (sandbox/fixtures/dtc) in both encodings,
 through the decoders and the normalisers: the only outcomes are records, a ``DtcDecodeError``
 or an ``InvalidRecord``; and garbage next to valid frames costs only the garbage."""
 
@@ -29,7 +29,7 @@ from producers.dtc.codec import (
     encode_json,
 )
 from producers.dtc.normalise import Instrument, Occurrences
-from tests.fakes.dtc import bar_record, fixture, fixture_trades
+from sandbox.dtc import bar_record, fixture, fixture_trades
 
 ES = Instrument("ESZ4", "CME")
 RECEIVED = datetime(2024, 3, 1, 14, 30, 5, tzinfo=UTC)

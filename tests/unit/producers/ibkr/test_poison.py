@@ -1,4 +1,4 @@
-"""Structure-aware mutations of the recorded TWS messages (tests/fixtures/ibkr) through the
+"""Structure-aware mutations of the recorded TWS messages (sandbox/fixtures/ibkr) through the
 normaliser: the only outcomes are records or an ``InvalidRecord`` naming the field."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any, Final
 
 from hypothesis import given, settings
@@ -15,8 +14,9 @@ from hypothesis import strategies as st
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.ibkr.normalise import TickIds, historical_bar, realtime_bar, tick_by_tick
+from sandbox import FIXTURES as RECORDINGS
 
-FIXTURES: Final = Path(__file__).resolve().parents[3] / "fixtures" / "ibkr"
+FIXTURES: Final = RECORDINGS / "ibkr"
 RECEIVED = datetime(2024, 3, 1, 15, 0, 7, tzinfo=UTC)
 T0 = 1_709_305_200
 _RECORDED = json.loads((FIXTURES / "trades.json").read_text())

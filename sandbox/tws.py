@@ -3,7 +3,7 @@ the real ``ib_async`` client to run unchanged against it.
 
 It answers the start-up handshake and synchronisation (nextValidId, managedAccounts, positions,
 account updates, executions, open and completed orders, each with its end message), contract
-details from ``tests/fixtures/ibkr/contracts.json``, historical bars from a deterministic series
+details from ``sandbox/fixtures/ibkr/contracts.json``, historical bars from a deterministic series
 (:func:`history_bar`), tick-by-tick and real-time-bar subscriptions (fed by the ``publish_*``
 methods or, standalone, by replaying ``trades.json``), and enforces IB's historical pacing rules
 like IB does: a violating request gets error 162 and is counted in ``pacing_violations``.
@@ -16,7 +16,7 @@ during a gap fill), :meth:`send_error` (1100, 1101, 1102, …),
 historical requests answered with 162), ``reject_ticks`` (symbols whose tick-by-tick requests
 fail with error 10190), ``send_raw`` (malformed frames).
 
-Standalone, as the sandbox venue: ``python -m tests.fakes.tws --port 17497``.
+Standalone, as the sandbox venue: ``python -m sandbox.tws --port 17497``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
-from tests.fakes.tws_wire import (
+from sandbox import FIXTURES as RECORDINGS
+from sandbox.tws_wire import (
     ACCOUNT,
     SERVER_VERSION,
     Instrument,
@@ -53,7 +53,7 @@ from tests.fakes.tws_wire import (
 
 log = logging.getLogger(__name__)
 
-FIXTURES: Final = Path(__file__).resolve().parents[1] / "fixtures" / "ibkr"
+FIXTURES: Final = RECORDINGS / "ibkr"
 BAR_SECONDS: Final = {
     "1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 30, "1 min": 60,
     "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600, "15 mins": 900,

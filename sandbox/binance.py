@@ -14,7 +14,7 @@ answers report), ``drop_connections``, ``push_raw`` (malformed frames), ``silent
 ``deaf_to_close`` (close frames never answered), ``bad_klines`` (rows replaced by a test's own,
 a :class:`RawJSON` row sent as its text: JSON that Python's encoder would refuse to write).
 
-Standalone, as the sandbox venue: ``python -m tests.fakes.binance --port 18090`` streams trades
+Standalone, as the sandbox venue: ``python -m sandbox.binance --port 18090`` streams trades
 (a random walk) and closed 1m klines for its symbols.
 """
 

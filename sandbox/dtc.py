@@ -2,7 +2,7 @@
 
 Two ports, as Sierra Chart has: market data (logon, heartbeats, ``MARKET_DATA_REQUEST`` →
 snapshot, then whatever the test pushes) and historical data (one request per connection:
-bars from a deterministic series, trades from ``tests/fixtures/dtc``, zlib-compressed when the
+bars from a deterministic series, trades from ``sandbox/fixtures/dtc``, zlib-compressed when the
 request asks and ``compress`` allows). It encodes and decodes with the client's own message
 specs (``producers.dtc.messages``), so the two agree by construction; the byte layout itself is
 pinned by the unit tests against the C header.
@@ -14,7 +14,7 @@ message), ``logoff``, ``history_busy`` (reject with a retry time),
 ``history_cut_after`` (close the connection after that many records, and ``history_garbage``
 written in the same write as the last of them, uncompressed).
 
-    python -m tests.fakes.dtc --port 18099 --historical-port 18098 --rate 20
+    python -m sandbox.dtc --port 18099 --historical-port 18098 --rate 20
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
-from producers.dtc import messages as m
+import producers.dtc.messages as m
 from producers.dtc.codec import BINARY, CODECS, Codec, DtcError, Framer, encode_binary
+from sandbox import FIXTURES as RECORDINGS
 
-FIXTURES: Final = Path(__file__).resolve().parents[1] / "fixtures" / "dtc"
+FIXTURES: Final = RECORDINGS / "dtc"
 SYMBOLS: Final = ("ESZ4", "NQZ4", "CLZ4")
 log = logging.getLogger("fake-dtc")
 
