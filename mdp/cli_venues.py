@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from marketdata.errors import MarketDataError
 from marketdata.settings import Settings
 from mdp.cli_common import DATE, fail, progress_bar, utc
+
+if TYPE_CHECKING:
+    from producers.backfill import BackfillResult, Progress
 
 
 @click.group()
@@ -123,19 +128,8 @@ def backfill_binance(
     """Page through Binance REST klines (1000 a request) within its rate limits."""
     from producers.binance.backfill import backfill as run  # noqa: PLC0415
 
-    with progress_bar(f"{symbol} {interval}") as progress:
-        try:
-            result = asyncio.run(
-                run(settings, symbol, interval, start, end, resume=resume, progress=progress)
-            )
-        except MarketDataError as exc:
-            fail(exc)
-    click.echo(
-        f"{result.bars} bars of {symbol.upper()} {interval} from {result.started_at:%Y-%m-%d %H:%M}"
-        f" published to {settings.topics.bars_raw}"
-        + (f"; {result.rejected} malformed rows dead-lettered" if result.rejected else "")
-        + (f"; waited {result.waited_s:.0f}s for rate limits" if result.waited_s else "")
-    )
+    _backfill(settings, f"{symbol} {interval}", lambda progress: run(
+        settings, symbol, interval, start, end, resume=resume, progress=progress))  # fmt: skip
 
 
 @backfill.command("ibkr")
@@ -161,20 +155,10 @@ def backfill_ibkr(
     from producers.ibkr.backfill import backfill as run  # noqa: PLC0415
     from producers.ibkr.contracts import parse_spec  # noqa: PLC0415
 
-    with progress_bar(f"{symbol} {bar_size}") as progress:
-        try:
-            result = asyncio.run(run(
-                settings, parse_spec(symbol), bar_size, start, end, resume=resume,
-                client_id=client_id, use_rth=rth, progress=progress,
-            ))  # fmt: skip
-        except MarketDataError as exc:
-            fail(exc)
-    click.echo(
-        f"{result.bars} bars of {result.symbol} {bar_size} before {result.end:%Y-%m-%d %H:%M}"
-        f" published to {settings.topics.bars_raw} in {result.requests} requests"
-        + (f"; {result.rejected} malformed rows dead-lettered" if result.rejected else "")
-        + (f"; waited {result.waited_s:.0f}s for IB's pacing" if result.waited_s else "")
-    )
+    _backfill(settings, f"{symbol} {bar_size}", lambda progress: run(
+        settings, parse_spec(symbol), bar_size, start, end, resume=resume, client_id=client_id,
+        use_rth=rth, progress=progress,
+    ))  # fmt: skip
 
 
 @backfill.command("dtc")
@@ -199,21 +183,19 @@ def backfill_dtc(
 
     if interval not in INTERVALS:
         fail(MarketDataError(f"unknown DTC interval {interval!r}; one of {', '.join(INTERVALS)}"))
-    with progress_bar(f"{symbol} {interval}") as advance:
+    _backfill(settings, f"{symbol} {interval}", lambda progress: run(
+        settings, Instrument.parse(symbol), interval, start, end, resume=resume,
+        progress=progress, compress=not no_compression,
+    ))  # fmt: skip
 
-        def progress(covered_s: float, total_s: float) -> None:
-            advance(int(covered_s), max(int(total_s), 1))
 
+def _backfill(
+    settings: Settings, label: str, run: Callable[[Progress], Coroutine[Any, Any, BackfillResult]]
+) -> None:
+    """Every venue's backfill alike: a progress bar on stderr, then one summary line."""
+    with progress_bar(label) as progress:
         try:
-            instrument = Instrument.parse(symbol)
-            result = asyncio.run(run(settings, instrument, interval, start, end, resume=resume,
-                                     progress=progress, compress=not no_compression))  # fmt: skip
+            result = asyncio.run(run(progress))
         except MarketDataError as exc:
             fail(exc)
-    topic = settings.topics.ticks_raw if interval == "tick" else settings.topics.bars_raw
-    click.echo(
-        f"{result.records} {'trades' if interval == 'tick' else 'bars'} of {instrument} {interval}"
-        f" from {result.started_at:%Y-%m-%d %H:%M:%S} published to {topic}"
-        + (f"; {result.rejected} malformed records dead-lettered" if result.rejected else "")
-        + (f"; {result.attempts} attempts" if result.attempts > 1 else "")
-    )
+    click.echo(result.summary(settings.topics))

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 
 from binance.spot import Spot
 
 from marketdata.inventory import newest_bar
 from marketdata.settings import Settings
+from producers.backfill import BackfillResult, Page, Progress, json_rows, publish_pages
 from producers.binance.history import KlinePager
 from producers.binance.normalise import EXCHANGE
-from producers.process import publishing
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class BackfillResult:
-    bars: int
-    rejected: int
-    started_at: datetime
-    waited_s: float
 
 
 def rest_client(settings: Settings, *, time_unit: str | None = None) -> Spot:
@@ -37,7 +29,7 @@ def rest_client(settings: Settings, *, time_unit: str | None = None) -> Spot:
 
 async def backfill(
     settings: Settings, symbol: str, interval: str, start: datetime, end: datetime | None,
-    *, resume: bool = False, progress: Callable[[int, int], None] | None = None,
+    *, resume: bool = False, progress: Progress | None = None,
     pager: KlinePager | None = None,
 ) -> BackfillResult:  # fmt: skip
     """Publish the bars of ``[start, end]``; with ``resume``, from the newest stored bar on.
@@ -50,28 +42,29 @@ async def backfill(
     own_client = pager is None
     pager = pager or KlinePager(rest_client(settings), symbol, interval, start, end)
     pager.start = start
-    pager.progress = progress
     try:
-        return await _publish_pages(settings, pager, start)
+        return await _publish_pages(settings, pager, progress)
     finally:
         if own_client:
             pager.client.session.close()
 
 
-async def _publish_pages(settings: Settings, pager: KlinePager, start: datetime) -> BackfillResult:
+async def _publish_pages(
+    settings: Settings, pager: KlinePager, progress: Progress | None
+) -> BackfillResult:
     server_time = await asyncio.to_thread(pager.server_time)
     expected = pager.expected_bars(server_time)
-    done = rejected = 0
-    async with publishing(settings, "binance.backfill", max_records=500) as publisher:
-        pages = pager.pages(server_time)
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
-            bars, bad = page
-            await publisher.add(bars)
-            await publisher.flush()
-            await publisher.dead_rows(bad, "binance.rest.klines")
-            done += len(bars)
-            rejected += len(bad)
-            if pager.progress:
-                pager.progress(done, max(expected, done))
-        await publisher.flush(wait=True)
-    return BackfillResult(done, rejected, start, pager.waited_s)
+    asked = BackfillResult(pager.symbol, pager.interval, pager.start, pager.end)
+    result = await publish_pages(
+        settings, asked, _pages(pager, server_time), stage="binance.backfill",
+        origin="binance.rest.klines", progress=progress,
+        gauge=lambda so_far: (so_far.records, max(expected, so_far.records)),
+    )  # fmt: skip
+    return replace(result, waited_s=pager.waited_s)
+
+
+async def _pages(pager: KlinePager, server_time: datetime) -> AsyncIterator[Page]:
+    pages = pager.pages(server_time)
+    while (page := await asyncio.to_thread(next, pages, None)) is not None:
+        bars, rejected = page
+        yield Page(bars, json_rows(rejected))

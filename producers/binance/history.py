@@ -174,7 +174,6 @@ class KlinePager:
         self.interval = interval
         self.start = start
         self.end = end
-        self.progress: Callable[[int, int], None] | None = None
 
     @property
     def used_weight(self) -> int:

@@ -8,39 +8,28 @@ below the oldest bar of the range already in the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from marketdata.errors import ConfigError, MarketDataError
 from marketdata.inventory import oldest_bar
 from marketdata.settings import Settings
+from producers.backfill import BackfillResult, Page, Progress, json_rows, publish_pages
 from producers.ibkr import session
 from producers.ibkr.contracts import EXCHANGE, Spec, record_symbol
 from producers.ibkr.history import HistoryClient, Request, windows
 from producers.ibkr.live import what_to_show
 from producers.ibkr.normalise import BAR_SIZES
 from producers.ibkr.pacing import HistoricalPacer
-from producers.process import publishing
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class BackfillResult:
-    symbol: str
-    bars: int
-    rejected: int
-    requests: int
-    end: datetime
-    waited_s: float
-    retries: int
 
 
 async def backfill(
     settings: Settings, spec: Spec, interval: str, start: datetime, end: datetime | None, *,
     resume: bool = False, client_id: int | None = None, use_rth: bool = False,
-    progress: Callable[[int, int], None] | None = None, pacer: HistoricalPacer | None = None,
+    progress: Progress | None = None, pacer: HistoricalPacer | None = None,
     retry_wait_s: float = 15.0,
 ) -> BackfillResult:  # fmt: skip
     """Publish the bars of ``[start, end)`` (``end`` default: now). ``progress(done, total)``
@@ -72,18 +61,21 @@ async def backfill(
 
 async def _publish(
     settings: Settings, client: HistoryClient, request: Request, start: datetime, end: datetime,
-    *, progress: Callable[[int, int], None] | None,
+    *, progress: Progress | None,
 ) -> BackfillResult:  # fmt: skip
     total = len(windows(start, end, request.interval))
-    done = bars = rejected = 0
-    async with publishing(settings, "ibkr.backfill", max_records=500) as publisher:
-        async for page in client.pages(request, start, end, lambda: datetime.now(UTC)):
-            await publisher.add(page.bars)
-            await publisher.flush()
-            await publisher.dead_rows(page.rejected, "ibkr.historical")
-            done, bars, rejected = done + 1, bars + len(page.bars), rejected + len(page.rejected)
-            if progress:
-                progress(done, total)
-        await publisher.flush(wait=True)
-    return BackfillResult(record_symbol(request.contract), bars, rejected, done, end,
-                          client.pacer.waited_s, client.retries)  # fmt: skip
+    asked = BackfillResult(record_symbol(request.contract), request.interval, start, end,
+                           backwards=True)  # fmt: skip
+    result = await publish_pages(
+        settings, asked, _pages(client, request, start, end), stage="ibkr.backfill",
+        origin="ibkr.historical", progress=progress, gauge=lambda so_far: (so_far.pages, total),
+    )  # fmt: skip
+    return replace(result, requests=result.pages + client.retries, retries=client.retries,
+                   waited_s=client.pacer.waited_s)  # fmt: skip
+
+
+async def _pages(
+    client: HistoryClient, request: Request, start: datetime, end: datetime
+) -> AsyncIterator[Page]:
+    async for page in client.pages(request, start, end, lambda: datetime.now(UTC)):
+        yield Page(page.bars, json_rows(page.rejected))

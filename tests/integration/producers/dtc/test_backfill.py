@@ -104,7 +104,7 @@ async def test_busy_server_and_broken_stream_are_retried_from_the_last_record(
     fake.history_busy = 1  # "retry in 1 s"
     fake.history_cut_after = 250  # then the connection breaks after 250 bars
     result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=499))
-    assert result.attempts == 3
+    assert result.requests == 3
     starts = [r["StartDateTime"] - int(START.timestamp()) for r in fake.history_requests]
     assert starts == [0, 0, 249 * 60]  # the last bar received is asked for again
     bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
@@ -118,7 +118,7 @@ async def test_garbage_in_a_history_stream_costs_only_the_garbage(
     fake.history_garbage = struct.pack("<HH", 2, 803) + b"\xee" * 10  # Size 2: not a message
     result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=499),
                             compress=False)  # fmt: skip
-    assert (result.attempts, result.rejected) == (2, 1)
+    assert (result.requests, result.rejected) == (2, 1)
     starts = [r["StartDateTime"] - int(START.timestamp()) for r in fake.history_requests]
     assert starts == [0, 249 * 60]  # the 250 bars in the same read as the garbage arrived
     bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
@@ -149,8 +149,8 @@ async def test_cli_resumes_from_the_newest_stored_bar_with_progress(
         )  # fmt: skip
         stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, stderr.decode()
-    assert (f"30 bars of {symbol}@CME 1m from 2024-03-01 14:30:00 published to "
-            f"{dtc_settings.topics.bars_raw}") in stdout.decode()  # fmt: skip
+    assert (f"30 bars of {symbol}@CME 1m from 2024-03-01 14:30 published to "
+            f"{dtc_settings.topics.bars_raw} in 1 request") in stdout.decode()  # fmt: skip
     assert f"{symbol}@CME 1m" in stderr.decode()  # the progress bar's label
     bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw)
     assert summary(bars) == expected_bars(range(30, 60), symbol)
