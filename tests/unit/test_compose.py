@@ -6,6 +6,7 @@ environment against the real settings model, so renaming either breaks these tes
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import re
@@ -381,3 +382,20 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     }
     assert {".venv", ".mdp", ".git", ".env"} <= patterns
     assert not patterns & {"marketdata", "mdp", "migrations", "pyproject.toml", "README.md"}
+
+
+def test_the_image_contains_the_sandbox_venues_and_their_recordings() -> None:
+    # compose runs the producers in sandbox mode by default, against `python -m sandbox.<venue>`.
+    patterns = [
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    files = [p.relative_to(ROOT).as_posix() for p in (ROOT / "sandbox").rglob("*.*")]
+    assert any(path.startswith("sandbox/fixtures/") for path in files)
+    for path in files:
+        if "__pycache__" in path:
+            continue
+        # A pattern excludes a path when it matches the path or one of its parent directories.
+        prefixes = ["/".join(path.split("/")[: n + 1]) for n in range(path.count("/") + 1)]
+        assert not [p for p in patterns for prefix in prefixes if fnmatch.fnmatch(prefix, p)], path
