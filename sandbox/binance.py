@@ -96,6 +96,8 @@ class FakeBinance:
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     port: int = 0
+    # 127.0.0.1; 0.0.0.0 in a container, where the producers connect from other containers
+    host: str = "127.0.0.1"
 
     @property
     def rest_url(self) -> str:
@@ -121,7 +123,7 @@ class FakeBinance:
         app.router.add_get("/stream", self._stream)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -362,10 +364,10 @@ async def replay(fake: FakeBinance, rate: float) -> None:
                 await fake.push(f"{symbol.lower()}@kline_1m", kline_event(symbol, "1m", closed))
 
 
-async def _main(port: int, rate: float) -> None:
-    fake = FakeBinance(port=port)
+async def _main(host: str, port: int, rate: float) -> None:
+    fake = FakeBinance(port=port, host=host)
     await fake.start()
-    print(f"fake Binance on http://127.0.0.1:{fake.port} (REST and WebSocket)", flush=True)
+    print(f"fake Binance on http://{host}:{fake.port} (REST and WebSocket)", flush=True)
     try:
         await replay(fake, rate)
     finally:
@@ -374,11 +376,12 @@ async def _main(port: int, rate: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A fake Binance streaming generated trades.")
-    parser.add_argument("--port", type=int, default=18090, help="listen on 127.0.0.1:PORT")
+    parser.add_argument("--host", default="127.0.0.1", help="listen on HOST (default %(default)s)")
+    parser.add_argument("--port", type=int, default=18090, help="listen on HOST:PORT")
     parser.add_argument("--rate", type=float, default=10.0, help="trades a second per symbol")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.port, args.rate))
+        asyncio.run(_main(args.host, args.port, args.rate))
 
 
 if __name__ == "__main__":

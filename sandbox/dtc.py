@@ -86,6 +86,8 @@ class FakeDtc:
 
     port: int = 0
     historical_port: int = 0
+    # 127.0.0.1; 0.0.0.0 in a container, where the producers connect from other containers
+    host: str = "127.0.0.1"
     symbols: tuple[str, ...] = SYMBOLS
     password: str | None = None  # when set, a logon with another password is refused
     heartbeat_s: float | None = None  # None: the interval the client asks for
@@ -106,8 +108,8 @@ class FakeDtc:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
-        live = await asyncio.start_server(self._serve_live, "127.0.0.1", self.port)
-        history = await asyncio.start_server(self._serve_history, "127.0.0.1",
+        live = await asyncio.start_server(self._serve_live, self.host, self.port)
+        history = await asyncio.start_server(self._serve_history, self.host,
                                              self.historical_port)  # fmt: skip
         self._servers = [live, history]
         self.port = live.sockets[0].getsockname()[1]
@@ -362,7 +364,9 @@ async def _stream(fake: FakeDtc, rate: float) -> None:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    fake = FakeDtc(port=args.port, historical_port=args.historical_port, password=args.password)
+    fake = FakeDtc(
+        port=args.port, historical_port=args.historical_port, password=args.password, host=args.host
+    )
     await fake.start()
     log.info("fake DTC server: market data on %d, history on %d", fake.port, fake.historical_port)
     try:
@@ -373,6 +377,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="listen on HOST (default %(default)s)")
     parser.add_argument("--port", type=int, default=18099, help="market-data port")
     parser.add_argument("--historical-port", type=int, default=18098, help="historical port")
     parser.add_argument("--rate", type=float, default=10.0, help="trades a second per symbol")

@@ -107,6 +107,8 @@ class FakeTws:
     """Start with :meth:`start`; connect ib_async to ``127.0.0.1:port``."""
 
     port: int = 0
+    # 127.0.0.1; 0.0.0.0 in a container, where the producers connect from other containers
+    host: str = "127.0.0.1"
     now: Callable[[], float] = time.time
     contracts: list[Instrument] = field(default_factory=instruments)
     gaps: set[int] = field(default_factory=set)  # bar open times with no data (market closed)
@@ -126,7 +128,7 @@ class FakeTws:
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
@@ -372,10 +374,10 @@ async def replay(fake: FakeTws, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
-async def _main(port: int, interval_s: float) -> None:
-    fake = FakeTws(port=port)
+async def _main(host: str, port: int, interval_s: float) -> None:
+    fake = FakeTws(port=port, host=host)
     await fake.start()
-    log.warning("fake TWS (server version %d) on 127.0.0.1:%d", SERVER_VERSION, fake.port)
+    log.warning("fake TWS (server version %d) on %s:%d", SERVER_VERSION, host, fake.port)
     try:
         await replay(fake, interval_s)
     finally:
@@ -384,13 +386,14 @@ async def _main(port: int, interval_s: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A fake TWS replaying recorded IB market data.")
-    parser.add_argument("--port", type=int, default=17497, help="listen on 127.0.0.1:PORT")
+    parser.add_argument("--host", default="127.0.0.1", help="listen on HOST (default %(default)s)")
+    parser.add_argument("--port", type=int, default=17497, help="listen on HOST:PORT")
     parser.add_argument("--interval", type=float, default=1.0,
                         help="seconds between replays of the recorded trades")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.port, args.interval))
+        asyncio.run(_main(args.host, args.port, args.interval))
 
 
 if __name__ == "__main__":
