@@ -6,6 +6,7 @@ variable; a bad value fails at start with a :class:`ConfigError` naming that var
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +30,15 @@ DTC_OFFICIAL_PORTS: Final = (11099, 11098)  # Sierra Chart's default DTC server 
 DTC_FAKE_PORTS: Final = (18099, 18098)
 _INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
+# Variables under these prefixes are ours: one the settings do not know is most likely misspelt.
+PREFIXES: Final = (
+    "MDP_", "BINANCE_", "IBKR_", "DTC_", "TRADINGVIEW_", "KAFKA_", "MARKET_DATA_", "PROVIDERS_",
+)  # fmt: skip
+# ...except those of Kafka's own scripts (bin/kafka-*.sh), which a broker's host may well set.
+FOREIGN: Final = frozenset(
+    {"KAFKA_HEAP_OPTS", "KAFKA_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_LOG4J_OPTS",
+     "KAFKA_GC_LOG_OPTS", "KAFKA_JMX_OPTS", "KAFKA_DEBUG", "KAFKA_HOME", "KAFKA_LOG_DIR"}
+)  # fmt: skip
 
 
 def _default_cache_dir() -> Path:
@@ -225,6 +235,37 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, values)) from None
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of :meth:`from_env`: every setting under its variable, so that a role
+        started with this environment (over any other) reads exactly these settings. Unset
+        values are empty (which ``from_env`` reads as unset, overriding an inherited value);
+        secrets are their real values, so the result is for a child's environment, not a log."""
+        return {
+            str(field.alias): _env_value(getattr(self, name))
+            for name, field in type(self).model_fields.items()
+        }
+
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+        """Variables of ``environ`` under the project's prefixes that no setting reads, each with
+        the closest name a setting does read (when one is close), sorted by name."""
+        names = sorted(str(field.alias) for field in cls.model_fields.values())
+        return [
+            (name, next(iter(difflib.get_close_matches(name, names, n=1, cutoff=0.75)), None))
+            for name in sorted(environ)
+            if name.startswith(PREFIXES) and name not in names and name not in FOREIGN
+        ]
+
+
+def _env_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from collections.abc import Mapping
 
 import click
 
@@ -15,6 +18,8 @@ from mdp.cli_ops import config, dlq, migrate, services, topics
 from mdp.cli_venues import backfill, produce
 from mdp.pipeline import ROLES
 from sinks.service import run_sink
+
+log = logging.getLogger(__name__)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +50,16 @@ def cli(ctx: click.Context) -> None:
     except MarketDataError as exc:
         fail(exc)
     configure_logging(settings.log_level)
+    warn_unknown_variables(os.environ)
     ctx.obj = settings
+
+
+def warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt variable would otherwise be ignored without a word: name it (never its value,
+    which may be a secret) and the setting it most likely meant."""
+    for name, likely in Settings.unknown_variables(environ):
+        hint = f"; did you mean {likely}?" if likely else ""
+        log.warning("%s is set but is not a setting of mdp: ignored%s", name, hint)
 
 
 @cli.command("run")

@@ -118,7 +118,7 @@ async def run_pipeline(
         await asyncio.to_thread(ServiceManager(settings).up)
     await ensure_topics(settings, settings.topics.all())
     await asyncio.to_thread(migrate.upgrade, settings)
-    supervisor = Supervisor(specs, settings.state_dir / "logs")
+    supervisor = Supervisor(specs, settings.state_dir / "logs", settings.to_env())
     if duration_s is not None:
         asyncio.get_running_loop().call_later(duration_s, stop.set)
     title = f"mdp run ({settings.providers_sandbox_mode})"

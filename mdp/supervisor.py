@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -50,9 +50,14 @@ class Child:
 class Supervisor:
     """Start with :meth:`start`, keep running with :meth:`watch`, end with :meth:`aclose`."""
 
-    def __init__(self, specs: Sequence[RoleSpec], log_dir: Path) -> None:
+    def __init__(
+        self, specs: Sequence[RoleSpec], log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        """``env`` is every child's environment over this one (``Settings.to_env()``, so that
+        each role reads the settings of the run), under each spec's own ``env``."""
         self.children = [Child(spec) for spec in specs]
         self.log_dir = log_dir
+        self.env = dict(env or {})
         self._stopping = False
 
     def log_path(self, spec: RoleSpec) -> Path:
@@ -87,7 +92,7 @@ class Supervisor:
             output.flush()
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, *child.spec.argv, stdout=output, stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, **child.spec.env}, start_new_session=True,
+                env={**os.environ, **self.env, **child.spec.env}, start_new_session=True,
             )  # fmt: skip
 
     async def watch(self, stop: asyncio.Event) -> None:

@@ -45,9 +45,7 @@ class Pipeline:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap,
-                "MARKET_DATA_DATABASE_URL": self.settings.database,
-                "MDP_TOPIC_PREFIX": self.settings.topic_prefix}  # fmt: skip
+        return self.settings.to_env()
 
     def start(self, name: str, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
         """Start (or restart) a role: ``process`` and ``sink`` as configured, others by args."""

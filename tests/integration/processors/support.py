@@ -27,15 +27,9 @@ def processor_process(
 ) -> subprocess.Popen[bytes]:
     """`mdp process` as its own process; its output appended to ``log``. Workers on one host
     need web ports of their own."""
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "MDP_TOPIC_PREFIX": settings.topic_prefix,
-        "MDP_PROCESS_GROUP": settings.process_group,
-        "MDP_PROCESS_WEB_PORT": str(web_port or settings.process_web_port),
-        "MDP_PROCESS_BATCH_MS": str(settings.process_batch_ms),
-        "MDP_PROCESS_COMMIT_INTERVAL_S": str(settings.process_commit_interval_s),
-        "MDP_LOG_LEVEL": "INFO",
-    }
+    env = settings.to_env()
+    if web_port is not None:
+        env["MDP_PROCESS_WEB_PORT"] = str(web_port)
     return role_process(["process"], env, log)
 
 

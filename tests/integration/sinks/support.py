@@ -132,15 +132,7 @@ async def running_sink(settings: Settings, tables: Tables | None = None) -> Asyn
 
 def sink_process(settings: Settings, log: Path, metrics_port: int = 0) -> subprocess.Popen[bytes]:
     """`mdp sink` as its own process; its output appended to ``log``."""
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "MARKET_DATA_DATABASE_URL": settings.database,
-        "MDP_TOPIC_PREFIX": settings.topic_prefix,
-        "MDP_SINK_GROUP": settings.sink_group,
-        "MDP_SINK_BATCH_ROWS": str(settings.sink_batch_rows),
-        "MDP_SINK_BATCH_MS": str(settings.sink_batch_ms),
-        "MDP_METRICS_PORT": str(metrics_port),
-    }
+    env = {**settings.to_env(), "MDP_METRICS_PORT": str(metrics_port)}
     return role_process(["sink"], env, log)
 
 

@@ -103,3 +103,76 @@ def test_a_bad_secret_is_named_but_never_echoed() -> None:
         Settings.from_env({"TRADINGVIEW_HMAC_SECRET": "x", "IBKR_PORT": "nope"})
     assert "IBKR_PORT" in str(caught.value)
     assert "'x'" not in str(caught.value)
+
+
+# Every variable at a value other than its default (a new setting must be added here).
+CHANGED = {
+    "MARKET_DATA_DATABASE_URL": "postgresql://u@db:5432/x",
+    "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+    "MDP_TOPIC_PREFIX": "t.", "MDP_TOPIC_PARTITIONS": "8", "MDP_TOPIC_REPLICATION": "3",
+    "PROVIDERS_SANDBOX_MODE": "official", "TRADINGVIEW_HMAC_SECRET": "hmac secret",
+    "BINANCE_API_KEY": "key", "BINANCE_API_SECRET": "s3cret", "BINANCE_API_BASE_URL": "https://b",
+    "BINANCE_STREAM_URL": "wss://b:9443", "IBKR_HOST": "tws", "IBKR_PORT": "4002",
+    "IBKR_CLIENT_ID": "7", "IBKR_HTTP_SANDBOX_URL": "http://i", "IBKR_READONLY": "false",
+    "IBKR_TIMEOUT_S": "2.5", "DTC_HOST": "sierra", "DTC_PORT": "1", "DTC_HISTORICAL_PORT": "2",
+    "DTC_USERNAME": "me", "DTC_PASSWORD": "pw", "DTC_ENCODING": "json", "DTC_HEARTBEAT_S": "3",
+    "BINANCE_SYMBOLS": "BTCUSDT", "IBKR_SYMBOLS": "STK:AAPL:SMART:USD", "DTC_SYMBOLS": "ESZ4",
+    "MDP_PRODUCER_FLUSH_MS": "5", "MDP_PRODUCER_METRICS_PORT": "0",
+    "MDP_TICKS_CHUNK_INTERVAL": "2 days", "MDP_BARS_CHUNK_INTERVAL": "1 month",
+    "MDP_COMPRESS_AFTER": "3 days", "MDP_TICKS_RETENTION": "1 year",
+    "MDP_BARS_RETENTION": "2 years",
+    "MDP_PROCESS_GROUP": "pg", "MDP_PROCESS_BATCH_RECORDS": "9", "MDP_PROCESS_BATCH_MS": "9",
+    "MDP_PROCESS_TAKE_MESSAGES": "9", "MDP_DEDUPE_WINDOW_KEYS": "9", "MDP_DEDUPE_WINDOW_S": "0.1",
+    "MDP_PROCESS_WEB_PORT": "0", "MDP_PROCESS_COMMIT_INTERVAL_S": "0.3",
+    "MDP_WEBHOOK_AUTH": "passphrase,allowlist", "TRADINGVIEW_PASSPHRASE": "open sesame",
+    "MDP_WEBHOOK_ALLOW": "10.0.0.0/8", "MDP_WEBHOOK_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
+    "MDP_WEBHOOK_MAX_BODY": "1024", "MDP_WEBHOOK_REPLAY_S": "1e-3",
+    "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "1", "MDP_WEBHOOK_READ_TIMEOUT_S": "1",
+    "MDP_WEBHOOK_SPOOL_DIR": "/var/spool/mdp", "MDP_WEBHOOK_SPOOL_MAX_BYTES": "2048",
+    "MDP_WEBHOOK_HOST": "localhost", "MDP_WEBHOOK_PORT": "1", "MDP_SINK_GROUP": "sg",
+    "MDP_SINK_BATCH_ROWS": "1", "MDP_SINK_BATCH_MS": "1", "MDP_SINK_MAX_BACKOFF_S": "0.5",
+    "MDP_METRICS_HOST": "::", "MDP_METRICS_PORT": "0", "MDP_SERVICES_BACKEND": "docker",
+    "MDP_STATE_DIR": "/srv/state", "MDP_CACHE_DIR": "/srv/cache", "MDP_KAFKA_PORT": "1",
+    "MDP_KAFKA_HEAP": "1g", "MDP_POSTGRES_PORT": "1", "MDP_LOG_LEVEL": "DEBUG",
+}  # fmt: skip
+
+
+def test_to_env_is_the_inverse_of_from_env_for_the_defaults() -> None:
+    defaults = Settings.from_env({})
+    assert Settings.from_env(defaults.to_env()) == defaults
+
+
+def test_to_env_is_the_inverse_of_from_env_with_every_setting_changed() -> None:
+    assert set(CHANGED) == {field.alias for field in Settings.model_fields.values()}
+    changed = Settings.from_env(CHANGED)
+    defaults = Settings.from_env({})
+    same = [n for n in Settings.model_fields if getattr(changed, n) == getattr(defaults, n)]
+    assert same == []
+    env = changed.to_env()
+    assert Settings.from_env(env) == changed
+    assert env["BINANCE_API_SECRET"] == "s3cret"  # a child needs the real value, not "**********"
+    assert env["IBKR_READONLY"] == "false"
+
+
+def test_to_env_overrides_an_inherited_value_with_unset() -> None:
+    """Over a parent environment that sets more, the child still reads exactly these settings."""
+    settings = Settings.from_env({})
+    assert Settings.from_env({**CHANGED, **settings.to_env()}) == settings
+
+
+def test_unknown_variables_under_our_prefixes_are_named_with_the_likely_intended_one() -> None:
+    environ = {
+        "MDP_SINK_BATCH_ROW": "1", "KAFKA_BOOTSTRAP_SERVER": "k:9092", "BINANCE_SYMBOL": "BTC",
+        "MDP_NONSENSE": "1", "KAFKA_HEAP_OPTS": "-Xmx1g", "HOME": "/root", "PATH": "/bin",
+        "MDP_SINK_BATCH_ROWS": "5", "mdp_log_level": "DEBUG",
+    }  # fmt: skip
+    assert Settings.unknown_variables(environ) == [
+        ("BINANCE_SYMBOL", "BINANCE_SYMBOLS"),
+        ("KAFKA_BOOTSTRAP_SERVER", "KAFKA_BOOTSTRAP_SERVERS"),
+        ("MDP_NONSENSE", None),
+        ("MDP_SINK_BATCH_ROW", "MDP_SINK_BATCH_ROWS"),
+    ]
+
+
+def test_every_known_variable_is_known() -> None:
+    assert Settings.unknown_variables(Settings.from_env({}).to_env()) == []

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
+from marketdata.settings import PREFIXES
 from mdp.cli import cli
 
 ROLES = ("produce", "process", "sink", "webhook", "migrate", "services", "backfill")
@@ -56,3 +61,23 @@ def test_config_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "pa55" not in result.output
     assert "TRADINGVIEW_HMAC_SECRET" in result.output
     assert "postgresql://md:***@db:5432/md" in result.output
+
+
+def test_an_unknown_variable_is_reported_at_start_with_the_likely_name() -> None:
+    """A misspelt variable must not be silently ignored; its value (maybe a secret) never shows."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIXES)}
+    env |= {"MDP_SINK_BATCH_ROW": "s3cret-value", "BINANCE_API_SECRETS": "s3cret-value",
+            "MDP_WHATEVER": "1", "MDP_SINK_BATCH_ROWS": "5"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "mdp", "config"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line.split("WARNING ", 1)[1] for line in result.stderr.splitlines()
+                if "WARNING" in line]  # fmt: skip
+    assert warnings == [
+        "mdp.cli: BINANCE_API_SECRETS is set but is not a setting of mdp: ignored;"
+        " did you mean BINANCE_API_SECRET?",
+        "mdp.cli: MDP_SINK_BATCH_ROW is set but is not a setting of mdp: ignored;"
+        " did you mean MDP_SINK_BATCH_ROWS?",
+        "mdp.cli: MDP_WHATEVER is set but is not a setting of mdp: ignored",
+    ]
+    assert "s3cret-value" not in result.stderr + result.stdout

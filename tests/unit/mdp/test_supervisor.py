@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from marketdata.errors import ServiceError
+from marketdata.settings import Settings
 from mdp.supervisor import RoleSpec, Supervisor
 from tests.integration.polling import wait_until
 
@@ -80,3 +81,27 @@ async def test_a_venue_that_dies_before_listening_fails_the_start_at_once(tmp_pa
         await supervisor.start()
     assert asyncio.get_running_loop().time() - started < 10  # not the whole 15 s
     await supervisor.aclose()
+
+
+async def test_children_read_the_settings_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every child gets ``Settings.to_env()`` over the inherited environment (so a stale
+    inherited value loses), under its spec's own variables."""
+    monkeypatch.setenv("MDP_SINK_GROUP", "inherited")
+    monkeypatch.setenv("MDP_PROCESS_GROUP", "inherited")
+    settings = Settings.from_env({"MDP_PROCESS_GROUP": "of-the-run", "MDP_TOPIC_PREFIX": "p."})
+    show = (
+        "-c",
+        "from marketdata.settings import Settings\n"
+        "s = Settings.from_env()\n"
+        "print(s.process_group, s.sink_group, s.topic_prefix, s.metrics_port, flush=True)",
+    )
+    spec = RoleSpec("show", show, {"MDP_METRICS_PORT": "7"})
+    supervisor = Supervisor([spec], tmp_path, settings.to_env())
+    await supervisor.start()
+    process = supervisor.children[0].process
+    assert process is not None
+    await process.wait()
+    await supervisor.aclose()
+    assert (tmp_path / "show.log").read_text().splitlines()[-1] == "of-the-run mdp-sink p. 7"
