@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -43,6 +44,12 @@ class InHand:
     messages: int = 0
 
 
+def faust_datadir(settings: Settings) -> Path:
+    """Where faust keeps its files: under MDP_STATE_DIR, not faust's default ``<group>-data``
+    in whatever directory the worker was started from."""
+    return settings.state_dir / "faust" / settings.process_group
+
+
 def create_app(
     settings: Settings,
     registry: CollectorRegistry | None = None,
@@ -57,6 +64,8 @@ def create_app(
         settings.process_group,
         broker=broker_urls(settings.kafka_bootstrap),
         store="memory://",
+        # faust expands {conf...} in this path: braces of ours are literal.
+        datadir=str(faust_datadir(settings)).replace("{", "{{").replace("}", "}}"),
         autodiscover=False,
         web_host=settings.metrics_host,
         web_bind=settings.metrics_host,

@@ -22,7 +22,7 @@ from marketdata.kafka import admin_client
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
 from marketdata.stopping import unless_stopped
-from processors.app import InHand, create_app
+from processors.app import InHand, create_app, faust_datadir
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def run_worker(settings: Settings) -> None:
             worker.fail(exc)
 
     in_hand = InHand()
+    faust_datadir(settings).mkdir(parents=True, exist_ok=True)  # faust makes only the last part
     app = create_app(settings, on_failure=on_failure, in_hand=in_hand)
     worker = BoundedWorker(app, in_hand, loglevel=settings.log_level, quiet=True,
                            redirect_stdouts=False)  # fmt: skip
