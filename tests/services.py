@@ -12,14 +12,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from testcontainers.community.kafka import KafkaContainer
 from testcontainers.community.postgres import PostgresContainer
 
 from marketdata.settings import Settings
 from mdp.services.docker_compose import engine_available
 from mdp.services.manager import ServiceManager
+from tests.kafka_container import ApacheKafkaContainer
 
-KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
 TIMESCALE_IMAGE = "timescale/timescaledb:2.17.2-pg16"
 
 
@@ -35,7 +34,7 @@ def _containers(need_kafka: bool, need_database: bool) -> Iterator[tuple[str | N
     with contextlib.ExitStack() as stack:
         kafka = database = None
         if need_kafka:
-            kafka = stack.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
+            kafka = stack.enter_context(ApacheKafkaContainer())  # Kafka 4.1.1, as compose
         if need_database:
             database = stack.enter_context(
                 PostgresContainer(

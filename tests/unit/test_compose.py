@@ -18,6 +18,7 @@ import yaml
 
 from marketdata.settings import DEFAULT_KAFKA_PORT, DEFAULT_POSTGRES_PORT, Settings
 from mdp.cli import cli
+from tests.kafka_container import KAFKA_IMAGE as TESTCONTAINERS_KAFKA
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -256,6 +257,45 @@ def test_app_environment_names_and_values_are_valid_settings() -> None:
         assert settings.kafka_bootstrap == "kafka:9092"
         assert settings.providers_sandbox_mode == "sandbox"
         assert settings.database == "postgresql://mdp:mdp@timescaledb:5432/marketdata"
+
+
+# Settings no role in a container reads from its environment: those of `mdp services` on the
+# host, a host path, and the symbol lists (the producers' commands take them, checked below).
+NOT_FOR_CONTAINERS = {
+    "MDP_SERVICES_BACKEND", "MDP_KAFKA_PORT", "MDP_KAFKA_HEAP", "MDP_POSTGRES_PORT",
+    "MDP_CACHE_DIR", "MDP_STATE_DIR",
+}  # fmt: skip
+SYMBOLS_BY_COMMAND = {
+    "BINANCE_SYMBOLS": "producer-binance", "IBKR_SYMBOLS": "producer-ibkr",
+    "DTC_SYMBOLS": "producer-dtc",
+}  # fmt: skip
+
+
+def test_every_setting_a_role_reads_is_passed_through() -> None:
+    """Derived from the settings model: a new setting that compose forgets fails here."""
+    aliases = {str(field.alias) for field in Settings.model_fields.values()}
+    assert NOT_FOR_CONTAINERS | set(SYMBOLS_BY_COMMAND) <= aliases
+    wanted = aliases - NOT_FOR_CONTAINERS - set(SYMBOLS_BY_COMMAND)
+    for name in APP:
+        env = _environment(name)
+        missing = wanted - set(env)
+        assert not missing, f"{name}: settings not passed through: {sorted(missing)}"
+        for variable, value in env.items():
+            names = {m.group("name") for m in _INTERPOLATION.finditer(value)}
+            fixed = {"KAFKA_BOOTSTRAP_SERVERS", "MARKET_DATA_DATABASE_URL", "MDP_WEBHOOK_HOST"}
+            assert variable in names or variable in fixed, f"{name}: {variable}={value!r}"
+    for variable, service in SYMBOLS_BY_COMMAND.items():
+        assert any(f"${{{variable}:-" in part for part in _command(service)), service
+
+
+def test_every_path_runs_the_same_kafka() -> None:
+    """compose, the native broker of `mdp services` and the testcontainers broker of the tests:
+    one Kafka version (the tests ran Kafka 3.9 beside 4.1.1)."""
+    image = _services()["kafka"]["image"]
+    native = ROOT / "mdp" / "services" / "kafka-pom.xml"
+    found = re.search(r"<kafka.version>([^<]+)</kafka.version>", native.read_text())
+    assert found is not None
+    assert image == TESTCONTAINERS_KAFKA == f"apache/kafka:{found.group(1)}"
 
 
 def test_database_url_matches_the_timescaledb_service() -> None:
