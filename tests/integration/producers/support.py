@@ -82,8 +82,7 @@ async def stopped_while_the_venue_is_away(
     async with silent_server() as (silent_port, accepted):
         await ensure_topics(settings, settings.topics.all())
         port = silent_port if venue == "silent" else closed_port()
-        env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-               "MDP_TOPIC_PREFIX": settings.topic_prefix, **venue_env(port)}  # fmt: skip
+        env = {**settings.to_env(), **venue_env(port)}
         process = role_process(args, env, log)
         processes.append(process)
         if venue == "silent":  # stopped while waiting for the logon or handshake

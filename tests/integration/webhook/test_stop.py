@@ -23,7 +23,7 @@ async def test_a_webhook_whose_broker_is_gone_stops_in_time_and_keeps_what_it_to
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     spool = tmp_path / "spool"
-    env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "MDP_TOPIC_PREFIX": settings.topic_prefix,
+    env = {**settings.to_env(), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
            "TRADINGVIEW_HMAC_SECRET": SECRET,
            "MDP_WEBHOOK_PORT": str(port), "MDP_WEBHOOK_SPOOL_DIR": str(spool),
            "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "0.5"}  # fmt: skip

@@ -33,8 +33,7 @@ async def webhook_process(
 ) -> int:
     await ensure_topics(settings, settings.topics.all())
     port = free_port()
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-           "MDP_TOPIC_PREFIX": settings.topic_prefix, "TRADINGVIEW_HMAC_SECRET": SECRET,
+    env = {**settings.to_env(), "TRADINGVIEW_HMAC_SECRET": SECRET,
            "MDP_WEBHOOK_AUTH": "signature", "MDP_WEBHOOK_PORT": str(port),
            "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path / "spool"),
            "MDP_WEBHOOK_READ_TIMEOUT_S": str(READ_TIMEOUT_S), "MDP_LOG_LEVEL": "DEBUG"}  # fmt: skip
