@@ -8,23 +8,14 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
 
-from binance.spot import Spot
-
 from marketdata.inventory import newest_bar
 from marketdata.settings import Settings
 from producers.backfill import BackfillResult, Page, Progress, json_rows, publish_pages
+from producers.binance.connector import rest_client
 from producers.binance.history import KlinePager
 from producers.binance.normalise import EXCHANGE
 
 log = logging.getLogger(__name__)
-
-
-def rest_client(settings: Settings, *, time_unit: str | None = None) -> Spot:
-    """The REST client; ``time_unit="MICROSECOND"`` asks Binance for µs times (the
-    ``X-MBX-TIME-UNIT`` header). Either unit is read right (``marketdata.epoch``)."""
-    key = settings.binance_api_key.get_secret_value() if settings.binance_api_key else None
-    return Spot(api_key=key, base_url=settings.binance_rest, show_limit_usage=True, timeout=30,
-                time_unit=time_unit)  # fmt: skip
 
 
 async def backfill(

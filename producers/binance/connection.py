@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any, Final, TypeVar
 
-from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
+from producers.binance.connector import StreamClientBase
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
         return f"connection {self.extra['connection']}: {msg}", kwargs  # type: ignore[index]
 
 
-class StreamClient(SpotWebsocketStreamClient):  # type: ignore[misc]
+class StreamClient(StreamClientBase):  # type: ignore[misc]
     """binance-connector's stream client with a daemon reader thread: a reader blocked on a
     socket that no longer answers must not keep a stopping process alive."""
 

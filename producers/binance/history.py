@@ -18,13 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import requests
-from binance.error import ClientError, ServerError
-from binance.spot import Spot
 
 from marketdata.backoff import Backoff
 from marketdata.epoch import epoch_datetime
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar, Tick
+from producers.binance.connector import ClientError, RestClient, ServerError
 from producers.binance.normalise import rest_agg_trade, rest_kline, rest_trade
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class BinanceRest:
     """Every REST call of the producer: weight budget, 429/418, retries with backoff."""
 
     def __init__(
-        self, client: Spot, *, safety: float = 0.8, max_attempts: int = 8,
+        self, client: RestClient, *, safety: float = 0.8, max_attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:  # fmt: skip
         self.client = client
@@ -159,7 +158,7 @@ def _seconds(header: str | None, default: float) -> float:
 
 class KlinePager:
     def __init__(
-        self, client: Spot, symbol: str, interval: str, start: datetime, end: datetime | None,
+        self, client: RestClient, symbol: str, interval: str, start: datetime, end: datetime | None,
         *, safety: float = 0.8, max_attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep, rest: BinanceRest | None = None,
     ) -> None:  # fmt: skip

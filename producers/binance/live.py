@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import msgspec
-from binance.spot import Spot
 
 from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import MarketDataError
@@ -42,6 +41,7 @@ from producers.binance.connection import (
     in_thread,
     until_stopped,
 )
+from producers.binance.connector import RestClient
 from producers.binance.history import (
     INTERVAL_MS,
     PAGE,
@@ -120,7 +120,7 @@ _BY_ID: Final = (
 
 class BinanceLive:
     def __init__(
-        self, stream_url: str, rest: Spot, streams: Sequence[str], publisher: Publisher,
+        self, stream_url: str, rest: RestClient, streams: Sequence[str], publisher: Publisher,
         *, watchdog_s: float = 30.0, linger_s: float = 0.005, rotate_s: float = 23 * 3600,
         max_backoff_s: float = 30.0, max_gap_pages: int = 20, time_unit: str | None = None,
     ) -> None:  # fmt: skip

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
-from producers.binance.backfill import rest_client
+from producers.binance.connector import rest_client
 from producers.binance.live import BinanceLive, stream_names
 from producers.process import publishing
 

@@ -18,7 +18,8 @@ from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
 from marketdata.settings import Settings
-from producers.binance.backfill import backfill, rest_client
+from producers.binance.backfill import backfill
+from producers.binance.connector import rest_client
 from producers.binance.history import KlinePager
 from sandbox.binance import FakeBinance, RawJSON, kline_row
 from tests.integration.processors.support import read_bars, read_topic

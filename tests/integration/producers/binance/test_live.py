@@ -23,7 +23,7 @@ from marketdata.dlq import HEADER_REASON
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
-from producers.binance.backfill import rest_client
+from producers.binance.connector import rest_client
 from producers.binance.live import BinanceLive
 from producers.publisher import Publisher
 from sandbox import FIXTURES as RECORDINGS

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from marketdata.settings import Settings
-from producers.binance.backfill import rest_client
+from producers.binance.connector import rest_client
 from producers.binance.history import KlinePager
 
 pytestmark = pytest.mark.skipif(
