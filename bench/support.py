@@ -1,12 +1,15 @@
 """What the benchmarks share: a synthetic trade load, publishing it, counting stored rows and
-starting `mdp process` / `mdp sink` as processes of their own.
+starting `mdp process` / `mdp sink` as processes of their own, with the benchmark's settings
+(``Settings.to_env()``, as `mdp run` gives its roles).
 
-The benchmarks are shipped tooling, not tests, so they keep their own copy of these few helpers
-instead of importing the test suite (nothing outside ``tests/`` imports ``tests``).
+The benchmarks are shipped tooling, not tests, so these helpers live here rather than in the
+test suite (nothing outside ``tests/`` imports ``tests``); the integration tests use the load,
+publishing and counting helpers from here too, so there is one copy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -62,13 +65,16 @@ def tick_messages(ticks: Sequence[Tick], per_message: int) -> list[tuple[bytes, 
 
 
 async def publish(
-    settings: Settings, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
-) -> None:
+    settings: Settings, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
+    *, pace_s: float = 0.0,
+) -> None:  # fmt: skip
     producer = create_producer(settings)
     await producer.start()
     try:
         for key, value in messages:
             await producer.send(topic, value, key=key)
+            if pace_s:
+                await asyncio.sleep(pace_s)
         await producer.flush()
     finally:
         await producer.stop()
@@ -83,6 +89,7 @@ def count_rows(settings: Settings, table: str = "market_data_ticks") -> int:
 
 
 def _role(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``mdp ARGS`` with ``env`` over this environment, its output appended to ``log``."""
     with log.open("ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", "mdp", *args], env={**os.environ, **env},
@@ -93,27 +100,14 @@ def _role(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 def processor_process(
     settings: Settings, log: Path, web_port: int | None = None
 ) -> subprocess.Popen[bytes]:
-    """`mdp process`, its output appended to ``log``; workers on one host need web ports of
-    their own."""
-    return _role(["process"], {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "MDP_TOPIC_PREFIX": settings.topic_prefix,
-        "MDP_PROCESS_GROUP": settings.process_group,
-        "MDP_PROCESS_WEB_PORT": str(web_port or settings.process_web_port),
-        "MDP_PROCESS_BATCH_MS": str(settings.process_batch_ms),
-        "MDP_PROCESS_COMMIT_INTERVAL_S": str(settings.process_commit_interval_s),
-        "MDP_LOG_LEVEL": "INFO",
-    }, log)  # fmt: skip
+    """`mdp process` with the benchmark's settings (the bench reads its INFO lines), its output
+    appended to ``log``; workers on one host need web ports of their own."""
+    env = {**settings.to_env(), "MDP_LOG_LEVEL": "INFO"}
+    if web_port is not None:
+        env["MDP_PROCESS_WEB_PORT"] = str(web_port)
+    return _role(["process"], env, log)
 
 
 def sink_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """`mdp sink` with an ephemeral metrics port (which it logs), output appended to ``log``."""
-    return _role(["sink"], {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "MARKET_DATA_DATABASE_URL": settings.database,
-        "MDP_TOPIC_PREFIX": settings.topic_prefix,
-        "MDP_SINK_GROUP": settings.sink_group,
-        "MDP_SINK_BATCH_ROWS": str(settings.sink_batch_rows),
-        "MDP_SINK_BATCH_MS": str(settings.sink_batch_ms),
-        "MDP_METRICS_PORT": "0",
-    }, log)  # fmt: skip
+    return _role(["sink"], {**settings.to_env(), "MDP_METRICS_PORT": "0"}, log)

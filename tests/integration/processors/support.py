@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from bench.support import free_port
 from marketdata.codec import BarBatch, TickBatch, decode
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from tests.integration.roles import role_process
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+__all__ = ["free_port"]  # re-exported: the load helpers' one copy is bench/support.py
 
 
 def processor_process(

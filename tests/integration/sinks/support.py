@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,35 +14,18 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from marketdata.codec import encode_bars, encode_ticks
-from marketdata.kafka import create_producer
-from marketdata.records import Bar, Tick
+# The synthetic load and its publishing are the benchmarks' too: one copy, in bench/support.py.
+from bench.support import T0, count_rows, make_ticks, publish, tick_messages
+from marketdata.codec import encode_bars
+from marketdata.records import Bar
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 from sinks.service import Sink
 from sinks.writer import BatchWriter, Tables
 from tests.integration.roles import role_process
 
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def make_ticks(count: int, symbols: int = 8) -> list[Tick]:
-    """``count`` distinct trades; several share a timestamp, as on a busy market."""
-    return [
-        Tick(
-            exchange="BINANCE",
-            symbol=f"SYM{n % symbols}",
-            timestamp=T0 + timedelta(milliseconds=n // 3),
-            source="binance.trade",
-            trade_id=str(n),
-            price=Decimal("100.25") + n,
-            size=Decimal("0.001") * (n % 7 + 1),
-            side="buy" if n % 2 else "sell",
-            received_at=T0 + timedelta(milliseconds=n // 3 + 5),
-            extras={"n": n} if n % 5 == 0 else None,
-        )
-        for n in range(count)
-    ]
+# Re-exported for the sink, processor and end-to-end tests.
+__all__ = ["T0", "count_rows", "make_ticks", "publish", "tick_messages"]
 
 
 def make_bar(minute: int, *, closed: bool = True, close: str = "101", symbol: str = "SYM0") -> Bar:
@@ -53,45 +36,8 @@ def make_bar(minute: int, *, closed: bool = True, close: str = "101", symbol: st
     )  # fmt: skip
 
 
-def tick_messages(ticks: Sequence[Tick], per_message: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs, each value a batch of one instrument's ticks."""
-    by_symbol: dict[str, list[Tick]] = {}
-    for tick in ticks:
-        by_symbol.setdefault(tick.symbol, []).append(tick)
-    messages = []
-    for symbol, group in by_symbol.items():
-        for start in range(0, len(group), per_message):
-            chunk = group[start : start + per_message]
-            messages.append((instrument_key("BINANCE", symbol), encode_ticks(chunk)))
-    return messages
-
-
 def bar_messages(bars: Sequence[Bar]) -> list[tuple[bytes, bytes]]:
     return [(instrument_key(b.exchange, b.symbol), encode_bars([b])) for b in bars]
-
-
-async def publish(
-    settings: Settings, topic: str, messages: Sequence[tuple[bytes | None, bytes]],
-    *, pace_s: float = 0.0,
-) -> None:  # fmt: skip
-    producer = create_producer(settings)
-    await producer.start()
-    try:
-        for key, value in messages:
-            await producer.send(topic, value, key=key)
-            if pace_s:
-                await asyncio.sleep(pace_s)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def count_rows(settings: Settings, table: str = "market_data_ticks") -> int:
-    with psycopg.connect(settings.database) as conn:
-        row = conn.execute(
-            psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 async def wait_for_rows(
