@@ -22,7 +22,18 @@ from sinks.service import run_sink
 log = logging.getLogger(__name__)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class MdpGroup(click.Group):
+    """The one place a command's failure becomes a message: any :class:`MarketDataError` raised
+    by a command (or by a subcommand of a group below) is one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except MarketDataError as exc:
+            fail(exc)
+
+
+@click.group(cls=MdpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mdp")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -45,10 +56,7 @@ def cli(ctx: click.Context) -> None:
 
     Configuration comes from environment variables only; see `mdp config` and the README.
     """
-    try:
-        settings = Settings.from_env()
-    except MarketDataError as exc:
-        fail(exc)
+    settings = Settings.from_env()
     configure_logging(settings.log_level)
     warn_unknown_variables(os.environ)
     ctx.obj = settings
@@ -95,11 +103,8 @@ def run_all(settings: Settings, *, duration: float | None, roles: str, services:
     from mdp.pipeline import run_pipeline  # noqa: PLC0415
 
     chosen = [r.strip() for r in roles.split(",") if r.strip()]
-    try:
-        series = asyncio.run(run_pipeline(settings, chosen, duration_s=duration,
-                                          services=services))  # fmt: skip
-    except MarketDataError as exc:
-        fail(exc)
+    series = asyncio.run(run_pipeline(settings, chosen, duration_s=duration,
+                                      services=services))  # fmt: skip
     click.echo(describe(series))
 
 
@@ -109,10 +114,7 @@ def status_of_data(settings: Settings) -> None:
     """Rows and the newest timestamp per exchange, symbol and interval in the database."""
     from marketdata.inventory import describe, stored_series  # noqa: PLC0415
 
-    try:
-        click.echo(describe(asyncio.run(stored_series(settings))))
-    except MarketDataError as exc:
-        fail(exc)
+    click.echo(describe(asyncio.run(stored_series(settings))))
 
 
 @cli.command()
@@ -130,10 +132,7 @@ def process(settings: Settings) -> None:
     # Imported here: faust costs every other role half a second and tens of MB.
     from processors.worker import run_worker  # noqa: PLC0415
 
-    try:
-        run_worker(settings)
-    except MarketDataError as exc:
-        fail(exc)
+    run_worker(settings)
 
 
 @cli.command()
@@ -147,10 +146,7 @@ def sink(settings: Settings) -> None:
     messages go to md.dlq with the reason. Metrics and /health on MDP_METRICS_HOST:PORT.
     Stops cleanly on SIGTERM/SIGINT. Run several in one group (MDP_SINK_GROUP) to scale out.
     """
-    try:
-        asyncio.run(run_sink(settings))
-    except MarketDataError as exc:
-        fail(exc)
+    asyncio.run(run_sink(settings))
 
 
 @cli.group(invoke_without_command=True)
@@ -169,10 +165,7 @@ def webhook(ctx: click.Context) -> None:
     from webhook.server import serve  # noqa: PLC0415
 
     settings: Settings = ctx.obj
-    try:
-        app = create_app(settings)
-    except MarketDataError as exc:
-        fail(exc)
+    app = create_app(settings)
     serve(app, settings)  # uvicorn, with a deadline on reading each request
 
 

@@ -7,10 +7,8 @@ import sys
 
 import click
 
-from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.settings import Settings
-from mdp.cli_common import fail
 from mdp.services.manager import ServiceManager
 
 
@@ -30,14 +28,11 @@ def migrate(settings: Settings, revision: str, down_to: str | None) -> None:
     # Imported here: Alembic and SQLAlchemy would add 0.3 s and ~30 MB to every other role.
     from marketdata import migrate as migrations  # noqa: PLC0415
 
-    try:
-        if down_to:
-            migrations.downgrade(settings, down_to)
-        else:
-            migrations.upgrade(settings, revision)
-        click.echo(f"database at revision {migrations.current_revision(settings) or 'base'}")
-    except MarketDataError as exc:
-        fail(exc)
+    if down_to:
+        migrations.downgrade(settings, down_to)
+    else:
+        migrations.upgrade(settings, revision)
+    click.echo(f"database at revision {migrations.current_revision(settings) or 'base'}")
 
 
 @click.command()
@@ -48,10 +43,7 @@ def topics(settings: Settings) -> None:
     Uses MDP_TOPIC_PARTITIONS and MDP_TOPIC_REPLICATION. Run it once before the roles start on a
     cluster of your own; `mdp services up` does it for the local broker.
     """
-    try:
-        created = asyncio.run(ensure_topics(settings, settings.topics.all()))
-    except MarketDataError as exc:
-        fail(exc)
+    created = asyncio.run(ensure_topics(settings, settings.topics.all()))
     for name in settings.topics.all():
         click.echo(f"{name:<24} {'created' if name in created else 'exists'}")
 
@@ -74,10 +66,7 @@ def dlq_show(settings: Settings, stage: str | None) -> None:
     """List the dead letters: where, which stage, from where, and why."""
     from marketdata.dlq import HEADER_REASON, HEADER_STAGE, read_dead_letters  # noqa: PLC0415
 
-    try:
-        letters = asyncio.run(read_dead_letters(settings))
-    except MarketDataError as exc:
-        fail(exc)
+    letters = asyncio.run(read_dead_letters(settings))
     shown = [d for d in letters if stage is None or d.header(HEADER_STAGE) == stage]
     for letter in shown:
         origin = letter.origin_topic or "venue-payload"
@@ -114,10 +103,7 @@ def dlq_replay(settings: Settings, stage: str | None, dry_run: bool) -> None:
             await producer.stop()
         return sent, len(skipped)
 
-    try:
-        sent, skipped = asyncio.run(run())
-    except MarketDataError as exc:
-        fail(exc)
+    sent, skipped = asyncio.run(run())
     verb = "would send" if dry_run else "sent"
     left = f"; {skipped} venue payloads left (use mdp backfill)" if skipped else ""
     click.echo(f"{verb} {sent} dead letters back to their topics{left}")
@@ -159,10 +145,7 @@ def services() -> None:
 def up(settings: Settings) -> None:
     """Start Kafka and PostgreSQL (idempotent), create the topics, print connection strings."""
     manager = ServiceManager(settings)
-    try:
-        endpoints = manager.up()
-    except MarketDataError as exc:
-        fail(exc)
+    endpoints = manager.up()
     click.echo(ServiceManager.describe(endpoints.statuses))
     click.echo(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap}")
     click.echo(f"MARKET_DATA_DATABASE_URL={endpoints.database_url}")
@@ -172,10 +155,7 @@ def up(settings: Settings) -> None:
 @click.pass_obj
 def down(settings: Settings) -> None:
     """Stop the services that `up` started (by pid); leave their data in place."""
-    try:
-        stopped = ServiceManager(settings).down()
-    except MarketDataError as exc:
-        fail(exc)
+    stopped = ServiceManager(settings).down()
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -183,10 +163,7 @@ def down(settings: Settings) -> None:
 @click.pass_obj
 def status(settings: Settings) -> None:
     """Show whether each service answers; exit 1 when one is down."""
-    try:
-        statuses = ServiceManager(settings).status()
-    except MarketDataError as exc:
-        fail(exc)
+    statuses = ServiceManager(settings).status()
     click.echo(ServiceManager.describe(statuses))
     if not all(s.running for s in statuses):
         sys.exit(1)

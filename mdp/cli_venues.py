@@ -37,10 +37,7 @@ def produce_binance(settings: Settings, *, symbols: str, streams: str, watchdog:
 
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     kinds = [k.strip() for k in streams.split(",") if k.strip()]
-    try:
-        asyncio.run(run_live(settings, names, kinds, watchdog_s=watchdog))
-    except MarketDataError as exc:
-        fail(exc)
+    asyncio.run(run_live(settings, names, kinds, watchdog_s=watchdog))
 
 
 _SPECS_HELP = (
@@ -83,10 +80,7 @@ def produce_ibkr(
 
     options = LiveOptions(ticks=None if ticks == "none" else ticks, quotes=quotes, bars=bars,
                           watchdog_s=watchdog)  # fmt: skip
-    try:
-        asyncio.run(run_live(settings, parse_specs(symbols), options))
-    except MarketDataError as exc:
-        fail(exc)
+    asyncio.run(run_live(settings, parse_specs(symbols), options))
 
 
 @produce.command("dtc")
@@ -102,11 +96,8 @@ def produce_dtc(settings: Settings, *, symbols: str, timeout: float | None) -> N
     from producers.dtc.normalise import Instrument  # noqa: PLC0415
     from producers.dtc.run import run_live  # noqa: PLC0415
 
-    try:
-        instruments = [Instrument.parse(s) for s in symbols.split(",") if s.strip()]
-        asyncio.run(run_live(settings, instruments, timeout_s=timeout))
-    except MarketDataError as exc:
-        fail(exc)
+    instruments = [Instrument.parse(s) for s in symbols.split(",") if s.strip()]
+    asyncio.run(run_live(settings, instruments, timeout_s=timeout))
 
 
 @click.group()
@@ -194,8 +185,5 @@ def _backfill(
 ) -> None:
     """Every venue's backfill alike: a progress bar on stderr, then one summary line."""
     with progress_bar(label) as progress:
-        try:
-            result = asyncio.run(run(progress))
-        except MarketDataError as exc:
-            fail(exc)
+        result = asyncio.run(run(progress))
     click.echo(result.summary(settings.topics))

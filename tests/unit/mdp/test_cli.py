@@ -81,3 +81,38 @@ def test_an_unknown_variable_is_reported_at_start_with_the_likely_name() -> None
         "mdp.cli: MDP_WHATEVER is set but is not a setting of mdp: ignored",
     ]
     assert "s3cret-value" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["status"], "mdp: error: cannot connect to PostgreSQL"),
+        (["migrate"], "mdp: error:"),
+        (
+            [
+                "backfill",
+                "dtc",
+                "--symbol",
+                "ESZ4@CME",
+                "--interval",
+                "1m",
+                "--start",
+                "2024-03-01",
+            ],
+            "mdp: error:",
+        ),
+    ],
+)
+def test_a_failure_in_any_command_is_one_line_and_exit_1(args: list[str], said: str) -> None:
+    # One handler for every command, subcommands of groups included: no traceback, one line.
+    env = {**os.environ, "MARKET_DATA_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+           "DTC_HISTORICAL_PORT": "1", "DTC_PORT": "1"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mdp", *args], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("mdp: error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(said)
+    assert "Traceback" not in done.stderr
