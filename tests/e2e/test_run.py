@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
@@ -69,11 +70,13 @@ async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
     assert "total:" in board
 
 
-async def test_duration_stops_the_run_by_itself(settings: Settings, unique: str) -> None:
+async def run_dtc_for_25_s(env: dict[str, str], cwd: Path | None = None) -> str:
+    """`mdp run --duration 25` with the DTC venue, its producer, a processor and a sink; the
+    board it ends with, once its exit code and its lines are checked."""
     run = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mdp", "run", "--no-services", "--duration", "25",
-        "--roles", "dtc,process,sink",
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(settings, unique),
+        "--roles", "dtc,process,sink", cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(run.communicate(), 120)
     text = output.decode()
@@ -81,5 +84,10 @@ async def test_duration_stops_the_run_by_itself(settings: Settings, unique: str)
     board = text[text.rindex("stopping") :]
     assert [line.split()[0] for line in board.splitlines()[2:6]] == [
         "fake-dtc", "dtc", "process", "sink"]  # fmt: skip
+    return board
+
+
+async def test_duration_stops_the_run_by_itself(settings: Settings, unique: str) -> None:
+    board = await run_dtc_for_25_s(_env(settings, unique))
     assert "binance" not in board
     assert any(line.split()[:3] == ["ticks", "CME", "ESZ4"] for line in board.splitlines())
