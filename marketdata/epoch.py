@@ -61,15 +61,16 @@ def _number(field: str, value: object) -> int | Decimal:
     """An exact number from an int, a finite float, a Decimal or a numeric string."""
     if isinstance(value, bool):
         raise InvalidRecord(field, f"must be an epoch number, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRecord(field, f"must be a finite epoch number, got {value!r}")
+        # A whole double is the integer it holds, exactly (DTC sends whole seconds as doubles).
+        value = int(value) if value.is_integer() else Decimal(repr(value))
     if isinstance(value, int):
         if not -_TOO_LARGE < value < _TOO_LARGE:
             digits = int(value.bit_length() * math.log10(2)) + 1
             raise InvalidRecord(field, f"epoch number out of range: about {digits} digits")
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidRecord(field, f"must be a finite epoch number, got {value!r}")
-        value = Decimal(repr(value))
     if isinstance(value, str):
         if len(value) > _NUMBER_TEXT_MAX:
             raise InvalidRecord(field, f"must be an epoch number, got {len(value)} characters")
@@ -99,6 +100,6 @@ def epoch_datetime(value: object, field: str = "timestamp", unit: Unit | None = 
         micros = int(number * 1_000_000 // per_second)  # Decimal // truncates: >= 0 here
     if not EARLIEST_US <= micros < LATEST_US:
         raise InvalidRecord(
-            field, f"epoch {chosen} {value!r} is outside [1970-01-01, 2100-01-01) UTC"
+            field, f"epoch {chosen} {number} is outside [1970-01-01, 2100-01-01) UTC"
         )
     return EPOCH + timedelta(microseconds=micros)

@@ -117,25 +117,18 @@ def _set_price(field: str, value: float, single: bool = False) -> Decimal:
     return _single(field, value) if single else _double(field, value)
 
 
-def _seconds(field: str, value: float) -> datetime:
-    # A whole double goes in as an int: exact, and range-checked as the integer it is.
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return epoch_datetime(int(value), field, unit="s")
-    return epoch_datetime(value, field, unit="s")
-
-
 def time_ms(field: str, value: float) -> datetime:
     """``t_DateTimeWithMilliseconds``: double seconds since the epoch, to the microsecond."""
     if value in (0, DBL_MAX):
         raise InvalidRecord(field, "unset")
-    return _seconds(field, value)
+    return epoch_datetime(value, field, unit="s")
 
 
 def time_s(field: str, value: int) -> datetime:
     """``t_DateTime`` (int64) and ``t_DateTime4Byte`` (uint32): whole seconds since the epoch."""
     if value in (0, UINT_MAX):
         raise InvalidRecord(field, "unset")
-    return _seconds(field, value)
+    return epoch_datetime(value, field, unit="s")
 
 
 def _trade(
