@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -107,40 +108,56 @@ async def publish_rates(settings: Settings, ticks: Sequence[Tick]) -> dict[str, 
     }
 
 
+def _spread(values: Sequence[float], scale: float = 1.0, fmt: str = ",.1f") -> str:
+    """min / median / max of one figure over the runs."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return " / ".join(f"{v * scale:{fmt}}" for v in (low, mid, high))
+
+
+def _table(runs: Sequence[dict[str, float]], unit: str, cpu: bool) -> list[str]:
+    """One row a path: its rate and its ratio to the baseline (the first path) of the same run,
+    each min / median / max over the runs; with ``cpu``, CPU µs a frame at the median."""
+    names = list(runs[0])
+    head = f"| path | {unit} (min / median / max) | vs baseline (min / median / max) |"
+    rows = [head + (" CPU µs a frame (median) |" if cpu else ""),
+            "| --- | ---: | ---: |" + (" ---: |" if cpu else "")]  # fmt: skip
+    for name in names:
+        rates = [run[name] for run in runs]
+        ratios = [run[name] / run[names[0]] for run in runs]
+        row = f"| {name} | {_spread(rates, 1 / 1000)}k | {_spread(ratios, fmt='.2f')}x |"
+        rows.append(row + (f" {1e6 / statistics.median(rates):.1f} |" if cpu else ""))
+    return rows
+
+
 async def measure(args: argparse.Namespace, settings: Settings) -> str:
     payloads = [(FIXTURES / name).read_bytes().strip() for name in KINDS]
     frames = [payloads[n % len(payloads)] for n in range(args.frames)]
-    rates = normalise_rates(frames)
     trade = stream_event(orjson.loads(payloads[0]), datetime.now(UTC)) or []
     template = trade[0]
     assert isinstance(template, Tick)
     ticks = [Tick(**{**{f: getattr(template, f) for f in template.__struct_fields__},
                      "trade_id": str(n)}) for n in range(args.publish)]  # fmt: skip
-    published = await publish_rates(settings, ticks)
-    baseline = next(iter(rates.values()))
+    normalised, published = [], []
+    for _ in range(args.repeat):
+        normalised.append(normalise_rates(frames))
+        published.append(await publish_rates(settings, ticks))
     lines = [
         SECTION,
         "",
         f"Command: `{command_line('bench.binance')}`  ",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()}; "
-        f"orjson {orjson.__version__}; Kafka 4.1.1 native on the same machine.",
+        f"orjson {orjson.__version__}; Kafka 4.1.1 native on the same machine; "
+        f"{args.repeat} runs, each measuring every path and its baseline.",
         "",
         f"Normalisation, {args.frames:,} recorded frames (trade, aggTrade, kline, bookTicker in "
-        "turn), CPU time of one core:",
+        "turn), CPU time of the one process:",
         "",
-        "| path | frames/s | vs orjson.loads |",
-        "| --- | ---: | ---: |",
-        *[
-            f"| {name} | {rate / 1000:,.1f}k | {rate / baseline:.2f}x |"
-            for name, rate in rates.items()
-        ],
+        *_table(normalised, "frames/s", cpu=True),
         "",
         f"Publishing {args.publish:,} trade ticks of one instrument until acknowledged "
-        "(acks=all, idempotent, zstd):",
+        "(acks=all, idempotent, zstd), wall clock:",
         "",
-        "| path | records/s |",
-        "| --- | ---: |",
-        *[f"| {name} | {rate / 1000:,.1f}k |" for name, rate in published.items()],
+        *_table(published, "records/s", cpu=False),
         "",
     ]
     return "\n".join(lines)
@@ -150,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--frames", type=int, default=200_000, help="frames to normalise")
     parser.add_argument("--publish", type=int, default=100_000, help="ticks to publish")
+    parser.add_argument("--repeat", type=int, default=3, help="runs (min / median / max)")
     run_benchmark(parser, measure, SECTION, argv)
 
 
