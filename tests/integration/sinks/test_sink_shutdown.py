@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import pytest
 
 from marketdata.settings import Settings
 from tests.integration.kafka_proxy import KafkaProxy
+from tests.integration.processors.support import free_port
 from tests.integration.sinks.freezable_proxy import FreezableProxy
 from tests.integration.sinks.support import (
     committed_total,
@@ -27,7 +27,7 @@ from tests.integration.sinks.support import (
     tick_messages,
     wait_for_rows,
 )
-from tests.integration.stopping import stop_in_time
+from tests.integration.stopping import released, stop_in_time
 
 
 @pytest.fixture
@@ -40,21 +40,6 @@ async def proxy(sink_settings: Settings) -> AsyncIterator[FreezableProxy]:
     finally:
         proxy.thaw()
         await proxy.aclose()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _port_is_free(port: int) -> bool:
-    try:
-        socket.create_server(("127.0.0.1", port)).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("outage", ["frozen", "refused"])
@@ -71,7 +56,7 @@ async def test_sigterm_while_the_database_is_unreachable_exits_zero_within_5_s(
     through_proxy = sink_settings.model_copy(update={"database_url": database})
     ticks = make_ticks(1000)
     first, then = tick_messages(ticks[:400], 10), tick_messages(ticks[400:], 10)
-    port = _free_port()
+    port = free_port()
     processes.append(sink_process(through_proxy, log, metrics_port=port))
     await publish(sink_settings, sink_settings.topics.ticks, first)
     assert await wait_for_rows(sink_settings, 400) == 400
@@ -89,7 +74,7 @@ async def test_sigterm_while_the_database_is_unreachable_exits_zero_within_5_s(
     elapsed = time.monotonic() - started
     assert code == 0
     assert elapsed < 5.0
-    assert _port_is_free(port)
+    assert released(port)
     output = await asyncio.to_thread(log.read_text)
     unstored = re.findall(r"shutting down with (\d+) rows unstored", output)
     assert unstored == ["600"]
@@ -109,7 +94,7 @@ async def test_sigterm_while_the_broker_hangs_at_start_exits_zero_within_5_s(
         hanging = sink_settings.model_copy(
             update={"kafka_bootstrap_servers": f"127.0.0.1:{broker.port}"}
         )
-        metrics_port = _free_port()
+        metrics_port = free_port()
         processes.append(sink_process(hanging, log, metrics_port=metrics_port))
         await asyncio.sleep(3)  # started, and waiting for the broker's first answer
         assert processes[0].poll() is None
@@ -122,7 +107,7 @@ async def test_sigterm_while_the_broker_hangs_at_start_exits_zero_within_5_s(
         await broker.aclose()
     assert code == 0
     assert elapsed < 5.0
-    assert _port_is_free(metrics_port)
+    assert released(metrics_port)
     assert "sink stopped" in await asyncio.to_thread(log.read_text)
 
 
@@ -131,7 +116,7 @@ async def test_sigterm_after_the_broker_went_away_mid_run_exits_zero_within_5_s(
     log: Path,
 ) -> None:  # fmt: skip
     through_proxy = sink_settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
-    metrics_port = _free_port()
+    metrics_port = free_port()
     processes.append(sink_process(through_proxy, log, metrics_port=metrics_port))
     await publish(sink_settings, sink_settings.topics.ticks, tick_messages(make_ticks(400), 10))
     assert await wait_for_rows(sink_settings, 400) == 400
