@@ -1,11 +1,12 @@
-"""What every producer process shares: a started publisher, and,
-with MDP_PRODUCER_METRICS_PORT, its ``/metrics`` and ``/health``."""
+"""What every producer process shares: a started publisher, and, with MDP_PRODUCER_METRICS_PORT,
+its ``/metrics`` and ``/health``. A live producer passes its feeds: ``/health`` then answers 200
+only while every feed is connected and receiving, and ``/metrics`` carries their counts."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +19,7 @@ from marketdata.kafka import create_producer, kafka_errors
 from marketdata.metrics import MetricsServer
 from marketdata.settings import Settings
 from marketdata.signals import remaining, signalled, stop_deadline
+from producers.feed import FeedMetrics, LiveStats
 from producers.publisher import DRAIN_S, Publisher
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class PublisherMetrics(Collector):
 
 @asynccontextmanager
 async def publishing(
-    settings: Settings, stage: str, *, max_records: int = 100
+    settings: Settings, stage: str, *, max_records: int = 100, feeds: Sequence[LiveStats] = ()
 ) -> AsyncIterator[Publisher]:
     """A publisher on a started Kafka producer, stopped (after its sends) on the way out."""
     producer = create_producer(settings)
@@ -54,8 +56,9 @@ async def publishing(
         if settings.producer_metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(PublisherMetrics(publisher))
-            server = MetricsServer(registry, lambda: True, settings.metrics_host,
-                                   settings.producer_metrics_port)  # fmt: skip
+            registry.register(FeedMetrics(feeds))
+            server = MetricsServer(registry, lambda: all(feed.healthy() for feed in feeds),
+                                   settings.metrics_host, settings.producer_metrics_port)  # fmt: skip
             await server.start()
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
         yield publisher

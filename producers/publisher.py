@@ -112,10 +112,16 @@ class Publisher:
     async def _send_buffered(self) -> None:
         ticks, self._ticks = self._ticks, {}
         bars, self._bars = self._bars, {}
-        for key, group in ticks.items():
-            await self._send_ticks(key, group)
-        for key, bar_group in bars.items():
-            await self._send_bars(key, bar_group)
+        try:
+            for key in list(ticks):
+                await self._send_ticks(key, ticks.pop(key))
+            for key in list(bars):
+                await self._send_bars(key, bars.pop(key))
+        except asyncio.CancelledError:
+            # Cancelled at a stop: what was not handed to the producer is counted, not lost
+            # without a word (the group being sent counted itself).
+            self.undelivered += sum(map(len, ticks.values())) + sum(map(len, bars.values()))
+            raise
         self.last_flush = time.monotonic()
 
     async def _send_ticks(self, key: bytes, group: list[Tick]) -> None:
