@@ -78,7 +78,7 @@ async def stopped_while_the_venue_is_away(
     """``mdp ARGS`` with its venue at the port given to ``venue_env``: one that refuses
     (``venue="refusing"``; SIGTERM in a backoff wait, once ``retrying`` is logged three times) or
     a silent one (``"silent"``; SIGTERM while it waits for the venue's first word). The exit code,
-    within 5 s of SIGTERM."""
+    within 2 s of SIGTERM (the issue's bound for a producer)."""
     async with silent_server() as (silent_port, accepted):
         await ensure_topics(settings, settings.topics.all())
         port = silent_port if venue == "silent" else closed_port()
@@ -92,4 +92,4 @@ async def stopped_while_the_venue_is_away(
                 lambda: log.exists() and log.read_text().count(retrying) >= 3, within=30
             )
         process.send_signal(signal.SIGTERM)
-        return await asyncio.to_thread(process.wait, 5)
+        return await asyncio.to_thread(process.wait, 2)
