@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 
 from marketdata.settings import Settings
-from mdp.services.postgres_native import NativePostgres
+from tests.integration.outages import Outage, database_outage
 from tests.integration.sinks.support import (
     committed_total,
     count_rows,
@@ -97,22 +96,25 @@ async def test_postgresql_stopped_mid_stream_then_restarted_stores_exactly_n(
     log: Path,
     services: Found,
 ) -> None:
-    if services.how != "native":
-        pytest.skip(f"stops the server itself; the session's came from {services.how}")
-    server = NativePostgres(Settings.from_env({**os.environ, "MDP_SERVICES_BACKEND": "native"}))
-    assert server.status().running
+    async with database_outage(small_batches, services) as outage:
+        await _across_an_outage(small_batches, outage, processes, log)
+
+
+async def _across_an_outage(
+    small_batches: Settings, outage: Outage, processes: list[subprocess.Popen[bytes]], log: Path
+) -> None:
     messages = tick_messages(make_ticks(N), per_message=10)
-    processes.append(sink_process(small_batches, log))
+    processes.append(sink_process(outage.settings, log))
     stream = asyncio.create_task(
         publish(small_batches, small_batches.topics.ticks, messages, pace_s=0.002)
     )
     assert await wait_for_rows(small_batches, N // 4) >= N // 4
-    await asyncio.to_thread(server.stop)
+    await outage.start()
     try:
         await asyncio.sleep(4)
         assert processes[0].poll() is None  # the sink waits for its database, it does not die
     finally:
-        await asyncio.to_thread(server.start)
+        await outage.stop()
     await stream
     assert await wait_for_rows(small_batches, N, within=90) == N
     assert _distinct_trades(small_batches) == N

@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from marketdata.codec import TickBatch, decode
 from marketdata.kafka import ensure_topics
 from marketdata.metrics import HttpServer
 from marketdata.settings import Settings
-from mdp.services.kafka_native import NativeKafka
+from tests.integration.outages import Outage, kafka_outage
 from tests.integration.processors.support import free_port, read_topic
 from tests.integration.roles import role_process
 from tests.integration.webhook.test_webhook import SECRET, post
@@ -51,13 +49,18 @@ async def test_nothing_accepted_is_lost_across_an_outage_and_a_restart(
     settings: Settings, services: Found, tmp_path: Path, log: Path,
     processes: list[subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
-    if services.how != "native":
-        pytest.skip(f"stops the broker itself; the session's came from {services.how}")
-    broker = NativeKafka(Settings.from_env({**os.environ, "MDP_SERVICES_BACKEND": "native"}))
     await ensure_topics(settings, settings.topics.all())
+    async with kafka_outage(settings, services) as outage:
+        await _across_an_outage(settings, outage, tmp_path, log, processes)
+
+
+async def _across_an_outage(
+    settings: Settings, outage: Outage, tmp_path: Path, log: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+    env = {"KAFKA_BOOTSTRAP_SERVERS": outage.settings.kafka_bootstrap,
            "MDP_TOPIC_PREFIX": settings.topic_prefix, "TRADINGVIEW_HMAC_SECRET": SECRET,
            "MDP_WEBHOOK_PORT": str(port), "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path / "spool"),
            "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "1.0"}  # fmt: skip
@@ -74,7 +77,7 @@ async def test_nothing_accepted_is_lost_across_an_outage_and_a_restart(
             outcomes.append(json.loads(text)["status"])
 
     await send(range(10))
-    await asyncio.to_thread(broker.stop)
+    await outage.start()
     try:
         await send(range(10, 20))
         processes[0].send_signal(signal.SIGTERM)
@@ -84,7 +87,7 @@ async def test_nothing_accepted_is_lost_across_an_outage_and_a_restart(
         await _up(url, "ready: spooling")
         await send(range(20, 30))
     finally:
-        await asyncio.to_thread(broker.start)
+        await outage.stop()
     assert outcomes[:10] == ["accepted"] * 10
     assert set(outcomes[10:]) == {"spooled"}
     await _up(url, "ready: kafka connected")  # the spool has drained
