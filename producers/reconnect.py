@@ -64,7 +64,9 @@ class Ended:
 class Venue(Protocol[S]):
     """What a venue supplies to the loop; ``S`` is its session (a connection, a client)."""
 
-    stats: LiveStats
+    @property
+    def stats(self) -> LiveStats:
+        """The feed's counts; read-only here, so a venue may keep a subclass of its own."""
 
     async def open(self) -> S:
         """Connect, log on and subscribe every instrument; raise on failure."""
@@ -123,7 +125,7 @@ class ReconnectLoop(Generic[S]):
             self.stats.connected = False
             if session is not None:
                 await self._close(session)
-            await finish_within(self.venue.finish(), CLOSE_S * 4)
+            await finish_within(self.venue.finish(), CLOSE_S * 3)
 
     async def _open(self, stop: asyncio.Event) -> S | None:
         """A session, connect retried with backoff; None once ``stop`` is set."""
