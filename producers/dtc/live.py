@@ -1,13 +1,20 @@
 """`mdp produce dtc`: live trades and best bid/ask from a DTC server into the raw topics.
 
-One supervisor keeps one connection: it logs on, subscribes every instrument
-(``MARKET_DATA_REQUEST``, one ``SymbolID`` each, the same ids on every connection), and turns
-what arrives into ticks. A connection that closes, sends garbage, says ``LOGOFF``, or stays
-silent for ``timeout_s`` (no heartbeat nor anything else) is replaced after a capped
-exponential backoff with jitter, and every instrument is subscribed again. A ``LOGOFF`` with
-``DoNotReconnect`` ends the run with the server's reason. A ``MARKET_DATA_REJECT`` is logged
-with the server's text and kept in :attr:`LiveStats.rejects`; the other instruments go on.
-Every message that does not decode or normalise goes to the dead letters with the reason.
+The shared :class:`~producers.reconnect.ReconnectLoop` keeps one connection; this module gives
+it the DTC hooks. ``open`` logs on and subscribes every instrument (``MARKET_DATA_REQUEST``, one
+``SymbolID`` each, the same ids on every connection); ``serve`` turns what arrives into ticks
+until the connection closes, sends garbage or says ``LOGOFF``. The server's heartbeats keep the
+loop's watchdog quiet: silence for ``watchdog_s`` (two missed heartbeats and a little) replaces
+the connection, since DTC has nothing to probe with. A ``LOGOFF`` with ``DoNotReconnect`` ends
+the run with the server's reason. A ``MARKET_DATA_FEED_STATUS`` saying the feed is back, from a
+server that asked for it (``ResubscribeWhenMarketDataFeedAvailable``), renews every subscription
+on the same connection. A ``MARKET_DATA_REJECT`` is logged with the server's text and kept in
+:attr:`DtcStats.rejects`; the other instruments go on. Every message that does not decode or
+normalise goes to the dead letters with the reason.
+
+Gaps are not fetched again here: each is counted as unfilled per instrument and logged, and
+``mdp backfill dtc --interval tick --resume`` fetches the trades missed (with the ids they would
+have had live, so nothing is stored twice).
 """
 
 from __future__ import annotations
@@ -19,8 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from marketdata.backoff import Backoff, wait_or_stop
-from marketdata.errors import InvalidRecord, MarketDataError
+from marketdata.errors import InvalidRecord
 from marketdata.records import Tick
 from marketdata.stopping import until_stopped
 from producers.dtc import messages as m
@@ -28,10 +34,13 @@ from producers.dtc import normalise
 from producers.dtc.codec import DtcDecodeError, DtcFramingError, Message, UnhandledMessageType
 from producers.dtc.normalise import Instrument, Occurrences
 from producers.dtc.session import DtcConnectionLost, DtcSession, Endpoint, logged_off
+from producers.feed import InstrumentStats, LiveStats
 from producers.publisher import Publisher
+from producers.reconnect import Ended, ReconnectLoop, Timing
 
 log = logging.getLogger(__name__)
 ORIGIN = "dtc.live"
+VENUE = "dtc"
 
 Normaliser = Callable[[Message, Instrument, datetime, Occurrences], Tick | list[Tick]]
 _NORMALISERS: dict[int, Normaliser] = {
@@ -46,37 +55,43 @@ _NORMALISERS: dict[int, Normaliser] = {
 
 
 @dataclass
-class LiveStats:
-    messages: int = 0
-    records: int = 0
-    malformed: int = 0
-    ignored: int = 0
-    connections: int = 0
-    reconnects: int = 0
+class DtcStats(LiveStats):
+    """The shared feed counts, and what only DTC has."""
+
     subscriptions: int = 0
-    rejects: dict[str, str] = field(default_factory=dict)
+    rejects: dict[str, str] = field(default_factory=dict)  # instrument -> the server's text
     feed_available: bool | None = None
-    last_error: str = ""
+
+    @classmethod
+    def watching(
+        cls, instruments: Sequence[Instrument], endpoint: Endpoint, watchdog_s: float | None = None
+    ) -> DtcStats:
+        """The stats of a feed of ``instruments`` whose watchdog waits ``watchdog_s``: by
+        default two missed heartbeats and a little (one late heartbeat is no reason to
+        reconnect)."""
+        symbols = {instrument.symbol: InstrumentStats() for instrument in instruments}
+        return cls(VENUE, symbols, watchdog_s or endpoint.heartbeat_s * 2.5)
 
 
 class DtcLive:
-    """``await start()`` runs the supervisor in a task, ``await aclose()`` stops it and waits
-    for what was published to be acknowledged; or ``await run(stop)`` in a task of one's own."""
+    """``await start()`` runs the reconnect loop in a task, ``await aclose()`` stops it and
+    waits for what was published to be acknowledged; or ``await run(stop)`` in a task of one's
+    own. ``stats`` are the feed's counts when made beforehand (for ``/health``); their
+    ``watchdog_s`` is the watchdog's."""
 
     def __init__(
         self, endpoint: Endpoint, instruments: Sequence[Instrument], publisher: Publisher, *,
-        timeout_s: float | None = None, max_backoff_s: float = 30.0, linger_s: float = 0.005,
+        stats: DtcStats | None = None, max_backoff_s: float = 30.0, linger_s: float = 0.005,
     ) -> None:  # fmt: skip
         self.endpoint = endpoint
         self.instruments = dict(enumerate(instruments, 1))
         self.publisher = publisher
-        # Two missed heartbeats and a little: one late heartbeat is no reason to reconnect.
-        self.timeout_s = timeout_s or endpoint.heartbeat_s * 2.5
         self.linger_s = linger_s
-        self.backoff = Backoff(initial=0.5, maximum=max_backoff_s)
-        self.stats = LiveStats()
+        self.stats = stats or DtcStats.watching(instruments, endpoint)
+        self.timing = Timing(watchdog_s=self.stats.watchdog_s, max_backoff_s=max_backoff_s)
         self._occurrences = Occurrences()
         self._unflushed = False
+        self._unavailable_since: datetime | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -91,53 +106,47 @@ class DtcLive:
             await task
 
     async def run(self, stop: asyncio.Event) -> None:
+        await ReconnectLoop[DtcSession](self, self.timing).run(stop)
+
+    # The loop's hooks ------------------------------------------------------------------------
+
+    async def open(self) -> DtcSession:
+        session = DtcSession(self.endpoint)
         try:
-            while not stop.is_set():
-                session = await self._connect(stop)
-                if session is None:
-                    return
-                reason = None
-                try:
-                    _, reason = await until_stopped(self._pump(session), stop)
-                finally:
-                    await session.aclose(reason="client stopping" if reason is None else reason)
-                if reason is None:
-                    return
-                self.stats.reconnects += 1
-                self.stats.last_error = reason
-                delay = self.backoff.next_delay()
-                log.warning("DTC connection lost (%s); reconnecting in %.1fs", reason, delay)
-                await wait_or_stop(stop, delay)
-        finally:
-            await self.publisher.flush(wait=True)
+            await session.start()
+            # A replay of a trade after a reconnect must get the id it had the first time.
+            self._occurrences.reset()
+            self._unavailable_since = None
+            await self._subscribe(session)
+        except BaseException:
+            await session.aclose(logoff=False)
+            raise
+        return session
 
-    async def _connect(self, stop: asyncio.Event) -> DtcSession | None:
-        while not stop.is_set():
-            session = DtcSession(self.endpoint)
-            try:
-                _, started = await until_stopped(self._open(session), stop)
-            except MarketDataError as exc:
-                await session.aclose(logoff=False)
-                if not exc.retriable:
-                    raise
-                self.stats.last_error = str(exc)
-                delay = self.backoff.next_delay()
-                log.warning("%s; retry in %.1fs", exc, delay)
-                await wait_or_stop(stop, delay)
-                continue
-            if started is None:
-                await session.aclose(logoff=False)
-                return None
-            return session
-        return None
+    async def serve(self, session: DtcSession, until: asyncio.Event) -> Ended:
+        served, ended = await until_stopped(self._pump(session), until)
+        return ended if served and ended is not None else Ended("stopped")
 
-    async def _open(self, session: DtcSession) -> str:
-        await session.start()
-        self.stats.connections += 1
-        # A replay of a trade after a reconnect must get the id it had the first time.
-        self._occurrences.reset()
+    async def probe(self, session: DtcSession) -> bool:
+        return False  # DTC has no request that every server answers; heartbeats were the probe
+
+    async def resubscribe(self, session: DtcSession) -> None:
         await self._subscribe(session)
-        return "open"
+
+    async def fill_gap(self, session: DtcSession, since: datetime) -> None:
+        for instrument in self.instruments.values():
+            self.stats.gap_unfilled(instrument.symbol)
+        log.warning("DTC: trades since %s were missed and are not fetched again live; "
+                    "`mdp backfill dtc --symbol SYMBOL --interval tick --resume` fetches them",
+                    since.isoformat(timespec="seconds"))  # fmt: skip
+
+    async def close(self, session: DtcSession) -> None:
+        await session.aclose()
+
+    async def finish(self) -> None:
+        await self.publisher.flush(wait=True)
+
+    # Serving ---------------------------------------------------------------------------------
 
     async def _subscribe(self, session: DtcSession) -> None:
         for number, instrument in self.instruments.items():
@@ -149,15 +158,13 @@ class DtcLive:
         log.info("subscribed to %s on %s", ", ".join(map(str, self.instruments.values())),
                  session.endpoint)  # fmt: skip
 
-    async def _pump(self, session: DtcSession) -> str:
+    async def _pump(self, session: DtcSession) -> Ended:
         """Handle messages until the connection must be replaced; say why."""
         while True:
-            silent_for = time.monotonic() - session.last_received
-            if silent_for > self.timeout_s:
-                return f"no message from the server for {silent_for:.1f}s"
-            wait = self.linger_s if self._unflushed else self.timeout_s - silent_for
             try:
-                async with asyncio.timeout(max(wait, 0.001)):
+                # Idle, the read waits for the venue as long as it takes: the loop's watchdog
+                # judges silence.
+                async with asyncio.timeout(self.linger_s if self._unflushed else None):
                     frames = await session.read_frames()
             except TimeoutError:
                 await self._flush()
@@ -166,18 +173,19 @@ class DtcLive:
                 if session.framer.pending:  # a message cut off by the close: kept, not lost
                     why = f"truncated DTC message when the connection closed: {exc}"
                     await self._dead(session.framer.rest(), why)
-                return str(exc)
+                return Ended("lost", str(exc))
             except DtcFramingError as exc:
                 # The frames before the garbage were handled; the rest of the buffer cannot be
                 # cut into messages (binary DTC has no sync marker): kept as it came.
                 await self._dead(session.framer.rest(), str(exc))
                 log.error("%s; dropping the connection", exc)
-                return str(exc)
+                return Ended("lost", str(exc))
+            self.stats.heard()
             received_at = datetime.now(UTC)
             for frame in frames:
-                reason = await self._handle(session, frame, received_at)
-                if reason is not None:
-                    return reason
+                ended = await self._handle(session, frame, received_at)
+                if ended is not None:
+                    return ended
             if time.monotonic() - self.publisher.last_flush >= self.linger_s:
                 await self._flush()
 
@@ -191,7 +199,9 @@ class DtcLive:
         log.debug("dead letter: %s", reason)
         await self.publisher.dead(frame, reason, ORIGIN)
 
-    async def _handle(self, session: DtcSession, frame: bytes, received_at: datetime) -> str | None:
+    async def _handle(
+        self, session: DtcSession, frame: bytes, received_at: datetime
+    ) -> Ended | None:
         self.stats.messages += 1
         try:
             message = session.decode(frame)
@@ -206,16 +216,16 @@ class DtcLive:
         if normaliser is not None:
             await self._market_data(normaliser, message, frame, received_at)
         elif type_ == m.HEARTBEAT:
-            pass  # liveness only: last_received moved when its bytes arrived
+            pass  # liveness only: heard when its bytes arrived
         elif type_ == m.MARKET_DATA_REJECT:
             self._reject(message)
         elif type_ == m.MARKET_DATA_FEED_STATUS:
-            await self._feed_status(session, message)
+            return self._feed_status(session, message)
         elif type_ == m.LOGOFF:
             error = logged_off(message)
             if not error.retriable:
                 raise error
-            return str(error)
+            return Ended("lost", str(error))
         else:
             self.stats.ignored += 1
         return None
@@ -239,8 +249,7 @@ class DtcLive:
             return
         records = result if isinstance(result, list) else [result]
         if records:
-            self.backoff.reset()
-            self.stats.records += len(records)
+            self.stats.seen(records)
             self._unflushed = True
             await self.publisher.add(records)
 
@@ -251,14 +260,17 @@ class DtcLive:
         self.stats.rejects[name] = text
         log.error("DTC server rejected market data for %s: %s", name, text)
 
-    async def _feed_status(self, session: DtcSession, message: Message) -> None:
+    def _feed_status(self, session: DtcSession, message: Message) -> Ended | None:
+        """The server's market data feed went away or came back; on its way back, every
+        subscription is renewed when the server asked for that."""
         available = message["Status"] == m.FEED_AVAILABLE
         was = self.stats.feed_available
         self.stats.feed_available = available
         log.warning("DTC market data feed %s", "available" if available else "unavailable")
-        if (
-            available
-            and was is False
-            and session.logon.get("ResubscribeWhenMarketDataFeedAvailable")
-        ):
-            await self._subscribe(session)
+        if not available:
+            self._unavailable_since = self._unavailable_since or datetime.now(UTC)
+            return None
+        since, self._unavailable_since = self._unavailable_since, None
+        if was is False and session.logon.get("ResubscribeWhenMarketDataFeedAvailable"):
+            return Ended("resubscribe", "the market data feed is available again", since)
+        return None

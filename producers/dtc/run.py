@@ -1,4 +1,5 @@
-"""The `mdp produce dtc` process: settings in, DTC market data to Kafka until SIGTERM/SIGINT."""
+"""The `mdp produce dtc` process: settings in, DTC market data to Kafka until SIGTERM/SIGINT;
+with MDP_PRODUCER_METRICS_PORT, ``/health`` says whether the feed is connected and receiving."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
-from producers.dtc.live import DtcLive
+from producers.dtc.live import DtcLive, DtcStats
 from producers.dtc.normalise import Instrument
 from producers.dtc.session import Endpoint
 from producers.process import publishing
@@ -17,9 +18,12 @@ async def run_live(
     settings: Settings, instruments: Sequence[Instrument], *, timeout_s: float | None = None,
     stop: asyncio.Event | None = None,
 ) -> DtcLive:  # fmt: skip
+    """``timeout_s`` (``--timeout``): the silence after which the connection is replaced."""
     stop = stop or stop_on_signals()
-    async with publishing(settings, "dtc.live") as publisher:
-        live = DtcLive(Endpoint.market_data(settings), instruments, publisher,
-                       timeout_s=timeout_s, linger_s=settings.producer_flush_ms / 1000)  # fmt: skip
+    endpoint = Endpoint.market_data(settings)
+    stats = DtcStats.watching(instruments, endpoint, timeout_s)
+    async with publishing(settings, "dtc.live", feeds=[stats]) as publisher:
+        live = DtcLive(endpoint, instruments, publisher, stats=stats,
+                       linger_s=settings.producer_flush_ms / 1000)  # fmt: skip
         await live.run(stop)
         return live
