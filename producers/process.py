@@ -71,7 +71,7 @@ async def publishing(
 
 async def _stop_producer(producer: AIOKafkaProducer) -> None:
     """Stop the producer; once the process is signalled to stop, give up after the drain's time
-    and half a second (aiokafka's stop waits for every batch to be answered, for minutes when the
+    and 0.25 s (aiokafka's stop waits for every batch to be answered, for minutes when the
     broker is away: what is still unanswered was counted by the drain)."""
     stopping = asyncio.ensure_future(producer.stop())
     if stop_deadline(DRAIN_S) is None:
@@ -80,7 +80,7 @@ async def _stop_producer(producer: AIOKafkaProducer) -> None:
         for waiter in either - {stopping}:
             waiter.cancel()
     if not stopping.done():
-        await asyncio.wait({stopping}, timeout=remaining(stop_deadline(DRAIN_S + 0.5)))
+        await asyncio.wait({stopping}, timeout=remaining(stop_deadline(DRAIN_S + 0.25)))
     if stopping.done():
         async with kafka_errors():
             stopping.result()

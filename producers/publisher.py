@@ -32,8 +32,8 @@ from marketdata.topics import Topics, instrument_key
 log = logging.getLogger(__name__)
 
 # After a stop signal: what the venue loop and the drain may still spend on delivery, inside the
-# 5 s a role has to exit (the rest is for closing connections and the interpreter).
-DRAIN_S = 3.0
+# 2 s a producer has to exit (the rest is for stopping the Kafka client and the interpreter).
+DRAIN_S = 1.0
 
 _Pending = tuple["asyncio.Future[Any]", int]  # a send's future, and how many records it carries
 

@@ -1,4 +1,4 @@
-"""`mdp produce` is gone within 5 s of SIGTERM, with code 0 and its metrics port released, also
+"""`mdp produce` is gone within 2 s of SIGTERM, with code 0 and its metrics port released, also
 when the broker is unreachable at that moment (it once ignored SIGTERM, logging connection errors
 several times a second), and says in one line how many records it could not deliver."""
 
@@ -23,7 +23,7 @@ from tests.integration.kafka_proxy import KafkaProxy
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, read_ticks
 from tests.integration.roles import role_process
-from tests.integration.stopping import listening, stop_in_time
+from tests.integration.stopping import PRODUCER_EXIT_WITHIN_S, listening, stop_in_time
 
 
 async def _delivered(settings: Settings, count: int) -> None:
@@ -69,7 +69,7 @@ async def test_a_producer_whose_broker_is_gone_stops_and_says_what_was_not_deliv
     for trade in trades[4:]:
         await dtc.trade("ESZ4", trade)
     await asyncio.sleep(1.5)  # read and handed to the producer, which has no broker
-    text = await stop_in_time(producer, metrics_port, log, "producer")
+    text = await stop_in_time(producer, metrics_port, log, "producer", PRODUCER_EXIT_WITHIN_S)
     counts = re.findall(r"dtc\.live: (\d+) records could not be delivered to Kafka", text)
     assert counts == ["6"]
 
@@ -100,7 +100,9 @@ async def test_a_binance_producer_whose_broker_is_gone_stops_and_says_what_was_n
         for event in events[4:]:
             await fake.push("btcusdt@trade", event)
         await asyncio.sleep(1.5)
-        text = await stop_in_time(producer, metrics_port, log, "binance producer")
+        text = await stop_in_time(
+            producer, metrics_port, log, "binance producer", PRODUCER_EXIT_WITHIN_S
+        )
         counts = re.findall(r"binance\.live: (\d+) records could not be delivered", text)
         assert counts == ["5"]
     finally:
@@ -130,7 +132,9 @@ async def test_an_ibkr_producer_whose_broker_is_gone_stops_and_says_what_was_not
         for row in rows[1:]:
             tws.publish_trade("AAPL", t0 + row["offset_s"], row)
         await asyncio.sleep(1.5)
-        text = await stop_in_time(producer, metrics_port, log, "ibkr producer")
+        text = await stop_in_time(
+            producer, metrics_port, log, "ibkr producer", PRODUCER_EXIT_WITHIN_S
+        )
         counts = re.findall(r"ibkr\.live: (\d+) records could not be delivered", text)
         assert counts == [str(len(rows) - 1)]
     finally:
