@@ -6,12 +6,13 @@ arrival time and drop the exchange's, and turn decimal prices into floats (see
 ``producers.ibkr.normalise``). Its Ticker and RealTimeBarList objects for these subscriptions
 therefore stay empty, which also keeps a long-running producer's memory flat.
 
-One supervisor keeps the session: a dropped connection, or one that stays silent past the
-watchdog and does not answer a probe, is replaced with capped exponential backoff (TWS restarts
-nightly), every subscription is renewed, and the 5-second bars missed meanwhile are fetched
-with ``reqHistoricalData``. TWS's own link to IB: on 1100 records are held back; on 1102 (data
-kept) they are released; on 1101 (data lost) they are released, everything is resubscribed and
-the gap's bars are fetched; with neither within ``restore_s`` the session is replaced.
+:class:`IbkrLive` is the venue of the shared :class:`producers.reconnect.ReconnectLoop`, which
+keeps the session (backoff, watchdog, gaps); the hooks here are IB's: a session is connected,
+its contracts qualified and subscribed; the watchdog's probe is ``reqCurrentTime``; a gap is
+filled with ``reqHistoricalData`` 5-second bars. TWS's own link to IB: on 1100 records are held
+back; on 1102 (data kept) they are released; on 1101 (data lost) they are released and the loop
+resubscribes everything and fills the gap; with neither within ``restore_s`` the session is
+replaced.
 """
 
 from __future__ import annotations
@@ -21,25 +22,26 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from ib_async import IB, Contract, RealTimeBarList
 
-from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
-from marketdata.stopping import until_stopped
+from producers.feed import LiveStats
 from producers.ibkr import normalise, session
 from producers.ibkr.contracts import Spec, record_symbol
 from producers.ibkr.history import HistoryClient, Request
 from producers.publisher import Publisher
+from producers.reconnect import Ended, Timing
 
 log = logging.getLogger(__name__)
 
 BAR_S: Final = 5
+VENUE: Final = "ibkr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +55,29 @@ class LiveOptions:
     max_gap_s: int = 6 * 3600
     flush_s: float = 0.005
 
+    def timing(self) -> Timing:
+        """The reconnect loop's timing for these options."""
+        return Timing(watchdog_s=self.watchdog_s, initial_backoff_s=min(1.0, self.max_backoff_s),
+                      max_backoff_s=self.max_backoff_s)  # fmt: skip
+
 
 @dataclass
-class LiveStats:
-    messages: int = 0
-    records: int = 0
-    malformed: int = 0
-    sessions: int = 0
-    resubscribes: int = 0
-    failed_requests: int = 0
-    gap_bars: int = 0
+class IbkrStats(LiveStats):
+    failed_requests: int = 0  # subscriptions TWS refused (the others go on)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One connection to TWS, and what it said that ends serving it."""
+
+    ib: IB
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False
+    data_lost_since: datetime | None = None  # 1101: TWS's link to IB is back, its data lost
+
+    def on_disconnected(self) -> None:
+        self.lost = True
+        self.changed.set()
 
 
 def what_to_show(contract: Contract) -> str:
@@ -70,18 +85,26 @@ def what_to_show(contract: Contract) -> str:
     return "MIDPOINT" if contract.secType == "CASH" else "TRADES"
 
 
+def _bar_floor(moment: datetime) -> datetime:
+    """The opening of the 5-second bar that holds ``moment``."""
+    return moment - timedelta(seconds=moment.timestamp() % BAR_S)
+
+
 class IbkrLive:
+    """The IB hooks of the reconnect loop (:class:`producers.reconnect.Venue`)."""
+
     def __init__(
         self, settings: Settings, specs: Sequence[Spec], publisher: Publisher,
         options: LiveOptions | None = None, *,
         connect: Callable[[Settings, int], Awaitable[IB]] = session.connect,
+        stats: IbkrStats | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.specs = list(specs)
         self.publisher = publisher
         self.options = options or LiveOptions()
         self.connect = connect
-        self.stats = LiveStats()
+        self.stats = stats or IbkrStats(VENUE, watchdog_s=self.options.watchdog_s)
         self.contracts: dict[Spec, Contract] = {}
         self.rejected: dict[Spec, str] = {}
         self._ids = normalise.TickIds()
@@ -90,11 +113,11 @@ class IbkrLive:
         self._records: list[Tick | Bar] = []
         self._dead: list[tuple[bytes, str]] = []
         self._wake = asyncio.Event()
-        self._held_since: float | None = None
-        self._resubscribe = False
+        self._held_since: float | None = None  # 1100 in effect since (monotonic)
+        self._held_at: datetime | None = None  # … and since when in wall time
         self._last_bar: dict[str, datetime] = {}
-        self._gap_from: datetime | None = None
-        self._last_data = time.monotonic()
+        self._connection: Connection | None = None
+        self._pump_task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -102,90 +125,102 @@ class IbkrLive:
         """The live subscriptions: (record symbol, AllLast / Last / BidAsk / bars)."""
         return sorted(self._routes.values())
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; raises only when no instrument can be subscribed.
+    # Hooks of the reconnect loop -----------------------------------------------------------------
 
-        A connection lost at any stage (connecting, synchronising, qualifying contracts,
-        subscribing, filling a gap, streaming) ends that session only: the next one starts
-        after the backoff. ``stop`` interrupts every stage and every wait at once."""
-        backoff = Backoff(initial=1.0, maximum=self.options.max_backoff_s)
-        pump = asyncio.create_task(self._pump())
-        try:
-            while not stop.is_set():
-                try:
-                    _, ended = await until_stopped(self._connection(stop, backoff), stop)
-                except (OSError, MarketDataError) as exc:  # OSError: ib_async's ConnectionError
-                    if isinstance(exc, MarketDataError) and not exc.retriable:
-                        raise
-                    ended = f"{type(exc).__name__}: {exc}"
-                if ended is None or stop.is_set():
-                    return
-                delay = backoff.next_delay()
-                log.warning("TWS session ended (%s); reconnecting in %.1f s", ended, delay)
-                await wait_or_stop(stop, delay)
-        finally:
-            self._closing = True
-            self._wake.set()
-            await pump
-
-    async def _connection(self, stop: asyncio.Event, backoff: Backoff) -> str:
-        """One connection, from connecting to its end; says why it ended."""
+    async def open(self) -> Connection:
+        """Connect, qualify what is not yet qualified, subscribe everything. Raises a
+        non-retriable :class:`MarketDataError` when no instrument can be subscribed."""
         ib = await self.connect(self.settings, self.settings.ibkr_client_id)
-        started = time.monotonic()
+        connection = self._connection = Connection(ib)
         try:
-            ended = await self._session(ib, stop)
-        finally:
-            self._mark_gap()
+            ib.disconnectedEvent += connection.on_disconnected
+            ib.errorEvent += self._on_error
+            ib.updateEvent += self.stats.heard  # after every read from the socket
+            decoder = ib.client.decoder
+            decoder.handlers[normalise.TICK_BY_TICK] = self._on_tick
+            decoder.handlers[normalise.REALTIME_BAR] = self._on_bar
+            self._release()  # what a lost session held back under 1100
+            if self._pump_task is None or self._pump_task.done():
+                self._pump_task = asyncio.create_task(self._pump())
+            await self._qualify(ib)
+            self._routes.clear()  # a new connection has no subscriptions yet
+            self._bar_lists.clear()
+            self._subscribe(ib)
+        except BaseException:
             ib.disconnect()
-        if time.monotonic() - started > 60:
-            backoff.reset()
-        return ended
+            raise
+        return connection
+
+    async def serve(self, session: Connection, until: asyncio.Event) -> Ended:
+        restore_s = self.options.restore_s
+        while True:
+            if until.is_set():
+                return Ended("stopped")
+            if session.lost:
+                return Ended("lost", "connection to TWS lost")
+            if session.data_lost_since is not None:
+                since, session.data_lost_since = session.data_lost_since, None
+                return Ended("resubscribe", "TWS 1101: link to IB restored, data lost", since)
+            pump = self._pump_task
+            if pump is not None and pump.done() and not pump.cancelled():
+                pump.result()  # publishing failed: its error ends the session
+            held = None if self._held_since is None else time.monotonic() - self._held_since
+            if held is not None and held > restore_s:
+                return Ended(
+                    "lost", f"TWS reported no restored link to IB within {restore_s:.0f} s"
+                )
+            session.changed.clear()
+            await _either(until, session.changed, 1.0 if held is None else restore_s - held)
+
+    async def probe(self, session: Connection) -> bool:
+        await session.ib.reqCurrentTimeAsync()
+        return True
+
+    async def resubscribe(self, session: Connection) -> None:
+        """Renew every subscription; ib_async cancels nothing on its own after 1101."""
+        self._cancel(session.ib)
+        self._subscribe(session.ib)
+
+    async def fill_gap(self, session: Connection, since: datetime) -> None:
+        """Fetch each instrument's 5-second bars missed since its newest bar (since ``since``
+        when none came yet); without bars, nothing can be fetched again."""
+        symbols = [(contract, record_symbol(contract)) for contract in self.contracts.values()]
+        if not self.options.bars:
+            for _, symbol in symbols:
+                self.stats.gap_unfilled(symbol)
+            return
+        now = datetime.now(UTC)
+        end = _bar_floor(now.replace(microsecond=0))
+        oldest = end - timedelta(seconds=self.options.max_gap_s)
+        client = HistoryClient(session.ib)
+        for contract, symbol in symbols:
+            newest = self._last_bar.get(symbol)
+            start = newest + timedelta(seconds=BAR_S) if newest else _bar_floor(since)
+            whole = start >= oldest
+            if not whole:
+                log.warning("%s: gap since %s is longer than %d s; filling its newest part only",
+                            symbol, start.isoformat(), self.options.max_gap_s)  # fmt: skip
+                start = oldest
+            count = await self._fill(client, contract, symbol, start, end)
+            if count is None or not whole:
+                self.stats.gap_unfilled(symbol)
+            else:
+                self.stats.gap_filled(symbol, count)
+        log.info("gap since %s filled up to %s: %d bars so far", since.isoformat(),
+                 end.isoformat(), self.stats.gap_records)  # fmt: skip
+
+    async def close(self, session: Connection) -> None:
+        session.ib.disconnect()
+
+    async def finish(self) -> None:
+        """Publish what is left (held back or not) and wait for its delivery."""
+        self._closing = True
+        self._wake.set()
+        if self._pump_task is None:
+            self._pump_task = asyncio.create_task(self._pump())
+        await self._pump_task
 
     # One connection ---------------------------------------------------------------------------
-
-    async def _session(self, ib: IB, stop: asyncio.Event) -> str:
-        self.stats.sessions += 1
-        lost = asyncio.Event()
-        ib.disconnectedEvent += lost.set
-        ib.errorEvent += self._on_error
-        ib.updateEvent += self._on_data
-        decoder = ib.client.decoder
-        decoder.handlers[normalise.TICK_BY_TICK] = self._on_tick
-        decoder.handlers[normalise.REALTIME_BAR] = self._on_bar
-        await self._qualify(ib)
-        self._subscribe(ib)
-        await self._fill_gap(ib)
-        while not stop.is_set() and not lost.is_set():
-            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, lost)]
-            try:
-                await asyncio.wait(waiters, timeout=min(5.0, self.options.watchdog_s),
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            if self._resubscribe:
-                self._resubscribe = False
-                self._mark_gap()
-                self._subscribe(ib)
-                await self._fill_gap(ib)
-            if not await self._healthy(ib):
-                return "unhealthy"
-        return "connection to TWS lost" if lost.is_set() else "stopping"
-
-    async def _healthy(self, ib: IB) -> bool:
-        if self._held_since and time.monotonic() - self._held_since > self.options.restore_s:
-            log.warning("TWS reported no restored connectivity within %.0f s; reconnecting",
-                        self.options.restore_s)  # fmt: skip
-            return False
-        if time.monotonic() - self._last_data < self.options.watchdog_s:
-            return True
-        try:
-            await asyncio.wait_for(ib.reqCurrentTimeAsync(), min(10.0, self.options.watchdog_s))
-        except (TimeoutError, ConnectionError):
-            log.warning("TWS silent for %.0f s and not answering; reconnecting",
-                        self.options.watchdog_s)  # fmt: skip
-            return False
-        return True
 
     async def _qualify(self, ib: IB) -> None:
         wanted = [spec for spec in self.specs if spec not in self.contracts]
@@ -200,12 +235,10 @@ class IbkrLive:
                 "no instrument could be subscribed: "
                 + "; ".join(f"{spec.text}: {why}" for spec, why in self.rejected.items())
             )
+        for contract in good.values():
+            self.stats.instrument(record_symbol(contract))
 
     def _subscribe(self, ib: IB) -> None:
-        """(Re)request every subscription; ib_async cancels nothing on its own after 1101."""
-        if self._routes:
-            self.stats.resubscribes += 1
-            self._cancel(ib)
         for contract in self.contracts.values():
             symbol = record_symbol(contract)
             kinds = [k for k in (self.options.ticks, "BidAsk" if self.options.quotes else None)
@@ -230,60 +263,39 @@ class IbkrLive:
         self._routes.clear()
         self._bar_lists.clear()
 
-    # Gaps -------------------------------------------------------------------------------------
-
-    def _mark_gap(self) -> None:
-        """Data stopped arriving: the missed bars begin where the last ones ended (the first
-        mark of a gap counts; later ones, before it is filled, do not move it)."""
-        self._gap_from = self._gap_from or self._gap_start()
-
-    def _gap_start(self) -> datetime:
-        """Where the missed bars begin: after the oldest of the newest bars per symbol."""
-        now = datetime.now(UTC)
-        wanted = [record_symbol(c) for c in self.contracts.values()]
-        if not self.options.bars or not wanted:
-            return now
-        newest = [self._last_bar.get(symbol) for symbol in wanted]
-        known = [t + timedelta(seconds=BAR_S) for t in newest if t is not None]
-        return min(known) if known else now
-
-    async def _fill_gap(self, ib: IB) -> None:
-        """Fetch the bars missed since the gap began; the gap stays marked until it is filled,
-        so a connection lost meanwhile leaves it for the next session."""
-        start = self._gap_from
-        if start is None or not self.options.bars:
-            self._gap_from = None
-            return
-        now = datetime.now(UTC)
-        end = now.replace(microsecond=0) - timedelta(seconds=now.second % BAR_S)
-        if start < end - timedelta(seconds=self.options.max_gap_s):
-            log.warning("gap since %s is longer than %d s; filling its newest part only",
-                        start.isoformat(), self.options.max_gap_s)  # fmt: skip
-            start = end - timedelta(seconds=self.options.max_gap_s)
-        if start >= end:
-            self._gap_from = None
-            return
-        client = HistoryClient(ib)
-        for contract in self.contracts.values():
+    async def _fill(
+        self, client: HistoryClient, contract: Contract, symbol: str, start: datetime,
+        end: datetime,
+    ) -> int | None:  # fmt: skip
+        """One instrument's bars of ``[start, end)``: how many, None when IB refused them. A
+        connection lost meanwhile raises: the gap stays marked for the next session."""
+        count = 0
+        try:
             request = Request(contract, "5s", what_to_show(contract))
-            try:
-                async for page in client.pages(request, start, end, lambda: datetime.now(UTC)):
-                    self._records.extend(page.bars)
-                    self._dead += [(repr(row).encode(), why) for row, why in page.rejected]
-                    self.stats.gap_bars += len(page.bars)
-            except MarketDataError as exc:
-                if exc.retriable and not ib.isConnected():
-                    raise
-                log.error("could not fill the gap of %s: %s", record_symbol(contract), exc)
-        self._gap_from = None
+            async for page in client.pages(request, start, end, lambda: datetime.now(UTC)):
+                self._records.extend(page.bars)
+                self._dead += [(repr(row).encode(), why) for row, why in page.rejected]
+                count += len(page.bars)
+                for bar in page.bars:
+                    self._newest(symbol, bar.timestamp)
+                self._wake.set()
+        except MarketDataError as exc:
+            if exc.retriable and not client.ib.isConnected():
+                raise
+            log.error("could not fill the gap of %s: %s", symbol, exc)
+            return None
+        return count
+
+    def _newest(self, symbol: str, opened: datetime) -> None:
+        """A bar of ``symbol`` that opened at ``opened`` was received (live or from history)."""
+        self._last_bar[symbol] = max(opened, self._last_bar.get(symbol, opened))
+
+    def _release(self) -> None:
+        """Records held back under 1100 go out."""
+        self._held_since = self._held_at = None
         self._wake.set()
-        log.info("gap %s to %s filled: %d bars so far", start.isoformat(), end.isoformat(),
-                 self.stats.gap_bars)  # fmt: skip
 
     # Messages (called by ib_async's decoder, in the event loop) --------------------------------
-
-    def _on_data(self) -> None:
-        self._last_data = time.monotonic()
 
     def _on_tick(self, fields: list[str]) -> None:
         self._take(fields, 1, lambda symbol: normalise.tick_by_tick(
@@ -292,7 +304,7 @@ class IbkrLive:
     def _on_bar(self, fields: list[str]) -> None:
         def bars(symbol: str) -> list[Bar]:
             bar = normalise.realtime_bar(fields, symbol)
-            self._last_bar[symbol] = max(bar.timestamp, self._last_bar.get(symbol, bar.timestamp))
+            self._newest(symbol, bar.timestamp)
             return [bar]
 
         self._take(fields, 2, bars)
@@ -324,15 +336,14 @@ class IbkrLive:
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
         session.log_code(req_id, code, message)
         if code == session.CONNECTIVITY_LOST:
-            self._held_since = self._held_since or time.monotonic()
-            self._mark_gap()
+            if self._held_since is None:
+                self._held_since, self._held_at = time.monotonic(), datetime.now(UTC)
         elif code in (session.RESTORED_DATA_KEPT, session.RESTORED_DATA_LOST):
-            self._held_since = None
-            self._wake.set()
-            if code == session.RESTORED_DATA_LOST:
-                self._resubscribe = True
-            else:
-                self._gap_from = None
+            since = self._held_at or datetime.now(UTC)
+            self._release()
+            if code == session.RESTORED_DATA_LOST and self._connection is not None:
+                self._connection.data_lost_since = since
+                self._connection.changed.set()
         elif req_id in self._routes and code not in session.INFORMATIONAL:
             symbol, kind = self._routes.pop(req_id)
             self.stats.failed_requests += 1
@@ -346,7 +357,7 @@ class IbkrLive:
             self._wake.clear()
             if self._held_since is None or self._closing:
                 records, self._records = self._records, []
-                self.stats.records += len(records)
+                self.stats.seen(records)
                 await self.publisher.add(records)
             dead, self._dead = self._dead, []
             for raw, reason in dead:
@@ -358,3 +369,13 @@ class IbkrLive:
             if self._closing and not self._records:
                 await self.publisher.flush(wait=True)
                 return
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
+    """Wait until either event is set, or ``seconds``."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in (first, second)]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
 from producers.ibkr.contracts import Spec
-from producers.ibkr.live import IbkrLive, LiveOptions
+from producers.ibkr.live import VENUE, IbkrLive, IbkrStats, LiveOptions
 from producers.process import publishing
+from producers.reconnect import ReconnectLoop
 
 
 async def run_live(
@@ -18,8 +19,9 @@ async def run_live(
     stop: asyncio.Event | None = None,
 ) -> IbkrLive:  # fmt: skip
     stop = stop or stop_on_signals()
-    async with publishing(settings, "ibkr.live") as publisher:
-        options = dataclasses.replace(options, flush_s=settings.producer_flush_ms / 1000)
-        live = IbkrLive(settings, specs, publisher, options)
-        await live.run(stop)
+    options = dataclasses.replace(options, flush_s=settings.producer_flush_ms / 1000)
+    stats = IbkrStats(VENUE, watchdog_s=options.watchdog_s)  # /health reads it
+    async with publishing(settings, "ibkr.live", feeds=[stats]) as publisher:
+        live = IbkrLive(settings, specs, publisher, options, stats=stats)
+        await ReconnectLoop(live, options.timing()).run(stop)
         return live

@@ -20,6 +20,7 @@ from marketdata.settings import Settings
 from producers.ibkr.contracts import parse_specs
 from producers.ibkr.live import IbkrLive, LiveOptions
 from producers.publisher import Publisher
+from producers.reconnect import ReconnectLoop
 from sandbox.tws import FakeTws, history_bar, recorded_trades
 from sandbox.tws_wire import frame
 from tests.integration.polling import wait_until
@@ -43,10 +44,10 @@ async def start(settings: Settings, fake: FakeTws) -> AsyncIterator[Launch]:
     tasks: list[asyncio.Task[None]] = []
 
     async def launch(specs: str = SPECS, **options: object) -> IbkrLive:
-        live = IbkrLive(configured, parse_specs(specs),
-                        Publisher(producer, configured.topics, stage="ibkr.live"),
-                        LiveOptions(max_backoff_s=0.5, **options))  # type: ignore[arg-type]  # fmt: skip
-        tasks.append(asyncio.create_task(live.run(stop)))
+        chosen = LiveOptions(max_backoff_s=0.5, **options)  # type: ignore[arg-type]
+        publisher = Publisher(producer, configured.topics, stage="ibkr.live")
+        live = IbkrLive(configured, parse_specs(specs), publisher, chosen)
+        tasks.append(asyncio.create_task(ReconnectLoop(live, chosen.timing()).run(stop)))
         await wait_until(lambda: bool(live.subscriptions) or tasks[-1].done(), within=15)
         if tasks[-1].done():
             tasks.pop().result()  # the producer gave up: its error
@@ -186,7 +187,7 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_fills_the_missed
         fake.publish_bar("AAPL", first + 5 * n)
     await wait_until(lambda: live.stats.records >= 3, within=15, step=0.05)
     fake.drop()
-    await wait_until(lambda: live.stats.sessions == 2 and live.stats.gap_bars >= 3, within=20)
+    await wait_until(lambda: live.stats.connections == 2 and live.stats.gap_records >= 3, within=20)
     assert fake.count(50) == 2  # real-time bars requested again on the new connection
     bars = await _bars(settings)
     end = max(b.timestamp for b in bars)
@@ -207,7 +208,9 @@ async def test_tws_closing_during_qualification_is_reconnected_then_qualified_an
 ) -> None:
     fake.drop_on = {9: 1}  # the first reqContractDetails closes the connection
     live = await start("STK:AAPL:SMART:USD", bars=False)
-    assert (fake.connections, fake.count(9), live.stats.sessions) == (2, 2, 2)
+    # The first connection ended before it was a session: one session opened, the loss known.
+    assert (fake.connections, fake.count(9), live.stats.connections) == (2, 2, 1)
+    assert "contract qualification interrupted" in live.stats.last_error
     assert [c.localSymbol for c in live.contracts.values()] == ["AAPL"]
     assert live.rejected == {}  # a lost connection is no verdict on the contract
     fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
@@ -240,7 +243,7 @@ async def test_tws_closing_during_the_gap_fill_is_reconnected_and_the_gap_filled
     await wait_until(lambda: live.stats.records >= 2, within=15, step=0.05)
     fake.drop_on = {20: 1}  # the gap fill's reqHistoricalData closes the new connection
     fake.drop()
-    await wait_until(lambda: live.stats.sessions >= 3 and live.stats.gap_bars >= 3, within=30)
+    await wait_until(lambda: live.stats.connections >= 3 and live.stats.gap_records >= 3, within=30)
     assert fake.count(20) == 2  # asked again on the third connection
     bars = await _bars(settings)
     end = max(b.timestamp for b in bars)
@@ -285,7 +288,7 @@ async def test_a_silent_connection_is_replaced(
     fake.silent = True  # the socket stays open; nothing is answered or sent
     await wait_until(lambda: fake.connections >= 2, within=20)
     fake.silent = False
-    await wait_until(lambda: live.stats.sessions >= 2 and bool(fake.subscribed("AllLast")),
+    await wait_until(lambda: live.stats.connections >= 2 and bool(fake.subscribed("AllLast")),
                      within=30)  # fmt: skip
     fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
     await wait_until(lambda: live.stats.records >= 1, within=10, step=0.05)

@@ -21,7 +21,7 @@ async def test_sigterm_stops_the_producer_while_tws_is_away(
         settings, log, processes, venue=venue,
         args=["produce", "ibkr", "--symbols", "STK:AAPL:SMART:USD"],
         venue_env=lambda port: {"IBKR_PORT": str(port)},
-        retrying="reconnecting in",
+        retrying="retry in",
     )  # fmt: skip
     assert code == 0
     assert "Traceback" not in await asyncio.to_thread(log.read_text)
