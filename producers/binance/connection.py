@@ -1,9 +1,10 @@
 """One Binance stream connection, opened and closed without holding the process.
 
 binance-connector is synchronous: connecting, subscribing and closing block, and its reader is a
-thread of its own. Everything blocking runs in daemon threads that the event loop only waits for
-while the stop event is unset, so a process told to stop never waits for a venue that does not
-answer (a connect hanging until its timeout, a close frame never acknowledged). A connection is
+thread of its own. Everything blocking runs in daemon threads whose futures the reconnect loop may
+stop waiting for (it cancels them at a stop or a timeout), so a process told to stop never waits
+for a venue that does not answer (a connect hanging until its timeout, a close frame never
+acknowledged), and no thread keeps it alive. A connection is
 closed by sending Binance a close frame, giving it a moment to answer, then shutting the socket
 down, which wakes the reader at once, and only then closing the socket: closing it under a
 reader still blocked in ``recv`` is what logged ``Bad file descriptor``. The connector's own log
@@ -33,12 +34,12 @@ READER_EXIT_S: Final = 2.0
 
 
 class Stopped(Exception):  # a signal to unwind, not an error
-    """The stop event was set while a blocking call was under way; the call is abandoned."""
+    """Raised in a thread whose work was abandoned (a gap fill cancelled), to end it."""
 
 
 class ConnectionLog(logging.LoggerAdapter[logging.Logger]):
     """The connector's logger for one connection. A connection lost is a warning, not an error:
-    the supervisor replaces it (and says so); once we close it on purpose, what the connector
+    the reconnect loop replaces it (and says so); once we close it on purpose, what the connector
     says about it going away is expected, so it is logged at debug."""
 
     def __init__(self, number: int) -> None:
@@ -95,30 +96,20 @@ def in_thread(work: Callable[[], T], name: str) -> asyncio.Future[T]:
     return future
 
 
-async def until_stopped(
-    future: asyncio.Future[T], stop: asyncio.Event,
-    abandon: Callable[[T], None] | None = None,
-) -> T:  # fmt: skip
-    """The future's result, or :class:`Stopped` as soon as ``stop`` is set; an abandoned
-    future's result goes to ``abandon`` when it comes (a late connection is closed)."""
-    if not future.done():
-        stopped = asyncio.ensure_future(stop.wait())
-        waiting: set[asyncio.Future[Any]] = {future, stopped}
-        try:
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-    if not future.done():
+async def kept_or_closed(opening: asyncio.Future[StreamClient]) -> StreamClient:
+    """The connection ``opening`` gives. When the wait for it is cancelled (a stop, a connect
+    timeout), the thread goes on; a connection it completes later is closed, not leaked."""
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_late)
+        raise
 
-        def late(done: asyncio.Future[T]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                return  # exception() also marks it retrieved: no "never retrieved" error
-            if abandon is not None:
-                abandon(done.result())
 
-        future.add_done_callback(late)
-        raise Stopped
-    return future.result()
+def _close_late(done: asyncio.Future[StreamClient]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return  # exception() also marks it retrieved: no "never retrieved" error
+    close_later(done.result())
 
 
 def close_blocking(client: StreamClient) -> None:

@@ -2,15 +2,15 @@
 
 binance-connector's stream client reads in a thread of its own; its callback only hands each
 frame to asyncio (``call_soon_threadsafe``), where it is normalised and published in small
-per-instrument envelopes. One supervisor keeps the connection: a connection that closes, fails
-or stays silent for ``watchdog_s`` (Binance pings every 20 s, so silence means trouble) is
-replaced with capped exponential backoff and jitter, and what the gap took is fetched over REST:
-the closed klines, the trades (by trade id) and the aggregate trades (by aggregate id) after the
-last ones seen. Before Binance's 24-hour limit the connection is rotated without a gap: the new
-one is opened and subscribed before the old one is closed; the overlap is deduplicated
-downstream (processors, sink), which is why a bookTicker update is stamped with the time its
-first copy arrived (:class:`FirstSeen`): both copies then have one key. The stop event ends
-every wait (connect, backoff, a REST page) at once (see ``connection``).
+per-instrument envelopes. :class:`BinanceLive` is a venue of the one reconnect loop
+(``producers.reconnect``), which keeps the connection: it backs off, watches for silence (Binance
+pings every 20 s, so silence means trouble: :meth:`BinanceLive.probe` says so), and after a loss
+asks for the gap to be filled over REST: the closed klines, the trades (by trade id) and the
+aggregate trades (by aggregate id) after the last ones seen. Before Binance's 24-hour limit, or
+when Binance announces a ``serverShutdown``, :meth:`BinanceLive.serve` asks for a rotation: the
+loop opens and subscribes the new connection before it closes the old one; the overlap is
+deduplicated downstream (processors, sink), which is why a bookTicker update is stamped with the
+time its first copy arrived (:class:`FirstSeen`): both copies then have one key.
 """
 
 from __future__ import annotations
@@ -21,25 +21,23 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import msgspec
 
-from marketdata.backoff import Backoff, wait_or_stop
-from marketdata.errors import MarketDataError
+from marketdata.errors import MarketDataError, TransientError
 from marketdata.records import Bar, Tick
 from producers.binance.connection import (
     ConnectionLog,
     Stopped,
     StreamClient,
     close_blocking,
-    close_later,
     in_thread,
-    until_stopped,
+    kept_or_closed,
 )
 from producers.binance.connector import RestClient
 from producers.binance.history import (
@@ -52,7 +50,9 @@ from producers.binance.history import (
     trades_after,
 )
 from producers.binance.normalise import stream_event
+from producers.feed import LiveStats
 from producers.publisher import Publisher
+from producers.reconnect import Ended
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,30 @@ T = TypeVar("T")
 
 
 @dataclass
-class LiveStats:
-    messages: int = 0
-    records: int = 0
-    malformed: int = 0
-    reconnects: int = 0
-    rotations: int = 0
+class BinanceStats(LiveStats):
+    """The feed's :class:`LiveStats` and what its gap fills refetched, by kind."""
+
     gap_bars: int = 0
     gap_trades: int = 0
     gap_agg_trades: int = 0
-    unfilled_gaps: int = 0
-    gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    @classmethod
+    def of_streams(cls, streams: Iterable[str], *, venue: str = "binance",
+                   watchdog_s: float = 30.0) -> BinanceStats:  # fmt: skip
+        """The stats of a connection carrying ``streams`` (``btcusdt@trade``, ...)."""
+        stats = cls(venue, watchdog_s=watchdog_s)
+        for name in streams:
+            stats.instrument(name.partition("@")[0].upper())
+        return stats
+
+
+@dataclass(slots=True)
+class Connection:
+    """A session of the reconnect loop: one subscribed stream connection."""
+
+    number: int
+    client: StreamClient
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 class FirstSeen:
@@ -119,47 +132,43 @@ _BY_ID: Final = (
 
 
 class BinanceLive:
+    """The Binance venue of the reconnect loop (:class:`producers.reconnect.Venue`): run it with
+    ``ReconnectLoop[Connection](live, Timing(...)).run(stop)``."""
+
     def __init__(
         self, stream_url: str, rest: RestClient, streams: Sequence[str], publisher: Publisher,
-        *, watchdog_s: float = 30.0, linger_s: float = 0.005, rotate_s: float = 23 * 3600,
-        max_backoff_s: float = 30.0, max_gap_pages: int = 20, time_unit: str | None = None,
+        *, stats: BinanceStats | None = None, watchdog_s: float = 30.0, linger_s: float = 0.005,
+        rotate_s: float = 23 * 3600, max_gap_pages: int = 20, time_unit: str | None = None,
     ) -> None:  # fmt: skip
         self.stream_url = stream_url
         self.rest = rest
         self.streams = list(streams)
         self.publisher = publisher
-        self.watchdog_s = watchdog_s
+        self.stats = stats or BinanceStats.of_streams(self.streams, watchdog_s=watchdog_s)
         self.linger_s = linger_s
         self.rotate_s = rotate_s
         self.max_gap_pages = max_gap_pages
         # None: Binance's default (milliseconds); "MICROSECOND" asks the streams for µs. The REST
         # client of the gap fill must ask for the same, or a refetched trade's time differs.
         self.time_unit = time_unit
-        self.backoff = Backoff(initial=0.5, maximum=max_backoff_s)
-        self.stats = LiveStats()
         self.quote_clock = FirstSeen()
         self._queue: asyncio.Queue[tuple[int, datetime, str]] = asyncio.Queue()
         self._ids = itertools.count(1)
-        self._current = 0
         self._last_closed: dict[tuple[str, str], datetime] = {}
         # The newest id seen per (source, symbol), for the gap fill by id.
         self._last_id: dict[tuple[str, str], int] = {}
-        self._last_message = 0.0
-        self._opened_at = 0.0
-        self._halt = threading.Event()  # the stop event, for REST retries sleeping in a thread
 
     # Connections ---------------------------------------------------------------------------
 
-    def _connect(self, number: int) -> StreamClient:
+    def _connect(self, number: int, loop: asyncio.AbstractEventLoop) -> StreamClient:
         """Open and subscribe connection ``number`` (blocking: run in a thread)."""
-        loop = self._loop
 
         def post(item: tuple[int, datetime, str]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: the process is ending
                 loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
         client = StreamClient(
-            stream_url=self.stream_url, is_combined=True, timeout=self.watchdog_s,
+            stream_url=self.stream_url, is_combined=True, timeout=self.stats.watchdog_s,
             time_unit=self.time_unit, connection_log=ConnectionLog(number),
             on_message=lambda _, message: post((number, datetime.now(UTC), message)),
             on_close=lambda *_: post((number, datetime.now(UTC), _CLOSED)),
@@ -174,84 +183,47 @@ class BinanceLive:
             raise
         return client
 
-    async def _open(self, stop: asyncio.Event) -> tuple[int, StreamClient]:
+    async def open(self) -> Connection:
+        """Connection number n, subscribed. The connect blocks in a thread; when the loop stops
+        waiting for it (a stop, the open timeout), a connection completed later is closed."""
         number = next(self._ids)
-        opening = in_thread(lambda: self._connect(number), f"binance-connect-{number}")
-        client = await until_stopped(opening, stop, abandon=close_later)
-        log.info("connection %d subscribed to %d streams", number, len(self.streams))
-        return number, client
-
-    async def _open_with_retry(self, stop: asyncio.Event) -> tuple[int, StreamClient]:
-        """A subscribed connection, retried with backoff; :class:`Stopped` once ``stop`` is set."""
-        while True:
-            try:
-                return await self._open(stop)
-            except Stopped:
-                raise
-            except Exception as exc:  # websocket-client raises many kinds; all mean "not now"
-                delay = self.backoff.next_delay()
-                log.warning(
-                    "cannot connect to %s (%s); retry in %.1fs", self.stream_url, exc, delay
-                )
-                if await wait_or_stop(stop, delay):
-                    raise Stopped from None
-
-    @staticmethod
-    async def _close(client: StreamClient) -> None:
-        await in_thread(lambda: close_blocking(client), "binance-close")
-
-    # The loop ------------------------------------------------------------------------------
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Stream until ``stop`` is set; then close the connection and flush, promptly."""
-        self._loop = asyncio.get_running_loop()
-        self._halt.clear()
-        client: StreamClient | None = None
+        loop = asyncio.get_running_loop()
+        opening = in_thread(lambda: self._connect(number, loop), f"binance-connect-{number}")
         try:
-            self._current, client = await self._open_with_retry(stop)
-            self._opened_at = self._last_message = time.monotonic()
-            while not stop.is_set():
-                reason = await self._pump(stop)
-                if reason == "rotate":
-                    number, fresh = await self._open_with_retry(stop)
-                    old, self._current, client = client, number, fresh
-                    self._opened_at = time.monotonic()
-                    await self._close(old)
-                    self.stats.rotations += 1
-                elif reason in {"closed", "silent"}:
-                    lost_at = datetime.now(UTC)
-                    gone, client = client, None
-                    await self._close(gone)
-                    self.stats.reconnects += 1
-                    delay = self.backoff.next_delay()
-                    log.warning("stream %s; reconnecting in %.1fs", reason, delay)
-                    if await wait_or_stop(stop, delay):
-                        break
-                    self._current, client = await self._open_with_retry(stop)
-                    self._opened_at = self._last_message = time.monotonic()
-                    await self._fill_gap(lost_at, stop)
-        except Stopped:
-            log.info("stopped while connecting or fetching a gap")
-        finally:
-            self._halt.set()
-            # The venue first (no more frames), then the frames already received, then what is
-            # buffered to Kafka.
-            if client is not None:
-                await self._close(client)
-            while not self._queue.empty():
-                _, received_at, frame = self._queue.get_nowait()
-                if frame is not _CLOSED and frame is not _PING:
-                    await self._handle(received_at, frame)
-            await self.publisher.flush(wait=True)
+            client = await kept_or_closed(opening)
+        except MarketDataError:
+            raise
+        except Exception as exc:  # websocket-client raises many kinds; all mean "not now"
+            raise TransientError(f"{self.stream_url}: {exc or type(exc).__name__}") from exc
+        log.info("connection %d subscribed to %d streams", number, len(self.streams))
+        return Connection(number, client)
 
-    async def _pump(self, stop: asyncio.Event) -> str:
-        """Handle frames until the connection is lost or silent, rotation is due, or stop."""
-        while not stop.is_set():
-            now = time.monotonic()
-            if now >= self._opened_at + self.rotate_s:
-                return "rotate"
-            if now - self._last_message > self.watchdog_s:
-                return "silent"
+    async def close(self, session: Connection) -> None:
+        await in_thread(lambda: close_blocking(session.client), "binance-close")
+
+    async def probe(self, session: Connection) -> bool:
+        return False  # Binance pings every 20 s: a silent connection is lost
+
+    async def resubscribe(self, session: Connection) -> None:
+        await in_thread(lambda: session.client.subscribe(self.streams, id=session.number),
+                        "binance-subscribe")  # fmt: skip
+
+    async def finish(self) -> None:
+        """The frames already received, then what is buffered to Kafka."""
+        while not self._queue.empty():
+            _, received_at, frame = self._queue.get_nowait()
+            if frame is not _CLOSED and frame is not _PING:
+                await self._handle(received_at, frame)
+        await self.publisher.flush(wait=True)
+
+    # Frames --------------------------------------------------------------------------------
+
+    async def serve(self, session: Connection, until: asyncio.Event) -> Ended:
+        """Handle frames until the connection closes, rotation is due, or ``until`` is set.
+        Frames of an earlier connection (a rotation's overlap) are handled too."""
+        while not until.is_set():
+            if time.monotonic() >= session.opened_at + self.rotate_s:
+                return Ended("rotate", "the connection's 24-hour limit is near")
             if self._queue.empty():
                 # Waiting costs a task; a busy stream takes frames without one (below).
                 try:
@@ -264,45 +236,47 @@ class BinanceLive:
             else:
                 item = self._queue.get_nowait()
             number, received_at, frame = item
-            if number != self._current:
+            if number != session.number:
                 if frame is not _CLOSED and frame is not _PING:
-                    await self._handle(received_at, frame)  # the overlap of a rotation
+                    await self._handle(received_at, frame)
                 continue
             if frame is _CLOSED:
-                return "closed"
-            self._last_message = time.monotonic()
-            if frame is _PING:  # Binance pings every 20 s: the connection is alive
+                return Ended("lost", "the connection closed")
+            self.stats.heard()
+            if frame is _PING:
                 continue
-            await self._handle(received_at, frame)
+            if await self._handle(received_at, frame):
+                # Binance closes this connection soon: move to a new one first, without a gap.
+                return Ended("rotate", "Binance announced a server shutdown")
             if time.monotonic() - self.publisher.last_flush >= self.linger_s:
                 await self.publisher.flush()
-        return "stop"
+        return Ended("stopped")
 
-    def _records(self, received_at: datetime, frame: str) -> list[Tick] | list[Bar] | None:
-        """A frame's records; None for one without market data. Raises only what is to be
-        dead-lettered."""
-        # msgspec parses JSON ~1.4x faster than the standard library (BENCHMARKS.md).
-        message = _json.decode(frame)
-        if _event(message) == "serverShutdown":
-            # Binance closes this connection soon: move to a new one first, without a gap.
-            log.info("Binance announced a server shutdown; rotating the connection")
-            self._opened_at = -self.rotate_s
-            return None
-        return stream_event(message, received_at, self.quote_clock)
-
-    async def _handle(self, received_at: datetime, frame: str) -> None:
+    async def _handle(self, received_at: datetime, frame: str) -> bool:
+        """Publish a frame's records or dead-letter it; whether it announced a server
+        shutdown."""
         self.stats.messages += 1
         try:
-            records = self._records(received_at, frame)
+            # msgspec parses JSON ~1.4x faster than the standard library (BENCHMARKS.md).
+            message = _json.decode(frame)
+            if _event(message) == "serverShutdown":
+                log.info("Binance announced a server shutdown; rotating the connection")
+                return True
+            records = stream_event(message, received_at, self.quote_clock)
         except Exception as exc:  # a frame is data from the network: it may never end the stream
             # (msgspec raises RecursionError for deep nesting; the normalisers InvalidRecord)
             self.stats.malformed += 1
             reason = f"malformed Binance message: {exc}" if str(exc) else type(exc).__name__
             await self.publisher.dead(frame.encode(errors="replace"), reason[:2000], "binance.ws")
-            return
-        if not records:
-            return
-        self.backoff.reset()
+            return False
+        if records:
+            self._remember(records)
+            self.stats.seen(records)
+            await self.publisher.add(records)
+        return False
+
+    def _remember(self, records: list[Tick] | list[Bar]) -> None:
+        """The newest trade ids and closed bars, where a gap fill starts."""
         for record in records:
             if isinstance(record, Tick):
                 if record.source in {"binance.trade", "binance.aggTrade"}:
@@ -312,46 +286,58 @@ class BinanceLive:
                 previous = self._last_closed.get(key)
                 if previous is None or record.timestamp > previous:
                     self._last_closed[key] = record.timestamp
-        self.stats.records += len(records)
-        await self.publisher.add(records)
 
     # The gap fill --------------------------------------------------------------------------
 
-    def _gap_rest(self) -> BinanceRest:
-        return BinanceRest(self.rest, sleep=self._sleep)
-
-    def _sleep(self, seconds: float) -> None:
-        if self._halt.wait(seconds):
-            raise Stopped
-
-    async def _fill_gap(self, lost_at: datetime, stop: asyncio.Event) -> None:
+    async def fill_gap(self, session: Connection, since: datetime) -> None:
         """Fetch over REST what the gap took: the trades and aggregate trades after the last
         ids seen (up to ``max_gap_pages`` pages a series; beyond that the gap is logged and
-        counted as unfilled), and the closed bars after the last one seen."""
-        self.stats.gaps.append((lost_at, datetime.now(UTC)))
-        rest = self._gap_rest()
-        for source, endpoint, pager in _BY_ID:
-            for (seen, symbol), last_id in list(self._last_id.items()):
-                if seen == source:
-                    await self._refetch_by_id(rest, pager, endpoint=endpoint,
-                                              series=(source, symbol), last_id=last_id,
-                                              stop=stop)  # fmt: skip
-        await self._refetch_bars(rest, stop)
+        counted as unfilled), and the closed bars after the last one seen. Each instrument's
+        part is reported to the stats: filled, or not entirely."""
+        halt = threading.Event()  # set once the fill ends: a REST retry still asleep gives up
+
+        def sleep(seconds: float) -> None:
+            if halt.wait(seconds):
+                raise Stopped
+
+        rest = BinanceRest(self.rest, sleep=sleep)
+        fetched: Counter[str] = Counter()
+        unfilled: set[str] = set()
+        try:
+            for source, endpoint, pager in _BY_ID:
+                for (seen, symbol), last_id in list(self._last_id.items()):
+                    if seen == source:
+                        count, complete = await self._refetch_by_id(
+                            rest, pager, endpoint=endpoint, series=(source, symbol),
+                            last_id=last_id,
+                        )  # fmt: skip
+                        fetched[symbol] += count
+                        if not complete:
+                            unfilled.add(symbol)
+            await self._refetch_bars(rest, fetched, unfilled)
+        finally:
+            halt.set()
         await self.publisher.flush()
-        log.warning("stream gap %s → %s: %d trades, %d aggregate trades and %d closed bars "
-                    "refetched over REST", lost_at.isoformat(), datetime.now(UTC).isoformat(),
-                    self.stats.gap_trades, self.stats.gap_agg_trades,
-                    self.stats.gap_bars)  # fmt: skip
+        for symbol in sorted(fetched.keys() | unfilled):
+            if symbol in unfilled:
+                self.stats.gap_unfilled(symbol)
+            else:
+                self.stats.gap_filled(symbol, fetched[symbol])
+        log.warning("stream gap %s → %s: %d records of %d instruments refetched over REST, "
+                    "%d instruments not entirely", since.isoformat(),
+                    datetime.now(UTC).isoformat(), fetched.total(), len(fetched.keys() | unfilled),
+                    len(unfilled))  # fmt: skip
 
     async def _refetch_by_id(
         self, rest: BinanceRest, pager: Callable[..., Iterator[tuple[list[Tick], Rejected]]], *,
-        endpoint: str, series: tuple[str, str], last_id: int, stop: asyncio.Event,
-    ) -> None:  # fmt: skip
+        endpoint: str, series: tuple[str, str], last_id: int,
+    ) -> tuple[int, bool]:  # fmt: skip
+        """How many were refetched, and whether that was all of them."""
         source, symbol = series
         pages = pager(rest, symbol, last_id, max_pages=self.max_gap_pages)
         fetched = full_pages = 0
         try:
-            while (page := await self._next_page(pages, stop)) is not None:
+            while (page := await _next_page(pages)) is not None:
                 ticks, bad = page
                 await self.publisher.add(ticks)
                 await self.publisher.dead_rows(bad, f"binance.rest.{endpoint}")
@@ -367,32 +353,41 @@ class BinanceLive:
         else:
             self.stats.gap_agg_trades += fetched
         if full_pages >= self.max_gap_pages:
-            self.stats.unfilled_gaps += 1
-            log.warning("%s of %s after id %d not all refetched: the gap is too long",
-                        endpoint, symbol, self._last_id[series])  # fmt: skip
+            log.warning("%s of %s after id %d not all refetched", endpoint, symbol,
+                        self._last_id[series])  # fmt: skip
+            return fetched, False
+        return fetched, True
 
-    async def _next_page(self, pages: Iterator[T], stop: asyncio.Event) -> T | None:
-        return await until_stopped(in_thread(lambda: next(pages, None), "binance-rest"), stop)
-
-    async def _refetch_bars(self, rest: BinanceRest, stop: asyncio.Event) -> None:
+    async def _refetch_bars(self, rest: BinanceRest, fetched: Counter[str],
+                            unfilled: set[str]) -> None:  # fmt: skip
         if not self._last_closed:
             return
         try:
-            server_time = await until_stopped(in_thread(rest.server_time, "binance-rest"), stop)
+            server_time = await in_thread(rest.server_time, "binance-rest")
         except MarketDataError as exc:
             log.error("gap backfill of bars failed: %s", exc)
+            unfilled.update(symbol for symbol, _ in self._last_closed)
             return
         for (symbol, interval), last in list(self._last_closed.items()):
             start = last + timedelta(milliseconds=INTERVAL_MS[interval])
             pager = KlinePager(self.rest, symbol, interval, start, None, rest=rest)
+            fetched[symbol] += 0
             try:
                 bar_pages = pager.pages(server_time)
-                while (bar_page := await self._next_page(bar_pages, stop)) is not None:
+                while (bar_page := await _next_page(bar_pages)) is not None:
                     closed = [bar for bar in bar_page[0] if bar.closed]
                     await self.publisher.add(closed)
                     await self.publisher.dead_rows(bar_page[1], "binance.rest.klines")
                     self.stats.gap_bars += len(closed)
+                    fetched[symbol] += len(closed)
                     if closed:
                         self._last_closed[(symbol, interval)] = closed[-1].timestamp
             except MarketDataError as exc:
                 log.error("gap backfill of %s %s failed: %s", symbol, interval, exc)
+                unfilled.add(symbol)
+
+
+async def _next_page(pages: Iterator[T]) -> T | None:
+    """The next page, read in a thread (binance-connector blocks); cancelling the wait leaves
+    the thread to end by itself."""
+    return await in_thread(lambda: next(pages, None), "binance-rest")

@@ -24,8 +24,9 @@ from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from producers.binance.connector import rest_client
-from producers.binance.live import BinanceLive
+from producers.binance.live import BinanceLive, Connection
 from producers.publisher import Publisher
+from producers.reconnect import ReconnectLoop, Timing
 from sandbox import FIXTURES as RECORDINGS
 from sandbox.binance import FakeBinance, kline_row
 from sandbox.binance import kline_event as fake_kline_event
@@ -75,10 +76,11 @@ async def streaming(
     streamer = BinanceLive(
         fake.stream_url, rest, streams,
         Publisher(producer, configured.topics, stage="binance.live"),
-        **{"watchdog_s": 3, "max_backoff_s": 1, **options},
+        **{"watchdog_s": 3, **options},
     )  # fmt: skip
+    timing = Timing(watchdog_s=streamer.stats.watchdog_s, max_backoff_s=1)
     stop = asyncio.Event()
-    task = asyncio.create_task(streamer.run(stop))
+    task = asyncio.create_task(ReconnectLoop[Connection](streamer, timing).run(stop))
     await _connected(fake, fake.subscriptions + 1)
     try:
         yield streamer
@@ -143,6 +145,8 @@ async def test_a_dropped_connection_reconnects_and_backfills_the_missed_closed_b
     assert closed == [T0 + timedelta(minutes=m) for m in range(10)]
     assert live.stats.reconnects == 1
     assert len(live.stats.gaps) == 1
+    btcusdt = live.stats.instruments["BTCUSDT"]
+    assert (btcusdt.reconnects, btcusdt.gaps_filled, btcusdt.gaps_unfilled) == (1, 1, 0)
     by_minute = {b.timestamp: b for b in bars if b.closed}
     row = kline_row("BTCUSDT", "1m", T0_MS + 7 * 60_000)
     assert str(by_minute[T0 + timedelta(minutes=7)].close) == row[4]
@@ -224,6 +228,7 @@ async def test_trades_missed_during_a_gap_are_refetched(
     ids = [int(t.trade_id) for t in await _ticks(settings)]
     assert sorted(set(ids)) == [1000 + n for n in range(1510)]  # nothing lost
     assert live.stats.unfilled_gaps == 0
+    assert live.stats.instruments["BTCUSDT"].gap_records == 1450
 
 
 async def test_the_producer_process_streams_and_stops_cleanly(
@@ -311,7 +316,7 @@ async def test_book_ticker_frames_received_on_two_connections_are_stored_once(
     frame = json.loads((FIXTURES / "bookTicker.json").read_text())
     async with streaming(settings, fake, ["bnbusdt@bookTicker"]) as live:
         # A second connection on the same streams, as during a rotation's overlap, held open.
-        _, overlap = await live._open(asyncio.Event())
+        overlap = await live.open()
         try:
             await _connected(fake, 2)
             for n in range(100):
@@ -319,7 +324,7 @@ async def test_book_ticker_frames_received_on_two_connections_are_stored_once(
                 await asyncio.sleep(0.002)  # the copies arrive at different times
             await wait_until(lambda: live.stats.records >= 400, within=15, step=0.05)
         finally:
-            await live._close(overlap)
+            await live.close(overlap)
     quotes = await _ticks(settings)
     assert len(quotes) == 400  # every frame twice, as received
     assert len({q.key for q in quotes}) == 200
@@ -397,34 +402,3 @@ async def test_sigterm_ends_the_producer_within_5s_even_when_the_venue_ignores_t
     await wait_until(lambda: "subscribed" in log.read_text(), within=10)
     await _stop_within_5s(processes[0], log, port)
     assert [t.trade_id for t in await _ticks(settings)] == [str(1000 + n) for n in range(20)]
-
-
-@pytest.mark.parametrize("venue", ["refusing", "hanging"])
-async def test_sigterm_ends_the_producer_within_5s_while_the_venue_is_unreachable(
-    venue: str, settings: Settings, log: Path, processes: list[subprocess.Popen[bytes]]
-) -> None:
-    await ensure_topics(settings, settings.topics.all())
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)  # takes the connection, never answers the handshake
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    venue_port = server.sockets[0].getsockname()[1]
-    if venue == "refusing":
-        server.close()
-        await server.wait_closed()
-    port = free_port()
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-           "MDP_TOPIC_PREFIX": settings.topic_prefix,
-           "BINANCE_API_BASE_URL": f"http://127.0.0.1:{venue_port}",
-           "BINANCE_STREAM_URL": f"ws://127.0.0.1:{venue_port}"}  # fmt: skip
-    processes.append(_producer(env, log, port))
-    await wait_until(lambda: "connection group 1" in log.read_text(), within=20)
-    await asyncio.sleep(3)  # connecting (hanging), or between retries (refusing)
-    try:
-        await _stop_within_5s(processes[0], log, port)
-    finally:
-        for writer in accepted:
-            writer.close()
-        server.close()
