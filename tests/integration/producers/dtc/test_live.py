@@ -166,6 +166,28 @@ async def test_a_dropped_connection_reconnects_and_resubscribes_every_symbol(
     ]
     assert live.stats.reconnects == 1
     assert "closed the connection" in live.stats.last_error
+    # Per instrument: each lost the connection once, and the gap was not fetched again live.
+    assert {symbol: (i.reconnects, i.gaps_unfilled, i.gaps_filled)
+            for symbol, i in live.stats.instruments.items()} == {
+        "ESZ4": (1, 1, 0), "NQZ4": (1, 1, 0)}  # fmt: skip
+
+
+async def test_a_feed_back_after_an_outage_is_subscribed_again_on_the_same_connection(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start([ES, NQ], subscribed=2)
+    await fake.push("ESZ4", {"Type": m.MARKET_DATA_FEED_STATUS, "Status": m.FEED_UNAVAILABLE})
+    await wait_until(lambda: live.stats.feed_available is False, within=15, step=0.02)
+    await fake.push("ESZ4", {"Type": m.MARKET_DATA_FEED_STATUS, "Status": m.FEED_AVAILABLE})
+    await wait_until(lambda: fake.subscriptions >= 4, within=15, step=0.02)
+    await fake.trade("NQZ4", {**fixture_trades()[1], "Price": 18000.25})
+    await wait_until(lambda: live.stats.records >= 1, within=15, step=0.02)
+    assert [(t.symbol, t.price) for t in await read_ticks(settings, settings.topics.ticks_raw)] == [
+        ("NQZ4", Decimal("18000.25"))
+    ]
+    assert (live.stats.resubscribes, live.stats.reconnects, fake.logons) == (1, 0, 1)
+    assert live.stats.feed_available is True
+    assert [i.gaps_unfilled for i in live.stats.instruments.values()] == [1, 1]
 
 
 async def test_a_reject_is_reported_with_the_servers_text_and_others_go_on(
