@@ -4,6 +4,7 @@ records or a dead letter, and the stream goes on (no exception leaves ``_handle`
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -23,12 +24,19 @@ class Collected:
     def __init__(self) -> None:
         self.records: list[Tick | Bar] = []
         self.dead_letters: list[tuple[bytes, str, str]] = []
+        self.last_flush = 0.0
 
     async def add(self, records: Iterable[Tick | Bar]) -> None:
         self.records.extend(records)
 
     async def dead(self, raw: bytes, reason: str, origin: str) -> None:
         self.dead_letters.append((raw, reason, origin))
+
+    async def dead_rows(self, rejected: Iterable[tuple[Any, str]], origin: str) -> None:
+        self.dead_letters.extend((repr(row).encode(), reason, origin) for row, reason in rejected)
+
+    async def flush(self, *, wait: bool = False) -> None:
+        self.last_flush = time.monotonic()
 
 
 def producer() -> tuple[BinanceLive, Collected]:
