@@ -19,18 +19,23 @@ from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from producers.ibkr.contracts import parse_specs
 from producers.ibkr.live import IbkrLive, LiveOptions
+from producers.ibkr.run import run_live
 from producers.publisher import Publisher
 from producers.reconnect import ReconnectLoop
 from sandbox.tws import FakeTws, history_bar, recorded_trades
 from sandbox.tws_wire import frame
 from tests.integration.polling import wait_until
-from tests.integration.processors.support import read_bars, read_ticks, read_topic
+from tests.integration.processors.support import free_port, read_bars, read_ticks, read_topic
+from tests.integration.producers.dtc.test_health import Endpoints
 from tests.integration.roles import role_process
 
 SPECS = "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412"
 T0 = 1_709_305_200  # 2024-03-01 15:00:00 UTC
 
 Launch = Callable[..., Awaitable[IbkrLive]]
+IBKR = (("venue", "ibkr"),)
+AAPL = (("symbol", "AAPL"), ("venue", "ibkr"))
+LAST_DATA = ("mdp_producer_seconds_since_last_data", AAPL)
 
 
 @pytest.fixture
@@ -201,6 +206,14 @@ async def test_a_dropped_connection_reconnects_resubscribes_and_fills_the_missed
             Decimal(v) for v in source[:5]
         )
     assert {b.source for b in bars} == {"ibkr.realtime", "ibkr.historical"}
+    aapl = live.stats.instruments["AAPL"]
+    assert (aapl.reconnects, aapl.gaps_filled, aapl.gaps_unfilled) == (1, 1, 0)
+    assert (
+        aapl.gap_records
+        == live.stats.gap_records
+        == sum(b.source == "ibkr.historical" for b in bars)
+    )
+    assert len(live.stats.gaps) == 1
 
 
 async def test_tws_closing_during_qualification_is_reconnected_then_qualified_and_published(
@@ -267,8 +280,9 @@ async def test_1101_data_lost_resubscribes_and_1102_data_kept_carries_on(
     fake.send_error(1102, "Connectivity between IB and Trader Workstation has been restored"
                     " - data maintained.")  # fmt: skip
     await wait_until(lambda: live.stats.records == 1, within=10, step=0.05)
-    assert (fake.count(97), live.stats.resubscribes) == (1, 0)
+    assert (fake.count(97), live.stats.resubscribes, live.stats.gaps) == (1, 0, [])
 
+    lost = datetime.now(UTC)
     fake.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
     fake.send_error(1101, "Connectivity between IB and Trader Workstation has been restored"
                     " - data lost.")  # fmt: skip
@@ -276,6 +290,54 @@ async def test_1101_data_lost_resubscribes_and_1102_data_kept_carries_on(
     assert (fake.count(98), live.stats.resubscribes) == (1, 1)  # the old one cancelled
     assert fake.subscribed("AllLast") == ["AAPL"]
     fake.publish_trade("AAPL", T0 + 1, trade)
+    await wait_until(lambda: live.stats.records == 2, within=10, step=0.05)
+    assert [t.timestamp.second for t in await _ticks(settings)] == [0, 1]
+    # Trades are not fetched again: the gap since the 1100 is marked and left unfilled.
+    assert (fake.connections, live.stats.instruments["AAPL"].gaps_unfilled) == (1, 1)
+    [(since, _)] = live.stats.gaps
+    assert since >= lost
+
+
+async def test_1101_with_bars_resubscribes_and_fills_the_bars_since_the_newest_on_the_session(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", ticks=None)
+    await wait_until(_subscribed(fake, "bars", 1))
+    first = int(time.time()) // 5 * 5 - 30
+    for n in range(2):
+        fake.publish_bar("AAPL", first + 5 * n)
+    await wait_until(lambda: live.stats.records >= 2, within=15, step=0.05)
+    fake.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+    fake.send_error(1101, "Connectivity between IB and Trader Workstation has been restored"
+                    " - data lost.")  # fmt: skip
+    await wait_until(lambda: live.stats.instruments["AAPL"].gaps_filled == 1, within=15)
+    # On the same connection: bars cancelled and requested again, the missed ones fetched.
+    assert (fake.connections, fake.count(51), fake.count(50), fake.count(20)) == (1, 1, 2, 1)
+    assert (live.stats.resubscribes, live.stats.reconnects) == (1, 0)
+    bars = await _bars(settings)
+    end = max(b.timestamp for b in bars)
+    assert sorted({int(b.timestamp.timestamp()) for b in bars}) == list(
+        range(first, int(end.timestamp()) + 5, 5)
+    )
+    assert live.stats.gap_records == sum(b.source == "ibkr.historical" for b in bars) >= 4
+
+
+async def test_1100_not_restored_in_time_replaces_the_session_and_releases_what_it_held(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD", bars=False, restore_s=2.0)
+    await wait_until(_subscribed(fake, "AllLast", 1))
+    fake.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+    await asyncio.sleep(0.3)
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await asyncio.sleep(0.5)
+    assert live.stats.records == 0  # held back while TWS has no link to IB
+    await wait_until(lambda: live.stats.connections == 2, within=15)
+    await wait_until(lambda: live.stats.records == 1, within=10, step=0.05)
+    assert (fake.connections, fake.count(97)) == (2, 2)
+    assert live.stats.reconnects == 1
+    assert "no restored link to IB within 2 s" in live.stats.last_error
+    fake.publish_trade("AAPL", T0 + 1, recorded_trades()["AAPL"][0])
     await wait_until(lambda: live.stats.records == 2, within=10, step=0.05)
     assert [t.timestamp.second for t in await _ticks(settings)] == [0, 1]
 
@@ -317,3 +379,44 @@ async def test_the_cli_role_streams_until_sigterm(
     assert "STK:NOPE:SMART:USD: IB error 200" in output
     assert "contract qualification interrupted" in output
     assert "Traceback" not in output
+
+
+async def test_health_and_metrics_follow_the_tws_connection(
+    settings: Settings, fake: FakeTws
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    port = free_port()
+    configured = settings.model_copy(update={"ibkr_port": fake.port, "ibkr_timeout_s": 3.0,
+                                             "producer_metrics_port": port})  # fmt: skip
+    stop = asyncio.Event()
+    options = LiveOptions(bars=True, ticks=None, max_backoff_s=0.5)
+    running = asyncio.create_task(run_live(configured, parse_specs("STK:AAPL:SMART:USD"),
+                                           options, stop))  # fmt: skip
+    producer = Endpoints(port)
+    again = FakeTws(port=fake.port)
+    try:
+        await producer.health(200)
+        first = int(time.time()) // 5 * 5 - 10
+        fake.publish_bar("AAPL", first)
+        receiving = await producer.metrics_until(lambda s: s.get(LAST_DATA, 99) < 5)
+        assert receiving[("mdp_producer_connected", IBKR)] == 1
+        assert receiving[("mdp_producer_reconnects_total", AAPL)] == 0
+
+        await fake.aclose()  # TWS goes away: the connection drops, new ones are refused
+        await producer.health(503)
+        lost = await producer.metrics()
+        assert lost[("mdp_producer_connected", IBKR)] == 0
+        assert lost[("mdp_producer_reconnects_total", AAPL)] == 1
+
+        await again.start()
+        await producer.health(200)
+        back = await producer.metrics_until(
+            lambda s: s[("mdp_producer_gaps_filled_total", AAPL)] == 1
+        )
+        assert back[("mdp_producer_gaps_unfilled_total", AAPL)] == 0
+        assert again.count(20) == 1  # the gap's bars asked for on the new connection
+    finally:
+        stop.set()
+        live = await asyncio.wait_for(running, 10)
+        await again.aclose()
+    assert (live.stats.connections, live.stats.reconnects) == (2, 1)
