@@ -1,27 +1,46 @@
-"""compose.yaml, Dockerfile and .dockerignore: checked statically (no Docker engine needed).
+"""compose.yaml, compose.official.yaml, Dockerfile and .dockerignore: checked statically (no
+Docker engine needed), and the healthchecks' scripts run here against real servers.
 
-The roles named in compose are checked against the real `mdp` click group, and the app
-environment against the real settings model, so renaming either breaks these tests.
+The roles named in compose are checked against the real `mdp` click group, the app environment
+against the real settings model, and the sandbox services against the `sandbox` package, so
+renaming any of them breaks these tests. compose.official.yaml is merged over compose.yaml the
+way Compose merges files (mappings key by key, the rest replaced) for the official-mode checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import functools
+import importlib.util
+import itertools
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
+import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from marketdata.settings import DEFAULT_KAFKA_PORT, DEFAULT_POSTGRES_PORT, Settings
+from marketdata.metrics import MetricsServer
+from marketdata.settings import (
+    BINANCE_OFFICIAL,
+    DEFAULT_KAFKA_PORT,
+    DEFAULT_POSTGRES_PORT,
+    PREFIXES,
+    Settings,
+)
 from mdp.cli import cli
 from tests.kafka_container import KAFKA_IMAGE as TESTCONTAINERS_KAFKA
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
+OFFICIAL = ROOT / "compose.official.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -37,18 +56,35 @@ APP = {
     "sink",
     "webhook",
 }
-EXPECTED_SERVICES = INFRA | APP
+# The sandbox venue each producer talks to in sandbox mode, by the venue's module.
+SANDBOX = {"sandbox-binance": "sandbox.binance", "sandbox-tws": "sandbox.tws",
+           "sandbox-dtc": "sandbox.dtc"}  # fmt: skip
+VENUE_OF = {"producer-binance": "sandbox-binance", "producer-ibkr": "sandbox-tws",
+            "producer-dtc": "sandbox-dtc"}  # fmt: skip
+EXPECTED_SERVICES = INFRA | APP | set(SANDBOX)
 LONG_RUNNING = EXPECTED_SERVICES - ONE_SHOT
+# The setting whose port each role serves /health on (producers/process.py, sinks/service.py,
+# webhook): the healthcheck must ask that one.
+HEALTH_PORT_SETTING = {
+    "producer-binance": "producer_metrics_port", "producer-ibkr": "producer_metrics_port",
+    "producer-dtc": "producer_metrics_port", "sink": "metrics_port", "webhook": "webhook_port",
+}  # fmt: skip
 SECRETS = (
     "TRADINGVIEW_HMAC_SECRET",
+    "TRADINGVIEW_PASSPHRASE",
     "BINANCE_API_KEY",
     "BINANCE_API_SECRET",
-    "IBKR_HOST",
-    "IBKR_PORT",
     "IBKR_CLIENT_ID",
-    "BINANCE_API_BASE_URL",
     "IBKR_HTTP_SANDBOX_URL",
+    "DTC_PASSWORD",
 )
+# Where each producer finds its venue: fixed in compose.yaml (the sandbox services), passed
+# through from the host in compose.official.yaml.
+ADDRESSES = {
+    "producer-binance": {"BINANCE_API_BASE_URL", "BINANCE_STREAM_URL"},
+    "producer-ibkr": {"IBKR_HOST", "IBKR_PORT"},
+    "producer-dtc": {"DTC_HOST", "DTC_PORT", "DTC_HISTORICAL_PORT"},
+}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _LOOPBACK = "127.0.0.1"
@@ -76,21 +112,51 @@ _StrictLoader.add_constructor(
 
 
 @functools.cache
-def _compose() -> dict[str, Any]:
-    data = yaml.load(COMPOSE.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
-    assert isinstance(data, dict), "compose.yaml must be a mapping"
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    assert isinstance(data, dict), f"{path.name} must be a mapping"
     return data
 
 
-def _services() -> dict[str, dict[str, Any]]:
-    services = _compose()["services"]
+def _compose() -> dict[str, Any]:
+    return _load(COMPOSE)
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge of a later file: mappings key by key, anything else replaced (enough for
+    the keys compose.official.yaml sets: environment, profiles, extra_hosts)."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+@functools.cache
+def _official() -> dict[str, Any]:
+    return dict(_merge(_compose(), _load(OFFICIAL)))
+
+
+def _services(data: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    services = (data or _compose())["services"]
     assert isinstance(services, dict)
     return services
 
 
-def _environment(service: str) -> dict[str, str]:
+def _enabled(data: dict[str, Any], profiles: set[str]) -> set[str]:
+    """The services Compose runs with these profiles active: those without a profile, and
+    those with an active one."""
+    return {
+        name
+        for name, service in _services(data).items()
+        if not service.get("profiles") or set(service["profiles"]) & profiles
+    }
+
+
+def _environment(service: str, data: dict[str, Any] | None = None) -> dict[str, str]:
     """The service's environment as a mapping, whether written as a mapping or a list."""
-    env = _services()[service].get("environment", {})
+    env = _services(data)[service].get("environment", {})
     if isinstance(env, list):
         pairs = [str(item).split("=", 1) for item in env]
         return {pair[0]: pair[1] if len(pair) == 2 else "" for pair in pairs}
@@ -103,9 +169,9 @@ def _with_defaults(value: str) -> str:
     return _INTERPOLATION.sub(lambda match: match.group("default") or "", value)
 
 
-def _depends_on(service: str) -> dict[str, str]:
+def _depends_on(service: str, data: dict[str, Any] | None = None) -> dict[str, str]:
     """Target -> condition; the short list form means `service_started`."""
-    deps = _services()[service].get("depends_on", {})
+    deps = _services(data)[service].get("depends_on", {})
     if isinstance(deps, list):
         return {str(target): "service_started" for target in deps}
     assert isinstance(deps, dict)
@@ -113,6 +179,11 @@ def _depends_on(service: str) -> dict[str, str]:
         str(target): str((spec or {}).get("condition", "service_started"))
         for target, spec in deps.items()
     }
+
+
+def _required(service: str, target: str, data: dict[str, Any] | None = None) -> bool:
+    deps = _services(data)[service].get("depends_on", {})
+    return isinstance(deps, list) or (deps[target] or {}).get("required", True) is not False
 
 
 def _command(service: str) -> list[str]:
@@ -166,23 +237,83 @@ def test_long_running_services_have_a_healthcheck() -> None:
         assert all(str(part).strip() for part in test[1:]), f"{name}: empty command part"
 
 
-def test_app_role_healthchecks_can_fail() -> None:
-    """Not `os.path.exists('/proc/1')`: the roles check what PID 1 is, the webhook and the sink
-    their HTTP endpoints."""
-    for name in LONG_RUNNING - INFRA - {"webhook", "sink"}:
-        script = " ".join(_services()[name]["healthcheck"]["test"])
-        assert "/proc/1/cmdline" in script, name
-        assert "b'mdp'" in script, name
-    webhook = " ".join(_services()["webhook"]["healthcheck"]["test"])
-    assert "http://127.0.0.1:8080/health" in webhook
-    assert "urllib" in webhook
-    sink = " ".join(_services()["sink"]["healthcheck"]["test"])
-    assert f"http://127.0.0.1:{Settings.model_fields['metrics_port'].default}/health" in sink
+def test_role_healthchecks_ask_what_each_role_knows() -> None:
+    """Not `os.path.exists('/proc/1')`: the producers, the sink and the webhook ask their
+    /health (a producer's: connected to its venue and receiving) on the port of the setting they
+    serve it on, the processor checks what PID 1 is, a sandbox venue that its ports answer."""
+    assert LONG_RUNNING - INFRA - set(SANDBOX) == set(HEALTH_PORT_SETTING) | {"processor"}
+    script = _compose()["x-health-script"]
+    for name, setting in HEALTH_PORT_SETTING.items():
+        assert setting in Settings.model_fields, setting
+        assert _services()[name]["healthcheck"]["test"] == ["CMD", "python", "-c", script, setting]
+    processor = " ".join(_services()["processor"]["healthcheck"]["test"])
+    assert "/proc/1/cmdline" in processor
+    assert "b'mdp'" in processor
+    ports = _compose()["x-ports-script"]
+    for name in SANDBOX:
+        command = _command(name)
+        listening = [_option(command, flag) for flag in ("--port", "--historical-port")
+                     if flag in command]  # fmt: skip
+        assert _services()[name]["healthcheck"]["test"] == ["CMD", "python", "-c", ports,
+                                                            *listening], name  # fmt: skip
     kafka = " ".join(_services()["kafka"]["healthcheck"]["test"])
     assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in kafka
     assert "--bootstrap-server kafka:9092" in kafka
     postgres = _services()["timescaledb"]["healthcheck"]["test"]
     assert "pg_isready" in postgres
+
+
+def _option(command: list[str], flag: str) -> str:
+    assert flag in command, f"{flag} not in {command}"
+    return command[command.index(flag) + 1]
+
+
+def _child_env(**settings: str) -> dict[str, str]:
+    """This environment without any of the project's variables, plus ``settings``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(PREFIXES)}
+    return {**env, **settings}
+
+
+async def _check(test: list[str], env: dict[str, str]) -> int:
+    """Run a healthcheck's CMD here, with this interpreter as the image's `python`."""
+    assert test[:2] == ["CMD", "python"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *test[2:], env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    return await process.wait()
+
+
+@pytest.mark.parametrize("service", ["producer-binance", "sink", "webhook"])
+async def test_an_http_healthcheck_follows_the_roles_health_on_its_configured_port(
+    service: str,
+) -> None:
+    """Against the /health every role serves (marketdata.metrics), on a port that is not the
+    default: healthy while it answers 200, unhealthy on 503 and when nothing listens."""
+    test = _services()[service]["healthcheck"]["test"]
+    variable = str(Settings.model_fields[HEALTH_PORT_SETTING[service]].alias)
+    ready = [True]
+    server = MetricsServer(CollectorRegistry(), lambda: ready[0], "127.0.0.1", 0)
+    await server.start()
+    env = _child_env(**{variable: str(server.port)})
+    try:
+        assert await _check(test, env) == 0
+        ready[0] = False  # a producer: disconnected, or silent past its watchdog
+        assert await _check(test, env) == 1
+    finally:
+        await server.aclose()
+    assert await _check(test, env) == 1
+
+
+async def test_a_sandbox_healthcheck_needs_every_port_of_the_venue() -> None:
+    test = _services()["sandbox-dtc"]["healthcheck"]["test"]
+    live = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    history = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    ports = [str(server.sockets[0].getsockname()[1]) for server in (live, history)]
+    async with live:
+        async with history:
+            assert await _check([*test[:4], *ports], _child_env()) == 0
+        assert await _check([*test[:4], *ports], _child_env()) == 1
 
 
 def test_depends_on_targets_exist_with_valid_conditions() -> None:
@@ -201,6 +332,13 @@ def test_startup_order() -> None:
     for name in APP - ONE_SHOT:
         assert _depends_on(name).get("kafka") == "service_healthy", name
         assert _depends_on(name).get("topics") == "service_completed_successfully", name
+        assert _services()[name].get("restart") == "unless-stopped", name
+    for producer, venue in VENUE_OF.items():
+        assert _depends_on(producer)[venue] == "service_healthy", producer
+        # Official mode does not enable the venue: Compose drops an optional dependency only.
+        assert not _required(producer, venue), producer
+    for name in SANDBOX:
+        assert not _depends_on(name), name
         assert _services()[name].get("restart") == "unless-stopped", name
     assert _depends_on("migrate") == {"timescaledb": "service_healthy"}
     assert _services()["migrate"].get("restart") == "no"
@@ -224,6 +362,39 @@ def test_app_services_build_the_project_and_run_real_mdp_subcommands() -> None:
     assert _command("processor") == ["process"]
     assert _command("sink") == ["sink"]
     assert _command("webhook") == ["webhook"]
+
+
+def test_sandbox_services_run_the_shipped_venues_from_the_image() -> None:
+    for name, module in SANDBOX.items():
+        service = _services()[name]
+        assert service.get("build") == ".", name
+        assert "image" not in service, name
+        assert service.get("entrypoint") == ["python"], name
+        command = _command(name)
+        assert command[:2] == ["-m", module], name
+        assert importlib.util.find_spec(module) is not None, module
+        # Other containers reach it; nothing is published on the host.
+        assert _option(command, "--host") == "0.0.0.0", name  # noqa: S104
+        assert "ports" not in service, name
+
+
+def test_every_producer_in_sandbox_mode_talks_to_its_sandbox_service() -> None:
+    """The addresses the producer's settings resolve to (as the producer reads them) are the
+    sandbox service's name and the ports its command listens on."""
+    for producer, venue in VENUE_OF.items():
+        env = {key: _with_defaults(value) for key, value in _environment(producer).items()}
+        settings = Settings.from_env(env)
+        assert settings.providers_sandbox_mode == "sandbox"
+        command = _command(venue)
+        port = int(_option(command, "--port"))
+        if producer == "producer-binance":
+            for url in (settings.binance_rest, settings.binance_stream):
+                assert (urlsplit(url).hostname, urlsplit(url).port) == (venue, port), url
+        elif producer == "producer-ibkr":
+            assert (settings.ibkr_host, settings.ibkr_api_port) == (venue, port)
+        else:
+            history = int(_option(command, "--historical-port"))
+            assert (settings.dtc_host, settings.dtc_ports) == (venue, (port, history))
 
 
 def test_one_producer_service_per_cli_venue() -> None:
@@ -251,7 +422,7 @@ def test_app_environment_names_and_values_are_valid_settings() -> None:
         unknown = set(env) - aliases
         assert not unknown, f"{name}: variables the settings do not read: {sorted(unknown)}"
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092", name
-        assert env["PROVIDERS_SANDBOX_MODE"] == "${PROVIDERS_SANDBOX_MODE:-sandbox}", name
+        assert env["PROVIDERS_SANDBOX_MODE"] == "sandbox", name  # the mode is the file's
         resolved = {key: _with_defaults(value) for key, value in env.items()}
         settings = Settings.from_env(resolved)
         assert settings.kafka_bootstrap == "kafka:9092"
@@ -280,9 +451,10 @@ def test_every_setting_a_role_reads_is_passed_through() -> None:
         env = _environment(name)
         missing = wanted - set(env)
         assert not missing, f"{name}: settings not passed through: {sorted(missing)}"
+        fixed = {"KAFKA_BOOTSTRAP_SERVERS", "MARKET_DATA_DATABASE_URL", "MDP_WEBHOOK_HOST",
+                 "PROVIDERS_SANDBOX_MODE", *ADDRESSES.get(name, ())}  # fmt: skip
         for variable, value in env.items():
             names = {m.group("name") for m in _INTERPOLATION.finditer(value)}
-            fixed = {"KAFKA_BOOTSTRAP_SERVERS", "MARKET_DATA_DATABASE_URL", "MDP_WEBHOOK_HOST"}
             assert variable in names or variable in fixed, f"{name}: {variable}={value!r}"
     for variable, service in SYMBOLS_BY_COMMAND.items():
         assert any(f"${{{variable}:-" in part for part in _command(service)), service
@@ -313,14 +485,13 @@ def test_database_url_matches_the_timescaledb_service() -> None:
 
 
 def test_secrets_are_passed_through_without_values() -> None:
-    for name in APP:
-        env = _environment(name)
+    for name, data in itertools.product(APP, (_compose(), _official())):
+        env = _environment(name, data)
         for secret in SECRETS:
             assert env.get(secret) == f"${{{secret}:-}}", f"{name}: {secret}={env.get(secret)!r}"
-    # Nowhere in the file (comments aside) may a secret name be given any other value.
-    text = COMPOSE.read_text(encoding="utf-8")
-    for secret in SECRETS:
-        for line in text.splitlines():
+    # Nowhere in the files (comments aside) may a secret name be given any other value.
+    for path in (COMPOSE, OFFICIAL):
+        for secret, line in itertools.product(SECRETS, path.read_text("utf-8").splitlines()):
             code = line.split("#", 1)[0]
             match = re.search(rf"\b{secret}\s*[:=]\s*(\S.*)?$", code)
             if match and match.group(1):
@@ -339,7 +510,10 @@ def test_host_ports_are_bound_to_loopback() -> None:
                 resolved = _with_defaults(str(port))
                 assert resolved.count(":") == 2, f"{name}: {port} is not host_ip:host:container"
     assert published == 3
-    assert _services()["webhook"]["ports"] == ["127.0.0.1:8080:8080"]
+    # The container port is the one the webhook listens on (MDP_WEBHOOK_PORT, passed through).
+    port = f"${{MDP_WEBHOOK_PORT:-{Settings.model_fields['webhook_port'].default}}}"
+    assert _services()["webhook"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert _environment("webhook")["MDP_WEBHOOK_PORT"] == "${MDP_WEBHOOK_PORT:-}"
     assert _services()["timescaledb"]["ports"] == [
         f"127.0.0.1:${{MDP_POSTGRES_PORT:-{DEFAULT_POSTGRES_PORT}}}:5432"
     ]
@@ -420,7 +594,7 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
         for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert {".venv", ".mdp", ".git", ".env"} <= patterns
+    assert {".venv", ".mdp", ".git", ".env", "compose.yaml", "compose.official.yaml"} <= patterns
     assert not patterns & {"marketdata", "mdp", "migrations", "pyproject.toml", "README.md"}
 
 
@@ -439,3 +613,56 @@ def test_the_image_contains_the_sandbox_venues_and_their_recordings() -> None:
         # A pattern excludes a path when it matches the path or one of its parent directories.
         prefixes = ["/".join(path.split("/")[: n + 1]) for n in range(path.count("/") + 1)]
         assert not [p for p in patterns for prefix in prefixes if fnmatch.fnmatch(prefix, p)], path
+
+
+def test_sandbox_mode_needs_no_profile() -> None:
+    """Plain `docker compose up`: every service, the sandbox venues and all three producers."""
+    assert _enabled(_compose(), set()) == EXPECTED_SERVICES
+
+
+@pytest.mark.parametrize("profiles", [set(), {"ibkr"}, {"dtc"}, {"ibkr", "dtc"}])
+def test_official_mode_runs_no_sandbox_venue_and_ibkr_and_dtc_by_profile(
+    profiles: set[str],
+) -> None:
+    enabled = _enabled(_official(), profiles)
+    assert not enabled & set(SANDBOX)
+    producers = {name for name in enabled if name.startswith("producer-")}
+    assert producers == {"producer-binance"} | {f"producer-{profile}" for profile in profiles}
+    assert enabled == EXPECTED_SERVICES - set(SANDBOX) - set(VENUE_OF) | producers
+    # A valid model: whatever an enabled service requires is enabled too.
+    for name in enabled:
+        for target in _depends_on(name, _official()):
+            assert target in enabled or not _required(name, target, _official()), (name, target)
+
+
+def test_official_mode_talks_to_the_real_venues() -> None:
+    for name in APP:
+        env = _environment(name, _official())
+        resolved = {key: _with_defaults(value) for key, value in env.items()}
+        assert not [value for value in resolved.values() for venue in SANDBOX if venue in value]
+        settings = Settings.from_env(resolved)
+        assert settings.providers_sandbox_mode == "official", name
+        assert (settings.binance_rest, settings.binance_stream) == BINANCE_OFFICIAL
+        # The venue addresses come from the host's environment (or .env) again.
+        for variable in set().union(*ADDRESSES.values()):
+            assert {m.group("name") for m in _INTERPOLATION.finditer(env[variable])} == {
+                variable
+            }, (name, variable)
+    # TWS and Sierra Chart run on the host unless told otherwise.
+    for name in ("producer-ibkr", "producer-dtc"):
+        settings = Settings.from_env(
+            {key: _with_defaults(value) for key, value in _environment(name, _official()).items()}
+        )
+        assert settings.ibkr_host == settings.dtc_host == "host.docker.internal"
+        extra_hosts = _services(_official())[name]["extra_hosts"]
+        assert "host.docker.internal:host-gateway" in extra_hosts, name
+
+
+def test_the_official_file_only_switches_the_mode() -> None:
+    """It overrides services of compose.yaml (a misspelt name would add a half-defined one),
+    and only their mode: environment, profiles, the host's address."""
+    overrides = _services(_load(OFFICIAL))
+    assert set(overrides) <= set(_services())
+    for name, service in overrides.items():
+        assert set(service) <= {"environment", "profiles", "extra_hosts"}, name
+    assert set(overrides) >= APP | set(SANDBOX)  # the mode of every role, every venue off
