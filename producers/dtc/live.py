@@ -12,9 +12,12 @@ on the same connection. A ``MARKET_DATA_REJECT`` is logged with the server's tex
 :attr:`DtcStats.rejects`; the other instruments go on. Every message that does not decode or
 normalise goes to the dead letters with the reason.
 
-Gaps are not fetched again here: each is counted as unfilled per instrument and logged, and
-``mdp backfill dtc --interval tick --resume`` fetches the trades missed (with the ids they would
-have had live, so nothing is stored twice).
+After a reconnect (or a feed back from an outage) the gap is filled from the historical port,
+when one is given: each instrument's trades since the gap began (``interval`` tick, from the
+whole second before it), which get the ids they get live, so the trades also received live are
+deduplicated downstream. An instrument whose history cannot be had (no historical port, a
+reject, a failure) is counted as a gap left unfilled and logged; ``mdp backfill dtc --interval
+tick --resume`` fetches its trades later. Live messages wait in the socket meanwhile.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from marketdata.errors import InvalidRecord
+from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Tick
 from marketdata.stopping import until_stopped
 from producers.dtc import messages as m
 from producers.dtc import normalise
 from producers.dtc.codec import DtcDecodeError, DtcFramingError, Message, UnhandledMessageType
+from producers.dtc.history import HistoryRequest, fetch
 from producers.dtc.normalise import Instrument, Occurrences
 from producers.dtc.session import DtcConnectionLost, DtcSession, Endpoint, logged_off
 from producers.feed import InstrumentStats, LiveStats
@@ -40,6 +44,7 @@ from producers.reconnect import Ended, ReconnectLoop, Timing
 
 log = logging.getLogger(__name__)
 ORIGIN = "dtc.live"
+GAP_ORIGIN = "dtc.history"
 VENUE = "dtc"
 
 Normaliser = Callable[[Message, Instrument, datetime, Occurrences], Tick | list[Tick]]
@@ -77,13 +82,15 @@ class DtcLive:
     """``await start()`` runs the reconnect loop in a task, ``await aclose()`` stops it and
     waits for what was published to be acknowledged; or ``await run(stop)`` in a task of one's
     own. ``stats`` are the feed's counts when made beforehand (for ``/health``); their
-    ``watchdog_s`` is the watchdog's."""
+    ``watchdog_s`` is the watchdog's. ``history``: the historical port that fills gaps."""
 
     def __init__(
         self, endpoint: Endpoint, instruments: Sequence[Instrument], publisher: Publisher, *,
-        stats: DtcStats | None = None, max_backoff_s: float = 30.0, linger_s: float = 0.005,
+        stats: DtcStats | None = None, history: Endpoint | None = None,
+        max_backoff_s: float = 30.0, linger_s: float = 0.005,
     ) -> None:  # fmt: skip
         self.endpoint = endpoint
+        self.history = history
         self.instruments = dict(enumerate(instruments, 1))
         self.publisher = publisher
         self.linger_s = linger_s
@@ -134,11 +141,36 @@ class DtcLive:
         await self._subscribe(session)
 
     async def fill_gap(self, session: DtcSession, since: datetime) -> None:
+        unfilled: dict[str, str] = {}
         for instrument in self.instruments.values():
-            self.stats.gap_unfilled(instrument.symbol)
-        log.warning("DTC: trades since %s were missed and are not fetched again live; "
-                    "`mdp backfill dtc --symbol SYMBOL --interval tick --resume` fetches them",
-                    since.isoformat(timespec="seconds"))  # fmt: skip
+            why = await self._fill(instrument, since)
+            if why is not None:
+                self.stats.gap_unfilled(instrument.symbol)
+                unfilled[str(instrument)] = why
+        await self.publisher.flush()
+        if unfilled:
+            reasons = "; ".join(f"{name}: {why}" for name, why in unfilled.items())
+            log.warning("DTC: trades since %s not fetched again (%s); `mdp backfill dtc "
+                        "--interval tick --resume` fetches them",
+                        since.isoformat(timespec="seconds"), reasons)  # fmt: skip
+
+    async def _fill(self, instrument: Instrument, since: datetime) -> str | None:
+        """Publish ``instrument``'s trades since ``since`` from the historical port; why not,
+        when they could not (all) be had."""
+        if self.history is None:
+            return "no historical port"
+        request = HistoryRequest(instrument, "tick", since)
+        records = 0
+        try:
+            async for page in fetch(self.history, request, timeout_s=self.timing.watchdog_s):
+                for frame, reason in page.rejected:
+                    await self._dead(frame, reason, GAP_ORIGIN)
+                await self.publisher.add(page.records)
+                records += len(page.records)
+        except (MarketDataError, OSError, TimeoutError) as exc:
+            return str(exc) or type(exc).__name__
+        self.stats.gap_filled(instrument.symbol, records)
+        return None
 
     async def close(self, session: DtcSession) -> None:
         await session.aclose()
@@ -194,10 +226,10 @@ class DtcLive:
             await self.publisher.flush()
             self._unflushed = False
 
-    async def _dead(self, frame: bytes, reason: str) -> None:
+    async def _dead(self, frame: bytes, reason: str, origin: str = ORIGIN) -> None:
         self.stats.malformed += 1
         log.debug("dead letter: %s", reason)
-        await self.publisher.dead(frame, reason, ORIGIN)
+        await self.publisher.dead(frame, reason, origin)
 
     async def _handle(
         self, session: DtcSession, frame: bytes, received_at: datetime

@@ -24,6 +24,7 @@ async def run_live(
     stats = DtcStats.watching(instruments, endpoint, timeout_s)
     async with publishing(settings, "dtc.live", feeds=[stats]) as publisher:
         live = DtcLive(endpoint, instruments, publisher, stats=stats,
+                       history=Endpoint.historical(settings),
                        linger_s=settings.producer_flush_ms / 1000)  # fmt: skip
         await live.run(stop)
         return live

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import struct
 import subprocess
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -52,15 +53,22 @@ class Live:
         self.live: DtcLive | None = None
 
     async def start(self, instruments: Sequence[Instrument] = (ES,), encoding: str = "binary",
-                    subscribed: int = 1) -> DtcLive:  # fmt: skip
+                    subscribed: int = 1, history: bool = False) -> DtcLive:  # fmt: skip
+        self.live = self.made(instruments, encoding, history)
         await ensure_topics(self.settings, self.settings.topics.all())
         await self.producer.start()
-        endpoint = Endpoint("127.0.0.1", self.fake.port, encoding, heartbeat_s=1)
-        publisher = Publisher(self.producer, self.settings.topics, stage="dtc.live")
-        self.live = DtcLive(endpoint, instruments, publisher, max_backoff_s=0.3)
         await self.live.start()
         await wait_until(lambda: self.fake.subscriptions >= subscribed, within=15, step=0.02)
         return self.live
+
+    def made(self, instruments: Sequence[Instrument], encoding: str = "binary",
+             history: bool = False) -> DtcLive:  # fmt: skip
+        """A DtcLive on the fake, not started; ``history``: with the fake's historical port."""
+        endpoint = Endpoint("127.0.0.1", self.fake.port, encoding, heartbeat_s=1)
+        past = Endpoint("127.0.0.1", self.fake.historical_port, encoding, heartbeat_s=1)
+        publisher = Publisher(self.producer, self.settings.topics, stage="dtc.live")
+        return DtcLive(endpoint, instruments, publisher, max_backoff_s=0.3,
+                       history=past if history else None)  # fmt: skip
 
     async def aclose(self) -> None:
         if self.live is not None:
@@ -188,6 +196,54 @@ async def test_a_feed_back_after_an_outage_is_subscribed_again_on_the_same_conne
     assert (live.stats.resubscribes, live.stats.reconnects, fake.logons) == (1, 0, 1)
     assert live.stats.feed_available is True
     assert [i.gaps_unfilled for i in live.stats.instruments.values()] == [1, 1]
+
+
+async def test_after_a_drop_each_instruments_gap_is_asked_of_the_historical_port(
+    runner: Live, fake: FakeDtc
+) -> None:
+    live = await runner.start([ES, NQ], subscribed=2, history=True)
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1, within=15, step=0.02)
+    dropped = int(time.time())
+    await fake.drop_connections()
+    await wait_until(lambda: all(i.gaps_filled for i in live.stats.instruments.values()),
+                     within=15, step=0.02)  # fmt: skip
+    asked = [(r["Symbol"], r["RecordInterval"]) for r in fake.history_requests]
+    assert asked == [("ESZ4", 0), ("NQZ4", 0)]  # trades, from the second the gap began
+    assert all(dropped <= r["StartDateTime"] <= time.time() for r in fake.history_requests)
+    assert [(i.reconnects, i.gaps_filled, i.gaps_unfilled, i.gap_records)
+            for i in live.stats.instruments.values()] == [(1, 1, 0, 0), (1, 1, 0, 0)]  # fmt: skip
+    assert fake.subscriptions == 4
+
+
+async def test_a_gap_fill_publishes_the_trades_missed_with_the_ids_they_got_live(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    """The hooks as the loop calls them: trades served live, then a gap since before them
+    filled from history: each trade twice, under one id (one row downstream)."""
+    await ensure_topics(settings, settings.topics.all())
+    await runner.producer.start()
+    live = runner.made([ES], history=True)
+    session = await live.open()
+    trades = fixture_trades()
+    until = asyncio.Event()
+    serving = asyncio.create_task(live.serve(session, until))
+    await wait_until(lambda: fake.subscriptions >= 1, within=15, step=0.02)
+    for t in trades:
+        await fake.trade("ESZ4", t)
+    await wait_until(lambda: live.stats.records >= len(trades), within=15, step=0.02)
+    until.set()
+    assert (await serving).kind == "stopped"
+    await live.fill_gap(session, datetime(2024, 3, 1, 14, 30, tzinfo=UTC))
+    await live.close(session)
+    await live.finish()
+    ticks = await read_ticks(settings, settings.topics.ticks_raw)
+    assert len(ticks) == 2 * len(trades)
+    live_ids = [t.trade_id for t in ticks[: len(trades)]]
+    assert [t.trade_id for t in ticks[len(trades) :]] == live_ids
+    assert summary(ticks[len(trades) :]) == expected(trades)
+    es = live.stats.instruments["ESZ4"]
+    assert (es.gaps_filled, es.gaps_unfilled, es.gap_records) == (1, 0, len(trades))
 
 
 async def test_a_reject_is_reported_with_the_servers_text_and_others_go_on(
