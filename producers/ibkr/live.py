@@ -152,12 +152,14 @@ class IbkrLive:
         return connection
 
     async def serve(self, session: Connection, until: asyncio.Event) -> Ended:
+        """Messages are handled as ib_async's decoder reads them; this waits for what ends the
+        session: the connection lost, 1101 (resubscribe), 1100 unrestored for ``restore_s``."""
         restore_s = self.options.restore_s
         while True:
             if until.is_set():
                 return Ended("stopped")
             if session.lost:
-                return Ended("lost", "connection to TWS lost")
+                return Ended("lost", "connection to TWS lost", self._held_at)
             if session.data_lost_since is not None:
                 since, session.data_lost_since = session.data_lost_since, None
                 return Ended("resubscribe", "TWS 1101: link to IB restored, data lost", since)
@@ -166,11 +168,10 @@ class IbkrLive:
                 pump.result()  # publishing failed: its error ends the session
             held = None if self._held_since is None else time.monotonic() - self._held_since
             if held is not None and held > restore_s:
-                return Ended(
-                    "lost", f"TWS reported no restored link to IB within {restore_s:.0f} s"
-                )
+                why = f"TWS reported no restored link to IB within {restore_s:.0f} s"
+                return Ended("lost", why, self._held_at)  # the data stopped at the 1100
             session.changed.clear()
-            await _either(until, session.changed, 1.0 if held is None else restore_s - held)
+            await _either(until, session.changed, min(1.0, restore_s - (held or 0.0)))
 
     async def probe(self, session: Connection) -> bool:
         await session.ib.reqCurrentTimeAsync()
