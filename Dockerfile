@@ -1,7 +1,9 @@
-# The image every role of the pipeline runs from: `mdp <role>` (see compose.yaml).
+# The image every role of the pipeline runs from: `mdp <role>`, and the sandbox venues of
+# compose's sandbox mode: `python -m sandbox.<venue>` (see compose.yaml).
 #
 #   docker build -t marketdata-pipeline .
 #   docker run --rm marketdata-pipeline config
+#   docker run --rm --entrypoint python marketdata-pipeline -m sandbox.binance --help
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,7 +17,8 @@ RUN groupadd --system --gid 10001 mdp \
 
 WORKDIR /app
 
-# The whole build context (trimmed by .dockerignore): pyproject.toml, README.md, the packages,
+# The whole build context (trimmed by .dockerignore): pyproject.toml, README.md, the packages
+# (sandbox/ with its recordings, installed as package data),
 # migrations/ and alembic.ini when present. `mdp migrate` runs from this directory.
 COPY . .
 RUN pip install --no-cache-dir . \

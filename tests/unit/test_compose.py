@@ -10,14 +10,16 @@ way Compose merges files (mappings key by key, the rest replaced) for the offici
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import functools
 import importlib.util
 import itertools
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -598,21 +600,86 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     assert not patterns & {"marketdata", "mdp", "migrations", "pyproject.toml", "README.md"}
 
 
-def test_the_image_contains_the_sandbox_venues_and_their_recordings() -> None:
-    # compose runs the producers in sandbox mode by default, against `python -m sandbox.<venue>`.
-    patterns = [
-        line.strip().rstrip("/")
-        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    files = [p.relative_to(ROOT).as_posix() for p in (ROOT / "sandbox").rglob("*.*")]
-    assert any(path.startswith("sandbox/fixtures/") for path in files)
-    for path in files:
-        if "__pycache__" in path:
+def _dockerignore() -> list[re.Pattern[str]]:
+    """.dockerignore's patterns as Docker reads them: Go's filepath.Match (`*` and `?` stop at
+    `/`) where `**` spans directories, a leading `**/` none as well."""
+    patterns = []
+    for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        pattern = line.strip().strip("/")
+        if not pattern or pattern.startswith("#"):
             continue
-        # A pattern excludes a path when it matches the path or one of its parent directories.
-        prefixes = ["/".join(path.split("/")[: n + 1]) for n in range(path.count("/") + 1)]
-        assert not [p for p in patterns for prefix in prefixes if fnmatch.fnmatch(prefix, p)], path
+        assert not pattern.startswith("!"), "exceptions: _ignored would need Docker's order rule"
+        parts = re.split(r"(\*\*/|\*\*|\*|\?|\[[^]]*\])", pattern)
+        regex = {"**/": "(.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+        patterns.append(re.compile("".join(
+            regex.get(part, part if part.startswith("[") else re.escape(part)) for part in parts
+        )))  # fmt: skip
+    return patterns
+
+
+def _build_context(into: Path) -> Path:
+    """What `docker build .` sends: the checkout less what .dockerignore excludes (a pattern
+    excludes what it matches and everything below)."""
+    patterns = _dockerignore()
+    for directory, subdirectories, files in os.walk(ROOT):
+        relative = Path(directory).relative_to(ROOT)
+        kept = [
+            name for name in subdirectories
+            if not any(p.fullmatch((relative / name).as_posix()) for p in patterns)
+        ]  # fmt: skip
+        subdirectories[:] = kept
+        for name in files:
+            path = (relative / name).as_posix()
+            if not any(p.fullmatch(path) for p in patterns):
+                (into / relative).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / path, into / path)
+    return into
+
+
+def test_the_dockerignore_reading_is_dockers() -> None:
+    patterns = _dockerignore()
+    ignored_paths = (
+        ".venv",
+        ".git",
+        "tests",
+        "sandbox/__pycache__",
+        "__pycache__",
+        "mdp/services/__pycache__",
+        "sandbox/tws.pyc",
+        "x.egg-info",
+        ".env",
+    )
+    for ignored in ignored_paths:
+        assert any(p.fullmatch(ignored) for p in patterns), ignored
+    for kept in ("sandbox", "sandbox/tws.py", "sandbox/fixtures/ibkr/trades.json", "mdp",
+                 "pyproject.toml", "README.md", "migrations", "alembic.ini"):  # fmt: skip
+        assert not any(p.fullmatch(kept) for p in patterns), kept
+
+
+def test_the_image_installs_the_sandbox_venues_and_their_recordings(tmp_path: Path) -> None:
+    """The image's `pip install .` from its build context, here: the wheel holds every module
+    of the sandbox package and every recording the venues replay."""
+    instructions = _dockerfile_instructions()
+    install = next(i for i, (k, rest) in enumerate(instructions) if "pip install" in rest)
+    assert ("COPY", ". .") in instructions[:install]
+    context = _build_context(tmp_path / "context")
+    assert not (context / "tests").exists()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"),
+         str(context)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "wheel").glob("marketdata_pipeline-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        installed = set(archive.namelist())
+    shipped = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "sandbox").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert {path for path in shipped if path.startswith("sandbox/fixtures/")}
+    assert {"sandbox/binance.py", "sandbox/tws.py", "sandbox/dtc.py"} <= shipped
+    assert shipped <= installed, sorted(shipped - installed)
 
 
 def test_sandbox_mode_needs_no_profile() -> None:
