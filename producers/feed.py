@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, Self
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -59,7 +59,7 @@ class LiveStats:
     last_heard: float | None = None
 
     @classmethod
-    def of(cls, venue: str, symbols: Iterable[str], *, watchdog_s: float) -> LiveStats:
+    def of(cls, venue: str, symbols: Iterable[str], *, watchdog_s: float) -> Self:
         return cls(venue, {symbol: InstrumentStats() for symbol in symbols}, watchdog_s)
 
     def heard(self) -> None:
@@ -95,12 +95,15 @@ class LiveStats:
             instrument.gaps_filled += 1
             instrument.gap_records += records
 
-    def gap_unfilled(self, symbol: str) -> None:
-        """One instrument's part of a gap could not be (entirely) fetched again."""
+    def gap_unfilled(self, symbol: str, records: int = 0) -> None:
+        """One instrument's part of a gap could not be (entirely) fetched again; ``records``
+        of it were."""
         self.unfilled_gaps += 1
+        self.gap_records += records
         instrument = self.instrument(symbol)
         if instrument is not None:
             instrument.gaps_unfilled += 1
+            instrument.gap_records += records
 
     def silent_for(self, now: float | None = None) -> float:
         """Seconds since the connection last said anything (since the start, if never)."""

@@ -108,6 +108,7 @@ class ReconnectLoop(Generic[S]):
         self.backoff = Backoff(initial=self.timing.initial_backoff_s,
                                maximum=self.timing.max_backoff_s)  # fmt: skip
         self._gap_since: datetime | None = None
+        self._opened_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a session until ``stop`` is set, then close it and finish."""
@@ -131,26 +132,30 @@ class ReconnectLoop(Generic[S]):
         """A session, connect retried with backoff; None once ``stop`` is set."""
         while not stop.is_set():
             try:
-                opened, session = await until_stopped(self._timed(self.venue.open()), stop)
+                return await self._attempt(stop)
             except Exception as exc:
-                reason = self._retriable(exc)
-                delay = self.backoff.next_delay()
-                self.stats.last_error = reason
-                log.warning("%s: cannot connect (%s); retry in %.1f s", self.stats.venue,
-                            reason, delay)  # fmt: skip
-                await wait_or_stop(stop, delay)
-                continue
-            if not opened or session is None:
-                return None
-            self.stats.connections += 1
-            self.stats.connected = True
-            self.stats.heard()
-            return session
+                self.stats.last_error = self._retriable(exc)
+                await self._back_off(f"cannot connect ({self.stats.last_error})", stop)
         return None
+
+    async def _attempt(self, stop: asyncio.Event) -> S | None:
+        """One connect: the session, None when ``stop`` came first; raises why it failed."""
+        opened, session = await until_stopped(self._timed(self.venue.open()), stop)
+        if not opened or session is None:
+            return None
+        self._opened_at = time.monotonic()
+        self.stats.connections += 1
+        self.stats.connected = True
+        self.stats.heard()
+        return session
+
+    async def _back_off(self, why: str, stop: asyncio.Event) -> None:
+        delay = self.backoff.next_delay()
+        log.warning("%s: %s; retry in %.1f s", self.stats.venue, why, delay)
+        await wait_or_stop(stop, delay)
 
     async def _serve(self, session: S, stop: asyncio.Event) -> S | None:
         """Serve ``session``; the session to go on with (None: open a new one)."""
-        started = time.monotonic()
         until = asyncio.Event()
         watch = asyncio.create_task(self._watch(session, stop, until))
         try:
@@ -167,21 +172,21 @@ class ReconnectLoop(Generic[S]):
             return await self._rotate(session, stop)
         if ended.kind == "resubscribe":
             return await self._resubscribe(session, ended, stop)
-        # Lost: the gap starts now (or earlier, if one is still open), and the next session
-        # waits for the backoff.
+        await self._lost(session, ended.reason, stop)
+        return None
+
+    async def _lost(self, session: S, reason: str, stop: asyncio.Event) -> None:
+        """The gap starts now (or earlier, if one is still open); the next session waits for
+        the backoff, from its first step again if this one lasted and the venue spoke."""
         self._gap_since = self._gap_since or datetime.now(UTC)
         self.stats.connected = False
-        self.stats.last_error = ended.reason
+        self.stats.last_error = reason
         self.stats.reconnected()
         await self._close(session)
-        spoke = (self.stats.last_heard or 0) > started
-        if spoke and time.monotonic() - started >= self.timing.stable_s:
+        spoke = (self.stats.last_heard or 0) > self._opened_at
+        if spoke and time.monotonic() - self._opened_at >= self.timing.stable_s:
             self.backoff.reset()
-        delay = self.backoff.next_delay()
-        log.warning("%s: connection lost (%s); reconnecting in %.1f s", self.stats.venue,
-                    ended.reason, delay)  # fmt: skip
-        await wait_or_stop(stop, delay)
-        return None
+        await self._back_off(f"connection lost ({reason})", stop)
 
     async def _watch(self, session: S, stop: asyncio.Event, until: asyncio.Event) -> None:
         """Set ``until`` on a stop, or when the venue is silent and does not answer a probe."""
@@ -201,7 +206,13 @@ class ReconnectLoop(Generic[S]):
         until.set()
 
     async def _rotate(self, old: S, stop: asyncio.Event) -> S | None:
-        fresh = await self._open(stop)
+        """The new session first, then the old one closed. Meanwhile the old one is neither
+        served nor watched, so a new one that cannot be opened makes the old one lost."""
+        try:
+            fresh = await self._attempt(stop)
+        except Exception as exc:
+            await self._lost(old, f"rotation failed: {self._retriable(exc)}", stop)
+            return None
         await self._close(old)
         if fresh is not None:
             self.stats.rotations += 1

@@ -250,3 +250,15 @@ async def test_health_is_connected_and_receiving() -> None:
     await run_until(venue, served_a_while)
     assert seen[-1] is True
     assert not venue.stats.healthy()  # stopped: disconnected
+
+
+async def test_a_rotation_whose_new_session_fails_makes_the_old_one_lost_with_a_gap() -> None:
+    # The old session is not served while the new one is tried: its data since is a gap.
+    venue = Script(serves=[Ended("rotate", "due")])
+    venue.opens = [lambda: None, lambda: OSError("refused")]
+    await run_until(venue, lambda: len(venue.called("serve")) == 2)
+    assert [name for name, _ in venue.calls][:6] == [
+        "open", "serve", "close", "open", "fill_gap", "serve",
+    ]  # fmt: skip
+    assert (venue.stats.rotations, venue.stats.reconnects) == (0, 1)
+    assert venue.stats.last_error == "rotation failed: refused"
