@@ -142,8 +142,17 @@ class DtcLive:
 
     async def fill_gap(self, session: DtcSession, since: datetime) -> None:
         unfilled: dict[str, str] = {}
+        # A historical port that cannot be reached fails every instrument alike: asked once.
+        away = None if self.history else "no historical port"
         for instrument in self.instruments.values():
-            why = await self._fill(instrument, since)
+            why = away
+            try:
+                if self.history is not None and why is None:
+                    await self._fill(self.history, instrument, since)
+            except (DtcConnectionLost, OSError, TimeoutError) as exc:
+                why = away = str(exc) or type(exc).__name__
+            except MarketDataError as exc:  # a reject, garbage: this instrument's alone
+                why = str(exc)
             if why is not None:
                 self.stats.gap_unfilled(instrument.symbol)
                 unfilled[str(instrument)] = why
@@ -154,23 +163,16 @@ class DtcLive:
                         "--interval tick --resume` fetches them",
                         since.isoformat(timespec="seconds"), reasons)  # fmt: skip
 
-    async def _fill(self, instrument: Instrument, since: datetime) -> str | None:
-        """Publish ``instrument``'s trades since ``since`` from the historical port; why not,
-        when they could not (all) be had."""
-        if self.history is None:
-            return "no historical port"
+    async def _fill(self, history: Endpoint, instrument: Instrument, since: datetime) -> None:
+        """Publish ``instrument``'s trades since ``since`` from the historical port."""
         request = HistoryRequest(instrument, "tick", since)
         records = 0
-        try:
-            async for page in fetch(self.history, request, timeout_s=self.timing.watchdog_s):
-                for frame, reason in page.rejected:
-                    await self._dead(frame, reason, GAP_ORIGIN)
-                await self.publisher.add(page.records)
-                records += len(page.records)
-        except (MarketDataError, OSError, TimeoutError) as exc:
-            return str(exc) or type(exc).__name__
+        async for page in fetch(history, request, timeout_s=self.timing.watchdog_s):
+            for frame, reason in page.rejected:
+                await self._dead(frame, reason, GAP_ORIGIN)
+            await self.publisher.add(page.records)
+            records += len(page.records)
         self.stats.gap_filled(instrument.symbol, records)
-        return None
 
     async def close(self, session: DtcSession) -> None:
         await session.aclose()

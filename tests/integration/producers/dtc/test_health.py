@@ -116,6 +116,9 @@ async def test_health_is_connected_and_receiving_and_metrics_count_each_instrume
         )
         assert back[("mdp_producer_connected", DTC)] == 1
         assert back[("mdp_producer_reconnects_total", ES)] == 1
+        # DTC_HISTORICAL_PORT refuses: neither instrument's gap could be fetched again.
+        assert back[("mdp_producer_gaps_unfilled_total", nq)] == 1
+        assert back[("mdp_producer_gaps_filled_total", ES)] == 0
     finally:
         for fake in (venue, again):
             if fake is not None:
