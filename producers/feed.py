@@ -110,8 +110,9 @@ class LiveStats:
         return (now or time.monotonic()) - (self.last_heard or self.started)
 
     def healthy(self) -> bool:
-        """Connected, and heard from within the watchdog's time: connected and receiving."""
-        return self.connected and self.silent_for() <= self.watchdog_s
+        """Connected, and heard from lately: connected and receiving. Twice the watchdog's time,
+        because a quiet venue is probed only once that time has passed (its answer counts)."""
+        return self.connected and self.silent_for() <= 2 * self.watchdog_s
 
 
 class FeedMetrics(Collector):

@@ -57,8 +57,10 @@ async def publishing(
             registry = CollectorRegistry()
             registry.register(PublisherMetrics(publisher))
             registry.register(FeedMetrics(feeds))
-            server = MetricsServer(registry, lambda: all(feed.healthy() for feed in feeds),
-                                   settings.metrics_host, settings.producer_metrics_port)  # fmt: skip
+            server = MetricsServer(
+                registry, lambda: all(feed.healthy() for feed in feeds),
+                settings.metrics_host, settings.producer_metrics_port,
+            )  # fmt: skip
             await server.start()
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
         yield publisher

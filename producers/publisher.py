@@ -55,6 +55,7 @@ class Publisher:
         self.dead_letters = 0
         # Records that never reached the broker: given up at a stop, or refused by it.
         self.undelivered = 0
+        self._refused = 0  # of those, sent (so in sent_records) and then refused by the broker
         self.last_flush = time.monotonic()
 
     async def add(self, records: Iterable[Tick | Bar]) -> None:
@@ -86,9 +87,11 @@ class Publisher:
         await self._send_buffered()
         if self._pending:
             await self._acknowledged()
-        lost = self.undelivered + sum(n for future, n in self._pending if not _delivered(future))
+        unanswered = sum(n for future, n in self._pending if not _delivered(future))
+        lost = self.undelivered + unanswered
         lost += sum(map(len, self._ticks.values())) + sum(map(len, self._bars.values()))
-        delivered = self.sent_records + self.dead_letters - lost
+        # What was handed to the producer and not refused or left unanswered reached the broker.
+        delivered = self.sent_records + self.dead_letters - unanswered - self._refused
         if lost:
             log.warning("%s: %d records could not be delivered to Kafka (%d delivered)",
                         self.stage, lost, delivered)  # fmt: skip
@@ -176,6 +179,7 @@ class Publisher:
         self._pending = [(future, n) for future, n in self._pending if not future.done()]
         if failed:
             self.undelivered += sum(n for _, n in failed)
+            self._refused += sum(n for _, n in failed)
             error = failed[0][0].exception()
             if isinstance(error, KafkaError):
                 raise translate(error) from error

@@ -58,7 +58,7 @@ class Ended:
 
     kind: EndKind
     reason: str = ""
-    since: datetime | None = None  # for "resubscribe": when the data stopped
+    since: datetime | None = None  # when the data stopped, if the venue knows (IB's 1100)
 
 
 class Venue(Protocol[S]):
@@ -172,13 +172,16 @@ class ReconnectLoop(Generic[S]):
             return await self._rotate(session, stop)
         if ended.kind == "resubscribe":
             return await self._resubscribe(session, ended, stop)
-        await self._lost(session, ended.reason, stop)
+        await self._lost(session, ended.reason, stop, since=ended.since)
         return None
 
-    async def _lost(self, session: S, reason: str, stop: asyncio.Event) -> None:
-        """The gap starts now (or earlier, if one is still open); the next session waits for
-        the backoff, from its first step again if this one lasted and the venue spoke."""
-        self._gap_since = self._gap_since or datetime.now(UTC)
+    async def _lost(
+        self, session: S, reason: str, stop: asyncio.Event, since: datetime | None = None
+    ) -> None:
+        """The gap starts ``since`` (when the venue says data stopped), else now, or earlier if
+        one is still open; the next session waits for the backoff, from its first step again if
+        this one lasted and the venue spoke."""
+        self._gap_since = self._gap_since or since or datetime.now(UTC)
         self.stats.connected = False
         self.stats.last_error = reason
         self.stats.reconnected()
