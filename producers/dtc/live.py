@@ -207,13 +207,13 @@ class DtcLive:
                 if session.framer.pending:  # a message cut off by the close: kept, not lost
                     why = f"truncated DTC message when the connection closed: {exc}"
                     await self._dead(session.framer.rest(), why)
-                return Ended("lost", str(exc))
+                return self._lost(str(exc))
             except DtcFramingError as exc:
                 # The frames before the garbage were handled; the rest of the buffer cannot be
                 # cut into messages (binary DTC has no sync marker): kept as it came.
                 await self._dead(session.framer.rest(), str(exc))
                 log.error("%s; dropping the connection", exc)
-                return Ended("lost", str(exc))
+                return self._lost(str(exc))
             self.stats.heard()
             received_at = datetime.now(UTC)
             for frame in frames:
@@ -222,6 +222,10 @@ class DtcLive:
                     return ended
             if time.monotonic() - self.publisher.last_flush >= self.linger_s:
                 await self._flush()
+
+    def _lost(self, reason: str) -> Ended:
+        # Lost while the server's feed was away: the data stopped when the feed did.
+        return Ended("lost", reason, self._unavailable_since)
 
     async def _flush(self) -> None:
         if self._unflushed:
@@ -259,7 +263,7 @@ class DtcLive:
             error = logged_off(message)
             if not error.retriable:
                 raise error
-            return Ended("lost", str(error))
+            return self._lost(str(error))
         else:
             self.stats.ignored += 1
         return None
