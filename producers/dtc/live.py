@@ -38,7 +38,7 @@ from producers.dtc.codec import DtcDecodeError, DtcFramingError, Message, Unhand
 from producers.dtc.history import HistoryRequest, fetch
 from producers.dtc.normalise import Instrument, Occurrences
 from producers.dtc.session import DtcConnectionLost, DtcSession, Endpoint, logged_off
-from producers.feed import InstrumentStats, LiveStats
+from producers.feed import LiveStats
 from producers.publisher import Publisher
 from producers.reconnect import Ended, ReconnectLoop, Timing
 
@@ -74,8 +74,8 @@ class DtcStats(LiveStats):
         """The stats of a feed of ``instruments`` whose watchdog waits ``watchdog_s``: by
         default two missed heartbeats and a little (one late heartbeat is no reason to
         reconnect)."""
-        symbols = {instrument.symbol: InstrumentStats() for instrument in instruments}
-        return cls(VENUE, symbols, watchdog_s or endpoint.heartbeat_s * 2.5)
+        symbols = [instrument.symbol for instrument in instruments]
+        return cls.of(VENUE, symbols, watchdog_s=watchdog_s or endpoint.heartbeat_s * 2.5)
 
 
 class DtcLive:
@@ -98,6 +98,7 @@ class DtcLive:
         self.timing = Timing(watchdog_s=self.stats.watchdog_s, max_backoff_s=max_backoff_s)
         self._occurrences = Occurrences()
         self._unflushed = False
+        self._fetched = 0  # records of the instrument whose gap is being filled
         self._unavailable_since: datetime | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -145,16 +146,17 @@ class DtcLive:
         # A historical port that cannot be reached fails every instrument alike: asked once.
         away = None if self.history else "no historical port"
         for instrument in self.instruments.values():
-            why = away
+            why, self._fetched = away, 0
             try:
                 if self.history is not None and why is None:
                     await self._fill(self.history, instrument, since)
             except (DtcConnectionLost, OSError, TimeoutError) as exc:
-                why = away = str(exc) or type(exc).__name__
+                why = str(exc) or type(exc).__name__
+                away = away if self._fetched else why  # a stream cut midway is its own
             except MarketDataError as exc:  # a reject, garbage: this instrument's alone
                 why = str(exc)
             if why is not None:
-                self.stats.gap_unfilled(instrument.symbol)
+                self.stats.gap_unfilled(instrument.symbol, self._fetched)
                 unfilled[str(instrument)] = why
         await self.publisher.flush()
         if unfilled:
@@ -166,13 +168,12 @@ class DtcLive:
     async def _fill(self, history: Endpoint, instrument: Instrument, since: datetime) -> None:
         """Publish ``instrument``'s trades since ``since`` from the historical port."""
         request = HistoryRequest(instrument, "tick", since)
-        records = 0
         async for page in fetch(history, request, timeout_s=self.timing.watchdog_s):
             for frame, reason in page.rejected:
                 await self._dead(frame, reason, GAP_ORIGIN)
             await self.publisher.add(page.records)
-            records += len(page.records)
-        self.stats.gap_filled(instrument.symbol, records)
+            self._fetched += len(page.records)
+        self.stats.gap_filled(instrument.symbol, self._fetched)
 
     async def close(self, session: DtcSession) -> None:
         await session.aclose()

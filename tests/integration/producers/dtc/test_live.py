@@ -216,6 +216,21 @@ async def test_after_a_drop_each_instruments_gap_is_asked_of_the_historical_port
     assert fake.subscriptions == 4
 
 
+async def test_a_connection_lost_while_the_feed_is_away_is_filled_from_when_the_feed_went(
+    runner: Live, fake: FakeDtc
+) -> None:
+    live = await runner.start([ES], history=True)
+    await fake.push("ESZ4", {"Type": m.MARKET_DATA_FEED_STATUS, "Status": m.FEED_UNAVAILABLE})
+    await wait_until(lambda: live.stats.feed_available is False, within=15, step=0.02)
+    went = int(time.time())
+    await asyncio.sleep(1.1)  # the drop in a later second than the feed's outage
+    await fake.drop_connections()
+    await wait_until(lambda: live.stats.instruments["ESZ4"].gaps_filled == 1, within=15,
+                     step=0.02)  # fmt: skip
+    [asked] = fake.history_requests
+    assert went - 1 <= asked["StartDateTime"] <= went
+
+
 async def test_a_gap_fill_publishes_the_trades_missed_with_the_ids_they_got_live(
     runner: Live, fake: FakeDtc, settings: Settings
 ) -> None:
@@ -244,6 +259,25 @@ async def test_a_gap_fill_publishes_the_trades_missed_with_the_ids_they_got_live
     assert summary(ticks[len(trades) :]) == expected(trades)
     es = live.stats.instruments["ESZ4"]
     assert (es.gaps_filled, es.gaps_unfilled, es.gap_records) == (1, 0, len(trades))
+
+
+async def test_a_gap_fill_cut_midway_publishes_what_came_and_counts_the_gap_unfilled(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    await runner.producer.start()
+    live = runner.made([ES, NQ], history=True)
+    session = await live.open()
+    fake.history_cut_after = 5  # ESZ4's history breaks after 5 trades; NQZ4's is whole
+    await live.fill_gap(session, datetime(2024, 3, 1, 14, 30, tzinfo=UTC))
+    await live.close(session)
+    await live.finish()
+    assert summary(await read_ticks(settings, settings.topics.ticks_raw)) == expected(
+        fixture_trades()[:5]
+    )
+    assert [(i.gaps_filled, i.gaps_unfilled, i.gap_records)
+            for i in live.stats.instruments.values()] == [(0, 1, 5), (1, 0, 0)]  # fmt: skip
+    assert [r["Symbol"] for r in fake.history_requests] == ["ESZ4", "NQZ4"]
 
 
 async def test_a_reject_is_reported_with_the_servers_text_and_others_go_on(
