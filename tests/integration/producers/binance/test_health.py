@@ -16,7 +16,7 @@ from sandbox import FIXTURES as RECORDINGS
 from sandbox.binance import FakeBinance
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port
-from tests.integration.producers.dtc.test_health import Endpoints
+from tests.integration.producers.endpoints import Endpoints
 from tests.integration.roles import role_process
 
 BINANCE = (("venue", "binance"),)

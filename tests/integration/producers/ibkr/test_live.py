@@ -26,7 +26,7 @@ from sandbox.tws import FakeTws, history_bar, recorded_trades
 from sandbox.tws_wire import frame
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, read_bars, read_ticks, read_topic
-from tests.integration.producers.dtc.test_health import Endpoints
+from tests.integration.producers.endpoints import Endpoints
 from tests.integration.roles import role_process
 
 SPECS = "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412"
