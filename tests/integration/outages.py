@@ -47,46 +47,55 @@ async def _call(step: Callable[[], object]) -> None:
         await result
 
 
+def _stopped(settings: Settings, service: NativeKafka | NativePostgres, how: str) -> Outage:
+    """The outage of a native service: stopped, then started again."""
+    return Outage(settings, lambda: asyncio.to_thread(service.stop),
+                  lambda: asyncio.to_thread(service.start), how)  # fmt: skip
+
+
 def _native_settings() -> Settings:
     return Settings.from_env({**os.environ, "MDP_SERVICES_BACKEND": "native"})
+
+
+@asynccontextmanager
+async def _cut(proxy: TcpProxy, through: Callable[[], Settings], how: str) -> AsyncIterator[Outage]:
+    """The outage of a service behind ``proxy``; ``through()``: the settings that reach the
+    service through it (once it listens)."""
+    await proxy.start()
+    try:
+        yield Outage(through(), proxy.cut, proxy.restore, how)
+    finally:
+        await proxy.aclose()
 
 
 @asynccontextmanager
 async def kafka_outage(settings: Settings, services: Found) -> AsyncIterator[Outage]:
     """A broker outage for a role given ``Outage.settings``."""
     if services.how == "native":
-        broker = NativeKafka(_native_settings())
-        yield Outage(
-            settings, lambda: asyncio.to_thread(broker.stop),
-            lambda: asyncio.to_thread(broker.start), "the native broker stopped",
-        )  # fmt: skip
+        yield _stopped(settings, NativeKafka(_native_settings()), "the native broker stopped")
         return
     proxy = KafkaProxy(settings.kafka_bootstrap)
-    await proxy.start()
-    try:
-        through = settings.model_copy(update={"kafka_bootstrap_servers": proxy.bootstrap})
-        yield Outage(through, proxy.cut, proxy.restore, "the proxy to the broker cut")
-    finally:
-        await proxy.aclose()
+
+    def through() -> Settings:
+        return settings.model_copy(update={"kafka_bootstrap_servers": proxy.bootstrap})
+
+    async with _cut(proxy, through, "the proxy to the broker cut") as outage:
+        yield outage
 
 
 @asynccontextmanager
 async def database_outage(settings: Settings, services: Found) -> AsyncIterator[Outage]:
     """A PostgreSQL outage for a role given ``Outage.settings``."""
     if services.how == "native":
-        server = NativePostgres(_native_settings())
-        yield Outage(
-            settings, lambda: asyncio.to_thread(server.stop),
-            lambda: asyncio.to_thread(server.start), "the native server stopped",
-        )  # fmt: skip
+        yield _stopped(settings, NativePostgres(_native_settings()), "the native server stopped")
         return
     url = urlsplit(settings.database)
     proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
-    await proxy.start()
-    try:
-        user = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
-        url = url._replace(netloc=f"{user}127.0.0.1:{proxy.port}")
-        through = settings.model_copy(update={"database_url": urlunsplit(url)})
-        yield Outage(through, proxy.cut, proxy.restore, "the proxy to the server cut")
-    finally:
-        await proxy.aclose()
+    user = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
+
+    def through() -> Settings:
+        proxied = urlunsplit(url._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+        return settings.model_copy(update={"database_url": proxied})
+
+    async with _cut(proxy, through, "the proxy to the server cut") as outage:
+        yield outage

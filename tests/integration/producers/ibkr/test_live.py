@@ -245,15 +245,21 @@ async def test_tws_closing_during_subscription_is_reconnected_and_resubscribed(
     assert [t.symbol for t in await _ticks(settings)] == ["AAPL"]
 
 
-async def test_tws_closing_during_the_gap_fill_is_reconnected_and_the_gap_filled(
-    start: Launch, fake: FakeTws, settings: Settings
-) -> None:
+async def _two_bars(start: Launch, fake: FakeTws) -> tuple[IbkrLive, int]:
+    """A bars-only producer that has published two bars, 30 and 25 s old; the first's time."""
     live = await start("STK:AAPL:SMART:USD", ticks=None)
     await wait_until(_subscribed(fake, "bars", 1))
     first = int(time.time()) // 5 * 5 - 30
     for n in range(2):
         fake.publish_bar("AAPL", first + 5 * n)
     await wait_until(lambda: live.stats.records >= 2, within=15, step=0.05)
+    return live, first
+
+
+async def test_tws_closing_during_the_gap_fill_is_reconnected_and_the_gap_filled(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live, first = await _two_bars(start, fake)
     fake.drop_on = {20: 1}  # the gap fill's reqHistoricalData closes the new connection
     fake.drop()
     await wait_until(lambda: live.stats.connections >= 3 and live.stats.gap_records >= 3, within=30)
@@ -301,12 +307,7 @@ async def test_1101_data_lost_resubscribes_and_1102_data_kept_carries_on(
 async def test_1101_with_bars_resubscribes_and_fills_the_bars_since_the_newest_on_the_session(
     start: Launch, fake: FakeTws, settings: Settings
 ) -> None:
-    live = await start("STK:AAPL:SMART:USD", ticks=None)
-    await wait_until(_subscribed(fake, "bars", 1))
-    first = int(time.time()) // 5 * 5 - 30
-    for n in range(2):
-        fake.publish_bar("AAPL", first + 5 * n)
-    await wait_until(lambda: live.stats.records >= 2, within=15, step=0.05)
+    live, first = await _two_bars(start, fake)
     fake.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
     fake.send_error(1101, "Connectivity between IB and Trader Workstation has been restored"
                     " - data lost.")  # fmt: skip
