@@ -24,6 +24,8 @@ DEFAULT_KAFKA_PORT: Final = 19092
 DEFAULT_POSTGRES_PORT: Final = 15432
 BINANCE_OFFICIAL: Final = ("https://api.binance.com", "wss://stream.binance.com:9443")
 BINANCE_FAKE: Final = ("http://127.0.0.1:18090", "ws://127.0.0.1:18090")
+# Binance's public data dumps, and the sandbox's loopback copy of their layout (sandbox.vision).
+BINANCE_VISION: Final = ("https://data.binance.vision", "http://127.0.0.1:18091")
 IBKR_OFFICIAL_PORT: Final = 7497  # TWS paper trading; IB Gateway listens on 4001/4002
 IBKR_FAKE_PORT: Final = 17497
 DTC_OFFICIAL_PORTS: Final = (11099, 11098)  # Sierra Chart's default DTC server ports
@@ -67,6 +69,11 @@ class Settings(BaseModel):
     binance_api_secret: SecretStr | None = Field(None, alias="BINANCE_API_SECRET")
     binance_api_base_url: str | None = Field(None, alias="BINANCE_API_BASE_URL")
     binance_stream_url: str | None = Field(None, alias="BINANCE_STREAM_URL")
+    binance_vision_url: str | None = Field(None, alias="BINANCE_VISION_URL")
+    # The time unit asked of Binance's streams and REST (their default is milliseconds).
+    binance_time_unit: Literal["millisecond", "microsecond"] = Field(
+        "millisecond", alias="BINANCE_TIME_UNIT"
+    )
     ibkr_host: str = Field("127.0.0.1", alias="IBKR_HOST", min_length=1)
     ibkr_port: Port | None = Field(None, alias="IBKR_PORT")
     ibkr_client_id: int = Field(1, alias="IBKR_CLIENT_ID", ge=0, le=2**31 - 1)
@@ -176,7 +183,7 @@ class Settings(BaseModel):
             raise ValueError("must be a ws:// or wss:// URL")
         return value.rstrip("/") if value else value
 
-    @field_validator("binance_api_base_url", "ibkr_http_sandbox_url")
+    @field_validator("binance_api_base_url", "binance_vision_url", "ibkr_http_sandbox_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -205,6 +212,14 @@ class Settings(BaseModel):
         if self.binance_stream_url:
             return self.binance_stream_url
         return BINANCE_OFFICIAL[1] if self.providers_sandbox_mode == "official" else BINANCE_FAKE[1]
+
+    @property
+    def binance_vision(self) -> str:
+        """Where the public data dumps are downloaded from: the variable when set, else
+        data.binance.vision (official) or the sandbox's dump server."""
+        if self.binance_vision_url:
+            return self.binance_vision_url
+        return BINANCE_VISION[0] if self.providers_sandbox_mode == "official" else BINANCE_VISION[1]
 
     @property
     def ibkr_api_port(self) -> int:
