@@ -70,9 +70,11 @@ class Settings(BaseModel):
     binance_api_base_url: str | None = Field(None, alias="BINANCE_API_BASE_URL")
     binance_stream_url: str | None = Field(None, alias="BINANCE_STREAM_URL")
     binance_vision_url: str | None = Field(None, alias="BINANCE_VISION_URL")
-    # The time unit asked of Binance's streams and REST (their default is milliseconds).
+    # The time unit asked of Binance's streams and REST (Binance's own default is milliseconds).
+    # Microseconds by default: the public dumps carry µs since 2025 and a trade's time is in its
+    # key, so live, REST and dump copies of one trade are stored once only in the same unit.
     binance_time_unit: Literal["millisecond", "microsecond"] = Field(
-        "millisecond", alias="BINANCE_TIME_UNIT"
+        "microsecond", alias="BINANCE_TIME_UNIT"
     )
     ibkr_host: str = Field("127.0.0.1", alias="IBKR_HOST", min_length=1)
     ibkr_port: Port | None = Field(None, alias="IBKR_PORT")

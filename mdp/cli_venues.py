@@ -32,7 +32,11 @@ def produce() -> None:
               help="Seconds without a frame before the connection is replaced.")  # fmt: skip
 @click.pass_obj
 def produce_binance(settings: Settings, *, symbols: str, streams: str, watchdog: float) -> None:
-    """Binance spot streams (BINANCE_STREAM_URL; sandbox: the local fake)."""
+    """Binance spot streams (BINANCE_STREAM_URL; sandbox: the local fake).
+
+    Times come in BINANCE_TIME_UNIT (microsecond by default, or millisecond), asked of the
+    streams and of the REST gap fill alike, and are stored exactly.
+    """
     from producers.binance.run import run_live  # noqa: PLC0415
 
     names = [s.strip().upper() for s in symbols.split(",") if s.strip()]

@@ -8,7 +8,10 @@ symbol), so a test knows the exact bar set of any range. Trades and aggregate tr
 only recorded) are served again by id. Times are milliseconds unless a request asks for
 microseconds as Binance documents it (``timeUnit=MICROSECOND`` on a stream URL, the
 ``X-MBX-TIME-UNIT: MICROSECOND`` header on REST), or ``microseconds`` is set (a venue that
-answers in µs whatever is asked); time parameters are taken in either unit. Faults on demand:
+answers in µs whatever is asked); time parameters are taken in either unit. A trade may be
+recorded with its time in µs (Binance's engine keeps µs): millisecond answers truncate it, as
+Binance's do. ``aggTrades`` takes ``fromId``, or ``startTime`` and ``endTime`` less than an hour
+apart (else Binance's -1127). Faults on demand:
 ``fail_next`` (e.g. 429 with Retry-After), ``weight_used`` (the X-MBX-USED-WEIGHT-1m the next
 answers report), ``drop_connections``, ``push_raw`` (malformed frames), ``silent``, ``mute``,
 ``deaf_to_close`` (close frames never answered), ``bad_klines`` (rows replaced by a test's own,
@@ -163,7 +166,7 @@ class FakeBinance:
         for socket in list(self._sockets):
             if socket[STREAMS] and stream not in socket[STREAMS]:
                 continue  # Binance sends only what a connection subscribed to
-            data = _in_microseconds(payload) if socket[MICRO] else payload
+            data = _in_unit(payload, micro=socket[MICRO])
             body = {"stream": stream, "data": data} if socket[COMBINED] else data
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await socket.send_str(json.dumps(body))
@@ -275,9 +278,10 @@ class FakeBinance:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
         limit = min(int(request.query.get("limit", 500)), 1000)
         from_id = int(request.query.get("fromId", 0))
-        unit = 1000 if self._micro(request) else 1
+        micro = self._micro(request)
         rows = [
-            {"id": t["t"], "price": t["p"], "qty": t["q"], "quoteQty": "0", "time": t["T"] * unit,
+            {"id": t["t"], "price": t["p"], "qty": t["q"], "quoteQty": "0",
+             "time": _unit_time(t["T"], micro=micro),
              "isBuyerMaker": t["m"], "isBestMatch": True}
             for t in sorted(self.trades.get(symbol, []), key=lambda t: int(t["t"]))
             if int(t["t"]) >= from_id
@@ -286,7 +290,8 @@ class FakeBinance:
 
     async def _agg_trades(self, request: web.Request) -> web.Response:
         """``GET /api/v3/aggTrades``: rows as Binance documents them (a, p, q, f, l, T, m, M),
-        from ``fromId`` (inclusive), else from ``startTime``, up to ``limit``."""
+        from ``fromId`` (inclusive), else within ``startTime`` … ``endTime`` (inclusive, less
+        than an hour apart), up to ``limit``."""
         fault = self._fault()
         if fault is not None:
             return fault
@@ -295,15 +300,20 @@ class FakeBinance:
         if symbol not in SYMBOLS:
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
         limit = min(int(query.get("limit", 500)), 1000)
-        unit = 1000 if self._micro(request) else 1
+        micro = self._micro(request)
         events = sorted(self.agg_trades.get(symbol, []), key=lambda t: int(t["a"]))
         if "fromId" in query:
             events = [t for t in events if int(t["a"]) >= int(query["fromId"])]
-        elif "startTime" in query:
-            events = [t for t in events if int(t["T"]) >= _ms(query["startTime"])]
+        elif "startTime" in query or "endTime" in query:
+            first = _us(query.get("startTime", 0))
+            last = _us_end(query.get("endTime", self.server_ms()))
+            if "startTime" in query and "endTime" in query and last - first >= 3_600_000_000:
+                return web.json_response({"code": -1127, "msg": "More than 1 hours between "
+                                          "startTime and endTime."}, status=400)  # fmt: skip
+            events = [t for t in events if first <= _us(t["T"]) <= last]
         rows = [
-            {"a": t["a"], "p": t["p"], "q": t["q"], "f": t["f"], "l": t["l"], "T": t["T"] * unit,
-             "m": t["m"], "M": t.get("M", True)}
+            {"a": t["a"], "p": t["p"], "q": t["q"], "f": t["f"], "l": t["l"],
+             "T": _unit_time(t["T"], micro=micro), "m": t["m"], "M": t.get("M", True)}
             for t in events[:limit]
         ]  # fmt: skip
         return web.json_response(rows, headers=self._headers(4))
@@ -319,20 +329,43 @@ def _ms(value: str | int) -> int:
     return number // 1000 if number >= 10**14 else number
 
 
+def _us(value: str | int) -> int:
+    """A time parameter or recorded time in microseconds, from ms or µs (by magnitude)."""
+    number = int(value)
+    return number if number >= 10**14 else number * 1000
+
+
+def _us_end(value: str | int) -> int:
+    """An inclusive end time in microseconds: an end in ms includes the whole millisecond."""
+    number = int(value)
+    return number if number >= 10**14 else number * 1000 + 999
+
+
+def _unit_time(value: int, *, micro: bool) -> int:
+    """A recorded time (ms, or µs) in the unit asked for: a µs time truncated to ms when
+    milliseconds are asked for, as Binance's engine does."""
+    return _us(value) if micro else _us(value) // 1000
+
+
 def _row_in_microseconds(row: Any, step_ms: int) -> Any:
     if not isinstance(row, list) or len(row) < 7 or not isinstance(row[0], int):
         return row  # a test's own bad row, served as it is
     return [row[0] * 1000, *row[1:6], row[0] * 1000 + step_ms * 1000 - 1, *row[7:]]
 
 
-def _in_microseconds(event: dict[str, Any]) -> dict[str, Any]:
-    """A stream event with its times in µs, as ``timeUnit=MICROSECOND`` gives them."""
+def _in_unit(event: dict[str, Any], *, micro: bool) -> dict[str, Any]:
+    """A stream event with its times in the unit the connection asked for (``timeUnit``)."""
     times = {"E", "T"} if event.get("e") in {"trade", "aggTrade", "kline"} else set()
-    converted = {k: v * 1000 if k in times and isinstance(v, int) else v for k, v in event.items()}
+    converted = {k: _unit_time(v, micro=micro) if k in times and _is_int(v) else v
+                 for k, v in event.items()}  # fmt: skip
     if isinstance(event.get("k"), dict):
-        converted["k"] = {k: v * 1000 if k in {"t", "T"} and isinstance(v, int) else v
+        converted["k"] = {k: _unit_time(v, micro=micro) if k in {"t", "T"} and _is_int(v) else v
                           for k, v in event["k"].items()}  # fmt: skip
     return converted
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # A stand-alone sandbox venue -------------------------------------------------------------

@@ -18,7 +18,14 @@ from binance.websocket.spot.websocket_stream import SpotWebsocketStreamClient
 
 from marketdata.settings import Settings
 
-__all__ = ["ClientError", "RestClient", "ServerError", "StreamClientBase", "rest_client"]
+__all__ = [
+    "ClientError",
+    "RestClient",
+    "ServerError",
+    "StreamClientBase",
+    "asked_time_unit",
+    "rest_client",
+]
 
 StreamClientBase = SpotWebsocketStreamClient
 
@@ -35,10 +42,21 @@ class RestClient(Protocol):
     def agg_trades(self, symbol: str, **kwargs: Any) -> Any: ...
 
 
+def asked_time_unit(settings: Settings) -> str | None:
+    """What binance-connector is told to ask for (``BINANCE_TIME_UNIT``): ``"MICROSECOND"``
+    (the ``timeUnit`` stream parameter, the ``X-MBX-TIME-UNIT`` header), or None for Binance's
+    default, milliseconds. The stream and every REST client of a process ask for the same unit:
+    one trade's time must be the same number whichever path brought it, as it is in the key."""
+    return "MICROSECOND" if settings.binance_time_unit == "microsecond" else None
+
+
 def rest_client(settings: Settings, *, time_unit: str | None = None) -> RestClient:
-    """The REST client; ``time_unit="MICROSECOND"`` asks Binance for µs times (the
-    ``X-MBX-TIME-UNIT`` header). Either unit is read right (``marketdata.epoch``)."""
+    """The REST client, asking for ``BINANCE_TIME_UNIT``'s unit unless ``time_unit`` says
+    otherwise (``"MICROSECOND"``; ``"MILLISECOND"`` sends no header: Binance's default). Either
+    unit is read right (``marketdata.epoch``)."""
     key = settings.binance_api_key.get_secret_value() if settings.binance_api_key else None
+    unit = asked_time_unit(settings) if time_unit is None else time_unit
+    unit = None if unit is None or unit.upper() == "MILLISECOND" else unit
     client: RestClient = Spot(api_key=key, base_url=settings.binance_rest, show_limit_usage=True,
-                              timeout=30, time_unit=time_unit)  # fmt: skip
+                              timeout=30, time_unit=unit)  # fmt: skip
     return client

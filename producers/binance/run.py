@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from marketdata.settings import Settings
 from marketdata.signals import stop_on_signals
-from producers.binance.connector import rest_client
+from producers.binance.connector import asked_time_unit, rest_client
 from producers.binance.live import BinanceLive, BinanceStats, Connection, stream_names
 from producers.process import publishing
 from producers.reconnect import ReconnectLoop, Timing
@@ -27,13 +27,13 @@ async def run_live(
                                      f"binance.{number}", watchdog_s=watchdog_s)
              for number, group in enumerate(groups, 1)]  # fmt: skip
     timing = Timing(watchdog_s=watchdog_s, max_backoff_s=max_backoff_s)
-    rest = rest_client(settings)
+    rest = rest_client(settings)  # asks for the streams' unit: the gap fill's copies dedupe
     try:
         async with publishing(settings, "binance.live", feeds=feeds) as publisher:
             linger_s = settings.producer_flush_ms / 1000
             lives = [
                 BinanceLive(settings.binance_stream, rest, group, publisher, stats=stats,
-                            linger_s=linger_s)
+                            linger_s=linger_s, time_unit=asked_time_unit(settings))
                 for group, stats in zip(groups, feeds, strict=True)
             ]  # fmt: skip
             for number, live in enumerate(lives, 1):

@@ -113,7 +113,7 @@ CHANGED = {
     "PROVIDERS_SANDBOX_MODE": "official", "TRADINGVIEW_HMAC_SECRET": "hmac secret",
     "BINANCE_API_KEY": "key", "BINANCE_API_SECRET": "s3cret", "BINANCE_API_BASE_URL": "https://b",
     "BINANCE_STREAM_URL": "wss://b:9443", "BINANCE_VISION_URL": "https://v",
-    "BINANCE_TIME_UNIT": "microsecond", "IBKR_HOST": "tws", "IBKR_PORT": "4002",
+    "BINANCE_TIME_UNIT": "millisecond", "IBKR_HOST": "tws", "IBKR_PORT": "4002",
     "IBKR_CLIENT_ID": "7", "IBKR_HTTP_SANDBOX_URL": "http://i", "IBKR_READONLY": "false",
     "IBKR_TIMEOUT_S": "2.5", "DTC_HOST": "sierra", "DTC_PORT": "1", "DTC_HISTORICAL_PORT": "2",
     "DTC_USERNAME": "me", "DTC_PASSWORD": "pw", "DTC_ENCODING": "json", "DTC_HEARTBEAT_S": "3",

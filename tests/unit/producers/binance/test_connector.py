@@ -6,6 +6,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+from marketdata.settings import Settings
+from producers.binance.connector import asked_time_unit, rest_client
+
 ROOT = Path(__file__).resolve().parents[4]
 
 
@@ -24,3 +29,23 @@ def test_only_the_connector_module_imports_binance_connector() -> None:
                for p in (ROOT / folder).rglob("*.py")]  # fmt: skip
     importing = sorted(str(p.relative_to(ROOT)) for p in sources if _imports_binance(p))
     assert importing == ["producers/binance/connector.py"]
+
+
+@pytest.mark.parametrize(
+    ("unit", "header"), [("microsecond", "MICROSECOND"), ("millisecond", None)]
+)
+def test_rest_clients_ask_for_binance_time_unit(unit: str, header: str | None) -> None:
+    settings = Settings.from_env({"BINANCE_TIME_UNIT": unit})
+    assert asked_time_unit(settings) == header
+    client = rest_client(settings)
+    assert client.session.headers.get("X-MBX-TIME-UNIT") == header
+    # An explicit unit wins over the setting (a test, or a caller that must match a stream).
+    assert rest_client(settings, time_unit="MILLISECOND").session.headers.get(
+        "X-MBX-TIME-UNIT") is None  # fmt: skip
+    assert rest_client(settings, time_unit="MICROSECOND").session.headers[
+        "X-MBX-TIME-UNIT"] == "MICROSECOND"  # fmt: skip
+
+
+def test_microseconds_are_the_default() -> None:
+    # Dumps carry µs since 2025: live and REST copies of a trade dedupe with them only in µs.
+    assert asked_time_unit(Settings.from_env({})) == "MICROSECOND"
