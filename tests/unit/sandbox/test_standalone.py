@@ -31,7 +31,7 @@ def _answers(port: int, within_s: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("venue", ["binance", "tws", "dtc"])
+@pytest.mark.parametrize("venue", ["binance", "tws", "dtc", "vision"])
 def test_a_venue_runs_as_a_module_on_the_host_given(venue: str) -> None:
     port = _free_port()
     extra = ["--historical-port", str(_free_port())] if venue == "dtc" else []
