@@ -14,6 +14,7 @@ from marketdata.errors import MarketDataError
 from marketdata.logs import configure_logging
 from marketdata.settings import Settings
 from mdp.cli_common import fail
+from mdp.cli_import import import_group
 from mdp.cli_ops import config, dlq, migrate, services, topics
 from mdp.cli_venues import backfill, produce
 from mdp.pipeline import ROLES
@@ -48,6 +49,7 @@ def cli(ctx: click.Context) -> None:
     Operations:
       run       the whole pipeline here, every role a process, with a live status
       status    rows and newest timestamp per series in the database
+      import    load history from files (Binance's public data dumps)
       dlq       show and replay the dead letters
       services  start/stop/inspect local Kafka and PostgreSQL
       topics    create the pipeline's Kafka topics
@@ -184,7 +186,7 @@ def webhook_sign(settings: Settings, body: click.utils.LazyFile) -> None:
     )
 
 
-for command in (produce, backfill, migrate, topics, dlq, config, services):
+for command in (produce, backfill, import_group, migrate, topics, dlq, config, services):
     cli.add_command(command)
 
 

@@ -1,0 +1,234 @@
+"""`mdp import binance-vision`: Binance's dump files into ``md.bars.raw`` / ``md.ticks.raw``.
+
+Files come from a list of local paths (:func:`local_sources` walks folders) or from anything else
+that yields them, such as a downloader, together with :class:`Skipped` reports for what it could
+not fetch. Each file is checked against its ``.CHECKSUM`` (when one sits beside it), read in
+pages of rows in a thread while the previous page is published, and published through the one
+backfill loop (:func:`producers.backfill.publish_pages`). A row that does not normalise is a
+dead letter (origin ``binance.vision``) whose reason names the file and the line; a file that
+cannot be read is skipped and reported; the import goes on either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from marketdata.epoch import Unit
+from marketdata.errors import InvalidRecord
+from marketdata.records import Bar, Tick
+from marketdata.settings import Settings
+from marketdata.topics import Topics
+from producers.backfill import BackfillResult, Opener, Page, publish_pages
+from producers.binance.dumps import FIELDS, normalise_row, row_unit
+from producers.binance.vision import (
+    NO_OVERRIDES,
+    SUFFIXES,
+    DumpError,
+    DumpName,
+    DumpReader,
+    Overrides,
+    parse_name,
+    verify_checksum,
+)
+
+log = logging.getLogger(__name__)
+
+ORIGIN: Final = "binance.vision"
+STAGE: Final = "binance.import"
+PAGE_ROWS: Final = 5000
+
+# (rows done, bytes done): rows read so far (published and rejected), bytes of the files read.
+ImportProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file not read (or not read to its end), and why."""
+
+    name: str
+    reason: str
+
+
+Source = Path | Skipped
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    published: int = 0  # records: a bookTicker row gives two quotes
+    rejected: int = 0  # rows dead-lettered
+    files_read: int = 0
+    skipped: tuple[Skipped, ...] = ()
+    bytes_read: int = 0
+    verified: int = 0  # files checked against their .CHECKSUM
+    kinds: frozenset[str] = frozenset()
+
+    def summary(self, topics: Topics) -> str:
+        where = " and ".join(
+            topic for kind, topic in (("bars", topics.bars_raw), ("ticks", topics.ticks_raw))
+            if kind in self.kinds
+        ) or "Kafka"  # fmt: skip
+        line = (f"{self.published} records from {self.files_read} file"
+                f"{'' if self.files_read == 1 else 's'} ({self.bytes_read / 1e6:.1f} MB, "
+                f"{self.verified} checksum-verified) published to {where}")  # fmt: skip
+        if self.rejected:
+            line += f"; {self.rejected} malformed rows dead-lettered to {topics.dlq}"
+        if self.skipped:
+            line += f"; {len(self.skipped)} skipped: " + "; ".join(
+                s.reason if s.reason.startswith(s.name) else f"{s.name}: {s.reason}"
+                for s in self.skipped
+            )
+        return line
+
+
+def local_sources(paths: Iterable[Path]) -> list[Path]:
+    """The dump files named, folders walked for ``*.zip`` and ``*.csv`` (sorted, so months and
+    days go in order); a path that does not exist is a :class:`DumpError`."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DumpError(f"{path}: no such file or folder")
+    return found
+
+
+@dataclass
+class _State:
+    result: ImportResult = field(default_factory=ImportResult)
+    bytes_done: int = 0  # of files finished
+    reader: DumpReader | None = None
+
+    @property
+    def position(self) -> int:
+        return self.bytes_done + (self.reader.position if self.reader else 0)
+
+
+def read_pages(
+    path: Path, name: DumpName, state: _State, *, page_rows: int = PAGE_ROWS,
+    received_at: datetime | None = None,
+) -> Generator[Page, None, None]:  # fmt: skip
+    """The records of one file in pages, and its rows that did not normalise, each with
+    ``file:line: reason``. Raises :class:`DumpError` for the file as a whole."""
+    received_at = received_at or datetime.now(UTC)
+    unit: Unit | None = None
+    records: list[Tick | Bar] = []
+    rejected: list[tuple[bytes, str]] = []
+    with DumpReader(path) as reader:
+        state.reader = reader
+        for number, text in reader.lines():
+            if unit is None and reader.header:
+                _check_header(path, name, reader.header)
+            if text is None:
+                rejected.append((b"", f"{path.name}:{number}: row: a line of over 4096 "
+                                      "characters"))  # fmt: skip
+                continue
+            row = text.split(",")
+            try:
+                if unit is None:
+                    unit = row_unit(name, row)
+                records += normalise_row(name, row, unit, received_at)
+            except InvalidRecord as exc:
+                raw = text.encode("utf-8", "surrogateescape")
+                rejected.append((raw, f"{path.name}:{number}: {exc}"))
+            if len(records) + len(rejected) >= page_rows:
+                yield Page(records, rejected)
+                records, rejected = [], []
+        if records or rejected:
+            yield Page(records, rejected)
+    state.reader = None
+
+
+def _check_header(path: Path, name: DumpName, header: list[str]) -> None:
+    if len(header) not in FIELDS[name.kind]:
+        raise DumpError(f"{path.name}: its header has {len(header)} columns, not those of "
+                        f"{name.kind}: {','.join(header)[:120]!r}")  # fmt: skip
+
+
+async def _pages(
+    sources: Iterable[Source] | AsyncIterable[Source], overrides: Overrides, state: _State,
+    page_rows: int,
+) -> AsyncIterator[Page]:  # fmt: skip
+    async for source in _each(sources):
+        if isinstance(source, Skipped):
+            state.result = replace(state.result, skipped=(*state.result.skipped, source))
+            continue
+        try:
+            async for page in _file_pages(source, overrides, state, page_rows):
+                yield page
+        except DumpError as exc:
+            log.warning("skipped: %s", exc)
+            skipped = Skipped(source.name, str(exc))
+            state.result = replace(state.result, skipped=(*state.result.skipped, skipped))
+        finally:
+            state.reader = None
+            state.bytes_done += _size(source)
+
+
+async def _file_pages(
+    path: Path, overrides: Overrides, state: _State, page_rows: int
+) -> AsyncIterator[Page]:
+    name = parse_name(path, overrides)
+    verified = await asyncio.to_thread(verify_checksum, path) if path.suffix == ".zip" else False
+    pages = read_pages(path, name, state, page_rows=page_rows)
+    kinds = state.result.kinds | {"bars" if name.kind == "klines" else "ticks"}
+    try:
+        # Reading the next page runs in a thread while this one is published.
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, pages, None))
+        while (page := await ahead) is not None:
+            ahead = asyncio.ensure_future(asyncio.to_thread(next, pages, None))
+            yield page
+    finally:
+        if not ahead.done():
+            await asyncio.wait([ahead])
+        await asyncio.to_thread(pages.close)
+    state.result = replace(state.result, files_read=state.result.files_read + 1,
+                           verified=state.result.verified + verified, kinds=kinds,
+                           bytes_read=state.result.bytes_read + _size(path))  # fmt: skip
+
+
+async def _each(sources: Iterable[Source] | AsyncIterable[Source]) -> AsyncIterator[Source]:
+    if isinstance(sources, AsyncIterable):
+        async for source in sources:
+            yield source
+    else:
+        for source in sources:
+            yield source
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+async def import_dumps(
+    settings: Settings, sources: Iterable[Source] | AsyncIterable[Source], *,
+    overrides: Overrides = NO_OVERRIDES, progress: ImportProgress | None = None,
+    opener: Opener | None = None, page_rows: int = PAGE_ROWS,
+) -> ImportResult:  # fmt: skip
+    """Publish every row of every file; ``progress(rows, bytes)`` after each page."""
+    state = _State()
+
+    def gauge(so_far: BackfillResult) -> tuple[int, int]:
+        if progress:
+            progress(so_far.records + so_far.rejected, state.position)
+        return 0, 0
+
+    asked = BackfillResult(ORIGIN, "dump", datetime.now(UTC), None)
+    done = await publish_pages(settings, asked, _pages(sources, overrides, state, page_rows),
+                               stage=STAGE, origin=ORIGIN, gauge=gauge, opener=opener)  # fmt: skip
+    return replace(state.result, published=done.records, rejected=done.rejected)
+
+
+def names(sources: Sequence[Path], overrides: Overrides) -> list[DumpName]:
+    """What each file holds, as the import will read it (a bad name raises)."""
+    return [parse_name(path, overrides) for path in sources]
