@@ -79,6 +79,24 @@ async def newest_tick(
                         (exchange, symbol, source))  # fmt: skip
 
 
+async def newest_trade(
+    settings: Settings, exchange: str, symbol: str, source: str
+) -> tuple[datetime, str] | None:
+    """The time and trade id of the series' newest stored tick from ``source``, if any; of
+    trades sharing that time, the highest id (numeric ids compare by length, then digits)."""
+    async with await connect(settings.database) as conn, _tables_needed():
+        cursor = await conn.execute(
+            "SELECT timestamp, trade_id FROM market_data_ticks"
+            " WHERE exchange = %s AND symbol = %s AND source = %s"
+            " ORDER BY timestamp DESC, length(trade_id) DESC, trade_id DESC LIMIT 1",
+            (exchange, symbol, source),
+        )
+        row = await cursor.fetchone()
+    if row is None or not isinstance(row[0], datetime):
+        return None
+    return row[0], str(row[1])
+
+
 async def oldest_bar(
     settings: Settings,
     exchange: str,

@@ -15,6 +15,7 @@ from mdp.cli_common import DATE, fail, progress_bar, utc
 
 if TYPE_CHECKING:
     from producers.backfill import BackfillResult, Progress
+    from producers.binance.trades import Kind
 
 
 @click.group()
@@ -106,23 +107,58 @@ def produce_dtc(settings: Settings, *, symbols: str, timeout: float | None) -> N
 
 @click.group()
 def backfill() -> None:
-    """Fetch historical bars from a venue into md.bars.raw."""
+    """Fetch historical bars (or trades) from a venue into md.bars.raw (md.ticks.raw)."""
 
 
 @backfill.command("binance")
 @click.option("--symbol", required=True, help="Binance symbol, e.g. BTCUSDT.")
-@click.option("--interval", required=True, help="Kline interval: 1s 1m 3m 5m 15m 30m 1h … 1M.")
-@click.option("--start", required=True, type=DATE, callback=utc, help="First bar (UTC).")
-@click.option("--end", type=DATE, callback=utc, help="Last bar (UTC); default: now.")
-@click.option("--resume", is_flag=True, help="Start from the newest bar already stored.")
+@click.option("--interval", help="Kline interval: 1s 1m 3m 5m 15m 30m 1h … 1M.")
+@click.option(
+    "--trades",
+    is_flag=True,
+    help="Every trade (historicalTrades) instead of klines, into md.ticks.raw.",
+)
+@click.option(
+    "--agg-trades",
+    is_flag=True,
+    help="Aggregate trades (aggTrades) instead of klines, into md.ticks.raw.",
+)
+@click.option("--start", required=True, type=DATE, callback=utc, help="First bar or trade (UTC).")
+@click.option("--end", type=DATE, callback=utc, help="Last bar or trade (UTC); default: now.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Start from the newest bar (or trade of that kind) already stored.",
+)
 @click.pass_obj
 def backfill_binance(
-    settings: Settings, *, symbol: str, interval: str, start: datetime, end: datetime | None,
-    resume: bool,
+    settings: Settings, *, symbol: str, interval: str | None, trades: bool, agg_trades: bool,
+    start: datetime, end: datetime | None, resume: bool,
 ) -> None:  # fmt: skip
-    """Page through Binance REST klines (1000 a request) within its rate limits."""
-    from producers.binance.backfill import backfill as run  # noqa: PLC0415
+    """Page through Binance REST klines (1000 a request), or trades with --trades or
+    --agg-trades (an hour window, then by id), within Binance's rate limits.
 
+    Trades have the live streams' sources and ids (binance.trade, binance.aggTrade), so copies
+    already stored are stored once. Times come in BINANCE_TIME_UNIT (microsecond by default).
+    """
+    from producers.binance.backfill import backfill as run  # noqa: PLC0415
+    from producers.binance.backfill import backfill_trades  # noqa: PLC0415
+
+    if end is not None and start > end:
+        fail(MarketDataError(f"--start {start:%Y-%m-%d %H:%M:%S} is after --end "
+                             f"{end:%Y-%m-%d %H:%M:%S}"))  # fmt: skip
+    if trades and agg_trades:
+        fail(MarketDataError("give one of --trades and --agg-trades, not both"))
+    if trades or agg_trades:
+        flag = "--trades" if trades else "--agg-trades"
+        if interval is not None:
+            fail(MarketDataError(f"{flag} takes no --interval: trades are ticks, not bars"))
+        kind: Kind = "trades" if trades else "aggTrades"
+        _backfill(settings, f"{symbol} {kind}", lambda progress: backfill_trades(
+            settings, symbol, kind, start, end, resume=resume, progress=progress))  # fmt: skip
+        return
+    if interval is None:
+        fail(MarketDataError("give --interval for klines, or --trades or --agg-trades"))
     _backfill(settings, f"{symbol} {interval}", lambda progress: run(
         settings, symbol, interval, start, end, resume=resume, progress=progress))  # fmt: skip
 

@@ -10,6 +10,7 @@ Binance's own message. binance-connector is synchronous: callers run the pager i
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -68,6 +69,7 @@ class BinanceRest:
         self.sleep = sleep
         self.used_weight = 0
         self.waited_s = 0.0
+        self.requests = 0  # sent, retries included
 
     def server_time(self) -> datetime:
         answer = self.call(self.client.time)
@@ -80,6 +82,7 @@ class BinanceRest:
         backoff = Backoff(initial=1.0, maximum=30.0)
         for attempt in range(1, self.max_attempts + 1):
             self._respect_weight()
+            self.requests += 1
             try:
                 answer = method(*args, **kwargs)
             except ClientError as exc:
@@ -251,47 +254,70 @@ def _row_id(row: Any, key: str) -> int | None:
 
 def _by_id(
     rest: BinanceRest, method: Callable[..., Any], symbol: str, *, last_id: int, id_key: str,
-    normalise: Callable[[str, Any, datetime], Tick], max_pages: int,
+    normalise: Callable[[str, Any, datetime], Tick], max_pages: int | None,
+    since: datetime | None = None, until: datetime | None = None,
 ) -> Iterator[tuple[list[Tick], Rejected]]:  # fmt: skip
-    """Pages of rows with ids after ``last_id``, ``fromId`` moving past the highest id seen."""
+    """Pages of rows with ids after ``last_id``, ``fromId`` moving past the highest id seen;
+    trades before ``since`` are left out, and the first page reaching past ``until`` is the
+    last, without the trades beyond it (ids rise with time)."""
     from_id = last_id + 1
-    for _ in range(max_pages):
+    for _ in itertools.count() if max_pages is None else range(max_pages):
         rows = _rows(rest.call(method, symbol, fromId=from_id, limit=PAGE))
         if not rows:
             return
-        received_at = datetime.now(UTC)
-        ticks: list[Tick] = []
-        rejected: Rejected = []
-        highest: int | None = None
-        for row in rows:
-            try:
-                ticks.append(normalise(symbol, row, received_at))
-            except InvalidRecord as exc:
-                rejected.append((row, str(exc)))
-            row_id = _row_id(row, id_key)
-            if row_id is not None and (highest is None or row_id > highest):
-                highest = row_id
-        yield ticks, rejected
-        if len(rows) < PAGE:
+        ticks, rejected, highest = normalised(rows, symbol, normalise, id_key)
+        past = until is not None and any(tick.timestamp > until for tick in ticks)
+        yield within(ticks, since, until), rejected
+        if past or len(rows) < PAGE:
             return
         if highest is None or highest < from_id:
             raise BinanceRestError(f"a page with no readable id after {from_id}: cannot go on")
         from_id = highest + 1
 
 
+def normalised(
+    rows: list[Any], symbol: str, normalise: Callable[[str, Any, datetime], Tick], id_key: str
+) -> tuple[list[Tick], Rejected, int | None]:
+    """A page's trades, the rows that did not normalise with why, and the highest id read
+    (also from rows that did not normalise: paging goes on past them)."""
+    received_at = datetime.now(UTC)
+    ticks: list[Tick] = []
+    rejected: Rejected = []
+    highest: int | None = None
+    for row in rows:
+        try:
+            ticks.append(normalise(symbol, row, received_at))
+        except InvalidRecord as exc:
+            rejected.append((row, str(exc)))
+        row_id = _row_id(row, id_key)
+        if row_id is not None and (highest is None or row_id > highest):
+            highest = row_id
+    return ticks, rejected, highest
+
+
+def within(ticks: list[Tick], since: datetime | None, until: datetime | None) -> list[Tick]:
+    return [tick for tick in ticks if (since is None or tick.timestamp >= since)
+            and (until is None or tick.timestamp <= until)]  # fmt: skip
+
+
 def trades_after(
-    rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int = 20
-) -> Iterator[tuple[list[Tick], Rejected]]:
+    rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int | None = 20,
+    since: datetime | None = None, until: datetime | None = None,
+) -> Iterator[tuple[list[Tick], Rejected]]:  # fmt: skip
     """The trades after ``last_id`` (``GET /api/v3/historicalTrades``, weight 25 a page), a page
-    at a time, up to ``max_pages`` pages; the caller counts what is left beyond them."""
+    at a time, up to ``max_pages`` pages (None: no bound) and ``until``; the caller counts what
+    is left beyond them."""
     return _by_id(rest, rest.client.historical_trades, symbol, last_id=last_id, id_key="id",
-                  normalise=rest_trade, max_pages=max_pages)  # fmt: skip
+                  normalise=rest_trade, max_pages=max_pages, since=since,
+                  until=until)  # fmt: skip
 
 
 def agg_trades_after(
-    rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int = 20
-) -> Iterator[tuple[list[Tick], Rejected]]:
+    rest: BinanceRest, symbol: str, last_id: int, *, max_pages: int | None = 20,
+    since: datetime | None = None, until: datetime | None = None,
+) -> Iterator[tuple[list[Tick], Rejected]]:  # fmt: skip
     """The aggregate trades after aggregate id ``last_id`` (``GET /api/v3/aggTrades`` with
     ``fromId``), as :func:`trades_after`."""
     return _by_id(rest, rest.client.agg_trades, symbol, last_id=last_id, id_key="a",
-                  normalise=rest_agg_trade, max_pages=max_pages)  # fmt: skip
+                  normalise=rest_agg_trade, max_pages=max_pages, since=since,
+                  until=until)  # fmt: skip
