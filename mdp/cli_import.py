@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -41,13 +42,27 @@ def import_group() -> None:
               "the file name].")  # fmt: skip
 @click.option("--symbol", help="e.g. BTCUSDT [default: from the file name].")
 @click.option("--interval", help="Kline interval: 1s 1m … 1d 1w 1M [default: from the name].")
+@click.option("--start", help="Download mode: fetch from the dump site (BINANCE_VISION_URL) from "
+              "this month or day (2020-01, 2024-09-21) for --symbol (comma-separated for "
+              "several), --kind [--interval] [--market], then import.")  # fmt: skip
+@click.option("--end", help="Download mode: the last month or day [default: today].")
+@click.option("--cache", type=click.Path(path_type=Path), help="Download mode: where archives "
+              "are kept and resumed [default: MDP_STATE_DIR/binance-vision].")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Download mode: archives fetched at once.")  # fmt: skip
 @click.pass_obj
 def import_binance_vision(
     settings: Settings, *, paths: tuple[Path, ...], market: str | None, kind: str | None,
-    symbol: str | None, interval: str | None,
+    symbol: str | None, interval: str | None, start: str | None, end: str | None,
+    cache: Path | None, concurrency: int,
 ) -> None:  # fmt: skip
     """Binance's public data dumps (data.binance.vision): klines, trades, aggTrades, bookTicker
     of spot (exchange BINANCE), USD-M (BINANCE-UM) and COIN-M futures (BINANCE-CM).
+
+    \b
+    With --start (download mode), the archives are fetched from the dump site first: monthly
+    ones for whole months, daily ones for the rest, verified, cached and resumed; an archive
+    not published is reported as missing in the summary.
 
     \b
     PATH is a .zip or .csv as Binance names them (BTCUSDT-1m-2024-09.zip,
@@ -61,6 +76,18 @@ def import_binance_vision(
 
     overrides = Overrides(market=cast("Market | None", market), kind=cast("Kind | None", kind),
                           symbol=symbol, interval=interval)  # fmt: skip
+    if start is not None:
+        if paths:
+            raise MarketDataError("give the files (PATH...) or --start to download, not both")
+        from mdp.import_download import download_sources  # noqa: PLC0415
+
+        sources, size = download_sources(
+            settings, symbols=symbol, market=market or "spot", kind=kind, interval=interval,
+            start=start, end=end, cache=cache, concurrency=concurrency,
+        )  # fmt: skip
+        named = replace(overrides, symbol=None, interval=None)  # by the archives' names
+        run_import(settings, sources, named, total_bytes=size)
+        return
     if not paths:
         raise MarketDataError("give the dump files or folders to import (PATH...)")
     files = local_sources(paths)
