@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +35,7 @@ from marketdata.topics import Topics
 from producers.backfill import BackfillResult, Opener, Page, publish_pages
 from producers.binance.dumps import FIELDS, normalise_row, row_unit
 from producers.binance.vision import (
+    MAX_LINE,
     NO_OVERRIDES,
     SUFFIXES,
     DumpError,
@@ -43,7 +52,7 @@ ORIGIN: Final = "binance.vision"
 STAGE: Final = "binance.import"
 PAGE_ROWS: Final = 5000
 
-# (rows done, bytes done): rows read so far (published and rejected), bytes of the files read.
+# (records, bytes): records published and rows rejected so far, bytes of the files read so far.
 ImportProgress = Callable[[int, int], None]
 
 
@@ -105,10 +114,18 @@ class _State:
     result: ImportResult = field(default_factory=ImportResult)
     bytes_done: int = 0  # of files finished
     reader: DumpReader | None = None
+    finished: set[Path] = field(default_factory=set)
 
     @property
     def position(self) -> int:
         return self.bytes_done + (self.reader.position if self.reader else 0)
+
+    def finish(self, path: Path) -> None:
+        """Done with a file, read or not: all its bytes count as gone through."""
+        self.reader = None
+        if path not in self.finished:
+            self.finished.add(path)
+            self.bytes_done += _size(path)
 
 
 def read_pages(
@@ -123,12 +140,13 @@ def read_pages(
     rejected: list[tuple[bytes, str]] = []
     with DumpReader(path) as reader:
         state.reader = reader
-        for number, text in reader.lines():
+        for number, text, cut in _lines(reader, path, state):
             if unit is None and reader.header:
                 _check_header(path, name, reader.header)
-            if text is None:
-                rejected.append((b"", f"{path.name}:{number}: row: a line of over 4096 "
-                                      "characters"))  # fmt: skip
+            if cut:
+                rejected.append((text.encode("utf-8", "surrogateescape"),
+                                 f"{path.name}:{number}: row: a line of over {MAX_LINE} "
+                                 "characters (its beginning kept)"))  # fmt: skip
                 continue
             row = text.split(",")
             try:
@@ -143,7 +161,13 @@ def read_pages(
                 records, rejected = [], []
         if records or rejected:
             yield Page(records, rejected)
-    state.reader = None
+
+
+def _lines(reader: DumpReader, path: Path, state: _State) -> Iterator[tuple[int, str, bool]]:
+    try:
+        yield from reader.lines()
+    finally:
+        state.finish(path)  # before the last page is published, so that progress shows it all
 
 
 def _check_header(path: Path, name: DumpName, header: list[str]) -> None:
@@ -168,8 +192,7 @@ async def _pages(
             skipped = Skipped(source.name, str(exc))
             state.result = replace(state.result, skipped=(*state.result.skipped, skipped))
         finally:
-            state.reader = None
-            state.bytes_done += _size(source)
+            state.finish(source)
 
 
 async def _file_pages(
@@ -215,17 +238,21 @@ async def import_dumps(
     overrides: Overrides = NO_OVERRIDES, progress: ImportProgress | None = None,
     opener: Opener | None = None, page_rows: int = PAGE_ROWS,
 ) -> ImportResult:  # fmt: skip
-    """Publish every row of every file; ``progress(rows, bytes)`` after each page."""
+    """Publish every row of every file; ``progress(records, bytes)`` after each page: records
+    published and rows rejected so far, and bytes of the files read so far."""
     state = _State()
+    so_far = [0, 0]
 
-    def gauge(so_far: BackfillResult) -> tuple[int, int]:
-        if progress:
-            progress(so_far.records + so_far.rejected, state.position)
-        return 0, 0
+    def gauge(result: BackfillResult) -> tuple[int, int]:
+        so_far[:] = [result.records + result.rejected, state.position]
+        return 0, 0  # the loop's own (done, total) is not used: progress reads so_far
 
     asked = BackfillResult(ORIGIN, "dump", datetime.now(UTC), None)
-    done = await publish_pages(settings, asked, _pages(sources, overrides, state, page_rows),
-                               stage=STAGE, origin=ORIGIN, gauge=gauge, opener=opener)  # fmt: skip
+    done = await publish_pages(
+        settings, asked, _pages(sources, overrides, state, page_rows), stage=STAGE,
+        origin=ORIGIN, gauge=gauge, opener=opener,
+        progress=(lambda _, __: progress(*so_far)) if progress else None,
+    )  # fmt: skip
     return replace(state.result, published=done.records, rejected=done.rejected)
 
 

@@ -158,13 +158,15 @@ def verify_checksum(archive: Path) -> bool:
     return True
 
 
-Line = tuple[int, str | None]  # line number, text without its line end (None: too long)
+# Line number, text without its line end, and whether it was cut: a line longer than MAX_LINE
+# gives its first MAX_LINE characters.
+Line = tuple[int, str, bool]
 
 
 class DumpReader:
     """The lines of one dump file, zipped or plain, streamed: :meth:`lines` yields each line's
-    number and text after the header (if any, in :attr:`header`); :attr:`position` is how far
-    into the file on disk reading has come."""
+    number, text and whether it was cut, after the header (if any, in :attr:`header`);
+    :attr:`position` is how far into the file on disk reading has come."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -210,7 +212,7 @@ class DumpReader:
                 if not text.endswith("\n") and len(text) >= MAX_LINE:
                     while (more := self._text.readline(MAX_LINE)) and not more.endswith("\n"):
                         pass
-                    yield number, None
+                    yield number, text, True
                     continue
                 text = text.rstrip("\r\n")
                 if number == 1:
@@ -219,7 +221,7 @@ class DumpReader:
                         self.header = text.split(",")
                         continue
                 if text:
-                    yield number, text
+                    yield number, text, False
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise DumpError(f"{self.path.name}: line {number + 1}: the archive is damaged "
                             f"or truncated: {exc}") from None  # fmt: skip
