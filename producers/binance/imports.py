@@ -135,6 +135,8 @@ def read_pages(
     """The records of one file in pages, and its rows that did not normalise, each with
     ``file:line: reason``. Raises :class:`DumpError` for the file as a whole."""
     received_at = received_at or datetime.now(UTC)
+    # A file name need not be valid Unicode; a dead letter's reason must be.
+    label = path.name.encode("utf-8", "backslashreplace").decode()
     unit: Unit | None = None
     records: list[Tick | Bar] = []
     rejected: list[tuple[bytes, str]] = []
@@ -145,7 +147,7 @@ def read_pages(
                 _check_header(path, name, reader.header)
             if cut:
                 rejected.append((text.encode("utf-8", "surrogateescape"),
-                                 f"{path.name}:{number}: row: a line of over {MAX_LINE} "
+                                 f"{label}:{number}: row: a line of over {MAX_LINE} "
                                  "characters (its beginning kept)"))  # fmt: skip
                 continue
             row = text.split(",")
@@ -155,7 +157,7 @@ def read_pages(
                 records += normalise_row(name, row, unit, received_at)
             except InvalidRecord as exc:
                 raw = text.encode("utf-8", "surrogateescape")
-                rejected.append((raw, f"{path.name}:{number}: {exc}"))
+                rejected.append((raw, f"{label}:{number}: {exc}"))
             if len(records) + len(rejected) >= page_rows:
                 yield Page(records, rejected)
                 records, rejected = [], []
