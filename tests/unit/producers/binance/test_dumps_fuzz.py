@@ -39,7 +39,9 @@ RECEIVED = datetime(2026, 12, 1, tzinfo=UTC)
 ARCHIVES = (SPOT_KLINES, SPOT_TRADES, SPOT_AGG, UM_KLINES, UM_TRADES, UM_AGG, UM_BOOK, CM_BOOK,
             US_TRADES)  # fmt: skip
 # (name, row, the unit of its file) for the first row of each archive.
-ROWS: Final = [(parse_name(a), csv_rows(a)[0], "us" if a == US_TRADES else "ms") for a in ARCHIVES]
+ROWS: Final[list[tuple[DumpName, list[str], Unit]]] = [
+    (parse_name(a), csv_rows(a)[0], "us" if a == US_TRADES else "ms") for a in ARCHIVES
+]
 
 # What a CSV field could wrongly hold, as text: other types, huge values, other time units.
 VALUES: Final = {
@@ -82,8 +84,9 @@ def mutations() -> Iterator[tuple[DumpName, str, list[str], Unit]]:
             yield name, f"{name.kind}[{index}] doubled", [*row[: index + 1], *row[index:]], unit
         yield name, f"{name.kind} extra field", [*row, "x"], unit
         yield name, f"{name.kind} no fields", [], unit
-        for other in ("s", "ms", "us", "ns"):
-            yield name, f"{name.kind} in unit {other}", row, other  # type: ignore[misc]
+        units: tuple[Unit, ...] = ("s", "ms", "us", "ns")
+        for other in units:
+            yield name, f"{name.kind} in unit {other}", row, other
 
 
 def test_every_single_field_mutation_gives_records_or_invalid_record() -> None:
@@ -120,7 +123,7 @@ def mutated(draw: st.DrawFn) -> tuple[DumpName, list[str], Unit]:
             row.insert(index, draw(_fields))
         elif row:
             row[index] = draw(_fields)
-    return name, row, unit  # type: ignore[return-value]
+    return name, row, unit
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
