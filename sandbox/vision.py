@@ -15,8 +15,9 @@ dump, the REST fake and a test agree on every row (:func:`day_rows`, :func:`arch
 Faults on demand: ``missing`` (names or paths answered 404: a day not published yet, a symbol not
 listed then), ``published_until`` (later days and months not over by then are 404), ``delay_s``
 (every response waits), and :meth:`FakeVision.inject` for the next answers of one file:
-``"missing"``, ``"truncated"`` (half the zip, served as if whole), ``"bad_checksum"``, ``"dropped"``
-(the connection closed mid-body) or ``"slow"`` (``slow_s`` before answering).
+``"missing"``, ``"truncated"`` (half the zip, served as if whole), ``"bad_checksum"``,
+``"garbled"`` (a checksum file of binary garbage), ``"dropped"`` (the connection closed
+mid-body), ``"slow"`` (``slow_s`` before answering) or ``"unavailable"`` (503).
 
 Standalone, as the sandbox's dump site: ``python -m sandbox.vision --port 18091``.
 """
@@ -44,7 +45,7 @@ from aiohttp import web
 from sandbox.binance import INTERVAL_MS, kline_row
 
 Market = Literal["spot", "um", "cm"]
-Fault = Literal["missing", "truncated", "bad_checksum", "dropped", "slow"]
+Fault = Literal["missing", "truncated", "bad_checksum", "garbled", "dropped", "slow", "unavailable"]
 KINDS: Final = ("klines", "trades", "aggTrades", "bookTicker")
 # Binance's spot dumps carry microseconds from this day on; futures stay in milliseconds.
 MICROSECONDS_FROM: Final = date(2025, 1, 1)
@@ -303,8 +304,12 @@ class FakeVision:
                 or not self._published(parsed[0])
                 or (parsed[0].kind == "bookTicker" and parsed[0].market == "spot")):  # fmt: skip
             return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>")
+        if fault == "unavailable":
+            return web.Response(status=503, text="<Error><Code>SlowDown</Code></Error>")
         archive, wants_checksum = parsed
         content = archive_bytes(archive, per_day=self.per_day)
+        if wants_checksum and fault == "garbled":
+            return web.Response(body=b"\xff\xfe\x00garbage\x80" * 8)
         if wants_checksum:
             if fault == "bad_checksum":
                 content = content + b"tampered"

@@ -205,34 +205,41 @@ class _Fetcher:
     async def _one(self, archive: Archive) -> Path | None:
         dest = self.cache / archive.path
         async with self.slots:
-            if await asyncio.to_thread(_verified, dest):
-                self.result.cached += 1
-                self._advance(0, 1)
-                return dest
-            backoff = Backoff(initial=self.backoff_s, maximum=max(self.backoff_s, 10.0))
-            mismatches = 0
-            while True:
-                try:
-                    await self._fetch(archive, dest)
-                except ArchiveMissing:
-                    self.result.missing.append(archive)
-                    return None
-                except ChecksumMismatch as exc:
-                    mismatches += 1
-                    if mismatches > 1:
-                        self.result.failed.append((archive, str(exc)))
-                        return None
-                except TransientError as exc:
-                    if backoff.attempts >= self.retries:
-                        self.result.failed.append((archive, str(exc)))
-                        return None
-                    await asyncio.sleep(backoff.next_delay())
-                except MarketDataError as exc:
-                    self.result.failed.append((archive, str(exc)))
-                    return None
-                else:
+            try:
+                if await asyncio.to_thread(_verified, dest):
+                    self.result.cached += 1
                     self._advance(0, 1)
                     return dest
+                await self._attempts(archive, dest)
+            except ArchiveMissing:
+                self.result.missing.append(archive)
+                return None
+            except MarketDataError as exc:
+                self.result.failed.append((archive, str(exc)))
+                return None
+            except OSError as exc:  # the cache's disk: full, read-only, no permission
+                self.result.failed.append((archive, f"{archive.name}: {exc}"))
+                return None
+            self._advance(0, 1)
+            return dest
+
+    async def _attempts(self, archive: Archive, dest: Path) -> None:
+        """Fetch, again after a transient failure (with backoff) or one checksum mismatch."""
+        backoff = Backoff(initial=self.backoff_s, maximum=max(self.backoff_s, 10.0))
+        mismatches = 0
+        while True:
+            try:
+                await self._fetch(archive, dest)
+            except ChecksumMismatch:
+                mismatches += 1
+                if mismatches > 1:
+                    raise
+            except TransientError:
+                if backoff.attempts >= self.retries:
+                    raise
+                await asyncio.sleep(backoff.next_delay())
+            else:
+                return
 
     def _advance(self, size: int, files: int) -> None:
         self.result.bytes_fetched += size
@@ -264,7 +271,7 @@ class _Fetcher:
     async def _checksum(self, url: str, name: str) -> str:
         async with self.session.get(url) as response:
             _status(response, name + ".CHECKSUM")
-            text = await response.text()
+            text = (await response.read()).decode("ascii", "replace")
         parts = text.split()
         if len(parts) != 2 or not _SHA256.fullmatch(parts[0]) or parts[1].lstrip("*") != name:
             raise ChecksumMismatch(f"{name}.CHECKSUM is not '<sha256>  {name}': {text[:200]!r}")
@@ -318,14 +325,14 @@ def _verified(dest: Path) -> bool:
     checksum_file = dest.with_name(dest.name + ".CHECKSUM")
     try:
         checksum = checksum_file.read_text().split()[0].lower()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError, ValueError):
             if _marker(dest).read_text() == _stamp(dest, checksum):
                 return True
         digest = hashlib.sha256()
         with dest.open("rb") as archive:
             while chunk := archive.read(1 << 20):
                 digest.update(chunk)
-    except (FileNotFoundError, IndexError):
+    except (OSError, ValueError, IndexError):  # not there, or not readable: fetched again
         return False
     if digest.hexdigest() != checksum:
         return False

@@ -160,6 +160,16 @@ async def test_injected_faults_hit_the_next_answers_only(site: FakeVision) -> No
     assert checksum.split()[0].decode() == hashlib.sha256(whole).hexdigest()
 
 
+async def test_a_busy_site_and_a_garbled_checksum(site: FakeVision) -> None:
+    site.inject(SPOT_TRADES.name, "unavailable")
+    site.inject(SPOT_TRADES.name + ".CHECKSUM", "garbled")
+    assert (await get(site, SPOT_TRADES.path))[0] == 503
+    status, checksum = await get(site, SPOT_TRADES.path + ".CHECKSUM")
+    assert status == 200
+    with pytest.raises(UnicodeDecodeError):
+        checksum.decode()
+
+
 async def test_a_dropped_connection_ends_the_body_short(site: FakeVision) -> None:
     site.inject(SPOT_TRADES.name, "dropped")
     with pytest.raises(aiohttp.ClientPayloadError):

@@ -235,6 +235,41 @@ async def test_a_second_mismatch_deletes_the_file_and_reports_it(
     )
 
 
+async def test_a_garbled_checksum_file_is_a_mismatch_not_a_crash(
+    site: FakeVision, tmp_path: Path
+) -> None:
+    once, twice = daily("2024-09-21"), daily("2024-09-22")
+    site.inject(once.name + ".CHECKSUM", "garbled")
+    site.inject(twice.name + ".CHECKSUM", "garbled", times=2)
+    result = await fetch(site, tmp_path, [once, twice])
+    assert result.paths == [tmp_path / once.path]
+    ((failed, reason),) = result.failed
+    assert failed == twice
+    assert reason.startswith("BTCUSDT-1h-2024-09-22.zip.CHECKSUM is not '<sha256>  ")
+
+
+async def test_a_busy_site_is_retried_with_backoff(site: FakeVision, tmp_path: Path) -> None:
+    archive, hopeless = daily("2024-09-21"), daily("2024-09-22")
+    site.inject(archive.name, "unavailable", times=2)
+    site.inject(hopeless.name + ".CHECKSUM", "unavailable", times=3)
+    result = await fetch(site, tmp_path, [archive, hopeless], retries=2)
+    assert result.paths == [tmp_path / archive.path]
+    assert result.failed == [
+        (hopeless, "BTCUSDT-1h-2024-09-22.zip.CHECKSUM: HTTP 503 Service Unavailable")
+    ]
+
+
+async def test_a_cache_that_cannot_be_written_fails_each_archive_not_the_run(
+    site: FakeVision, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "cache"
+    await asyncio.to_thread(blocked.write_text, "a file where the cache's folder should be")
+    archives = [daily("2024-09-21"), daily("2024-09-22")]
+    result = await fetch(site, blocked, archives)
+    assert [failed for failed, _ in result.failed] == archives
+    assert all("BTCUSDT-1h-2024-09-2" in reason for _, reason in result.failed)
+
+
 async def test_slow_answers_time_out_and_are_retried(site: FakeVision, tmp_path: Path) -> None:
     site.slow_s = 1.0
     archive, hopeless = daily("2024-09-21"), daily("2024-09-22")
