@@ -164,15 +164,14 @@ async def download(
     each ends ready, missing or failed in the result."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    # No total: a big archive may take long; what must not happen is silence that long.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
     async with contextlib.AsyncExitStack() as stack:
         if session is None:
             connector = aiohttp.TCPConnector(limit=concurrency)
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(connector=connector, timeout=timeout)
-            )
+            session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         fetcher = _Fetcher(session, base_url.rstrip("/"), cache, asyncio.Semaphore(concurrency),
-                           retries, backoff_s, progress)  # fmt: skip
+                           timeout, retries, backoff_s, progress)  # fmt: skip
         ready = await fetcher.run(archives)
         # A monthly archive not out yet (the first days of a month): its days are.
         instead = [day for archive in fetcher.result.missing if archive.monthly
@@ -193,6 +192,7 @@ class _Fetcher:
     base_url: str
     cache: Path
     slots: asyncio.Semaphore
+    timeout: aiohttp.ClientTimeout
     retries: int
     backoff_s: float
     progress: Progress | None
@@ -255,7 +255,7 @@ class _Fetcher:
                 stale.unlink(missing_ok=True)  # left by a process killed mid-download
             part = dest.with_name(f".{archive.name}.{secrets.token_hex(4)}.part")
             try:
-                digest = await self._stream(url, part)
+                digest = await self._stream(url, part, archive.name)
                 if digest != checksum:
                     raise ChecksumMismatch(f"{archive.name}: SHA-256 {digest} is not the "
                                            f"{checksum} of its CHECKSUM; deleted")  # fmt: skip
@@ -269,7 +269,7 @@ class _Fetcher:
         _write_private(_marker(dest), _stamp(dest, checksum).encode())
 
     async def _checksum(self, url: str, name: str) -> str:
-        async with self.session.get(url) as response:
+        async with self.session.get(url, timeout=self.timeout) as response:
             _status(response, name + ".CHECKSUM")
             text = (await response.read()).decode("ascii", "replace")
         parts = text.split()
@@ -277,12 +277,12 @@ class _Fetcher:
             raise ChecksumMismatch(f"{name}.CHECKSUM is not '<sha256>  {name}': {text[:200]!r}")
         return parts[0].lower()
 
-    async def _stream(self, url: str, part: Path) -> str:
+    async def _stream(self, url: str, part: Path, name: str) -> str:
         digest = hashlib.sha256()
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            async with self.session.get(url) as response:
-                _status(response, part.name)
+            async with self.session.get(url, timeout=self.timeout) as response:
+                _status(response, name)
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     os.write(fd, chunk)
                     digest.update(chunk)

@@ -249,13 +249,15 @@ async def test_a_garbled_checksum_file_is_a_mismatch_not_a_crash(
 
 
 async def test_a_busy_site_is_retried_with_backoff(site: FakeVision, tmp_path: Path) -> None:
-    archive, hopeless = daily("2024-09-21"), daily("2024-09-22")
+    archive, hopeless, zip_only = daily("2024-09-21"), daily("2024-09-22"), daily("2024-09-23")
     site.inject(archive.name, "unavailable", times=2)
     site.inject(hopeless.name + ".CHECKSUM", "unavailable", times=3)
-    result = await fetch(site, tmp_path, [archive, hopeless], retries=2)
+    site.inject(zip_only.name, "unavailable", times=3)
+    result = await fetch(site, tmp_path, [archive, hopeless, zip_only], retries=2)
     assert result.paths == [tmp_path / archive.path]
-    assert result.failed == [
-        (hopeless, "BTCUSDT-1h-2024-09-22.zip.CHECKSUM: HTTP 503 Service Unavailable")
+    assert sorted(result.failed, key=lambda failed: failed[0].first) == [
+        (hopeless, "BTCUSDT-1h-2024-09-22.zip.CHECKSUM: HTTP 503 Service Unavailable"),
+        (zip_only, "BTCUSDT-1h-2024-09-23.zip: HTTP 503 Service Unavailable"),
     ]
 
 
