@@ -260,10 +260,12 @@ class FakeBinance:
         end = min(_ms(query.get("endTime", now)), now)
         start = _ms(query.get("startTime", end - step * limit))
         first = -(-start // step) * step  # first open time at or after startTime
-        rows = [self.bad_klines.get(t) or kline_row(symbol, interval, t)
+        micro = self._micro(request)
+        # A test's own rows are served as it wrote them, in whatever unit it chose.
+        rows = [self.bad_klines[t] if t in self.bad_klines else
+                _row_in_microseconds(kline_row(symbol, interval, t), step) if micro else
+                kline_row(symbol, interval, t)
                 for t in range(first, end + 1, step)][:limit]  # fmt: skip
-        if self._micro(request):
-            rows = [_row_in_microseconds(row, step) for row in rows]
         await asyncio.sleep(0)
         body = ",".join(row.text if isinstance(row, RawJSON) else json.dumps(row) for row in rows)
         return web.Response(text=f"[{body}]", content_type="application/json",
@@ -347,9 +349,7 @@ def _unit_time(value: int, *, micro: bool) -> int:
     return _us(value) if micro else _us(value) // 1000
 
 
-def _row_in_microseconds(row: Any, step_ms: int) -> Any:
-    if not isinstance(row, list) or len(row) < 7 or not isinstance(row[0], int):
-        return row  # a test's own bad row, served as it is
+def _row_in_microseconds(row: list[Any], step_ms: int) -> list[Any]:
     return [row[0] * 1000, *row[1:6], row[0] * 1000 + step_ms * 1000 - 1, *row[7:]]
 
 
