@@ -139,3 +139,5 @@ def rate_bar(label: str, total_bytes: int | None) -> Iterator[ImportProgress]:
             bar.update(min(done, bar.length or done) - bar.pos, shown)
 
         yield progress
+    # The bar is drawn only on a terminal: the rates go to stderr in any case.
+    click.echo(f"{label}: {rates(None)} over {time.monotonic() - started:.1f} s", err=True)
