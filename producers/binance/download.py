@@ -92,8 +92,10 @@ class Archive:
 @dataclass
 class DownloadResult:
     paths: list[Path] = field(default_factory=list)  # verified archives, in time order
-    missing: list[Archive] = field(default_factory=list)  # 404: not published, not listed
-    failed: list[tuple[Archive, str]] = field(default_factory=list)  # with the reason
+    missing: list[Archive] = field(
+        default_factory=list
+    )  # 404 (not published, not listed), in order
+    failed: list[tuple[Archive, str]] = field(default_factory=list)  # with the reason, in order
     bytes_fetched: int = 0
     cached: int = 0  # archives already verified in the cache, not fetched again
 
@@ -183,6 +185,7 @@ async def download(
     ready.sort(key=lambda pair: (pair[0].symbol, pair[0].first))
     result.paths = [path for _, path in ready]
     result.missing.sort(key=lambda archive: (archive.symbol, archive.first))
+    result.failed.sort(key=lambda failed: (failed[0].symbol, failed[0].first))
     return result
 
 
