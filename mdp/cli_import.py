@@ -88,6 +88,8 @@ def import_binance_vision(
         named = replace(overrides, symbol=None, interval=None)  # by the archives' names
         run_import(settings, sources, named, total_bytes=size)
         return
+    if end is not None or cache is not None:
+        raise MarketDataError("--end and --cache belong to download mode: give --start")
     if not paths:
         raise MarketDataError("give the dump files or folders to import (PATH...)")
     files = local_sources(paths)
