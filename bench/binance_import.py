@@ -4,9 +4,9 @@ COPY of the same rows, in one run.
     .venv/bin/python -m bench.binance_import           # the full run; writes BENCHMARKS.md
     .venv/bin/python -m bench.binance_import --quick   # smoke run: small files, once, prints only
 
-Sized for about 10 minutes on 2 cores (in trial runs the pipeline moved 10-20k rows/s), a day
-of trades is 500,000 rows by default, a third of a busy BTCUSDT day; --trades 1500000 makes the
-realistic day and takes about three times as long. The section reports how long the run took.
+Sized to finish in about 10 minutes on 2 cores, a day of trades is 500,000 rows by default, a
+third of a busy BTCUSDT day; --trades 1500000 makes the realistic day and takes about three
+times as long. The section says how long the run took.
 
 Makes, in a temporary folder, a day of BTCUSDT spot trades and a year of 1m klines in the dumps'
 format with their .CHECKSUM files (bench/vision_files.py). Then, --repeat times, in turn:
