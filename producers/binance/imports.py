@@ -203,7 +203,8 @@ async def _file_pages(
     name = parse_name(path, overrides)
     verified = await asyncio.to_thread(verify_checksum, path) if path.suffix == ".zip" else False
     pages = read_pages(path, name, state, page_rows=page_rows)
-    kinds = state.result.kinds | {"bars" if name.kind == "klines" else "ticks"}
+    kinds = {"bars" if name.kind == "klines" else "ticks"}
+    state.result = replace(state.result, kinds=state.result.kinds | kinds)
     try:
         # Reading the next page runs in a thread while this one is published.
         ahead = asyncio.ensure_future(asyncio.to_thread(next, pages, None))
@@ -215,7 +216,7 @@ async def _file_pages(
             await asyncio.wait([ahead])
         await asyncio.to_thread(pages.close)
     state.result = replace(state.result, files_read=state.result.files_read + 1,
-                           verified=state.result.verified + verified, kinds=kinds,
+                           verified=state.result.verified + verified,
                            bytes_read=state.result.bytes_read + _size(path))  # fmt: skip
 
 

@@ -141,15 +141,18 @@ def verify_checksum(archive: Path) -> bool:
     listed = checksum_of(archive)
     if not listed.is_file():
         return False
-    with listed.open("rb") as file:
-        text = file.read(4096).decode("ascii", "replace")
+    digest = hashlib.sha256()
+    try:
+        with listed.open("rb") as file:
+            text = file.read(4096).decode("ascii", "replace")
+        with archive.open("rb") as file:
+            while chunk := file.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DumpError(f"{archive.name}: cannot be read: {exc.strerror or exc}") from None
     expected = text.split()[0].lower() if text.split() else ""
     if not re.fullmatch(r"[0-9a-f]{64}", expected):
         raise ChecksumMismatch(f"{listed.name}: not a SHA-256 checksum file")
-    digest = hashlib.sha256()
-    with archive.open("rb") as file:
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
     if digest.hexdigest() != expected:
         raise ChecksumMismatch(
             f"{archive.name}: SHA-256 {digest.hexdigest()} does not match {listed.name}"
@@ -171,7 +174,10 @@ class DumpReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.header: list[str] | None = None
-        self._file: BinaryIO = path.open("rb")
+        try:
+            self._file: BinaryIO = path.open("rb")
+        except OSError as exc:
+            raise DumpError(f"{path.name}: cannot be read: {exc.strerror or exc}") from None
         self._zip: zipfile.ZipFile | None = None
         try:
             self._text = io.TextIOWrapper(self._member(), encoding="utf-8",

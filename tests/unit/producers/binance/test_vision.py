@@ -194,3 +194,15 @@ def test_a_checksum_mismatch_is_an_error_naming_the_file(tmp_path: Path) -> None
     listed.write_text("not a checksum\n")
     with pytest.raises(ChecksumMismatch, match=r"CHECKSUM: not a SHA-256 checksum file"):
         verify_checksum(archive)
+
+
+def test_a_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path) -> None:
+    folder = tmp_path / "BTCUSDT-trades-2024-03.csv"
+    folder.mkdir()  # opening a folder fails as an unreadable file does, also as root
+    with pytest.raises(DumpError, match=r"BTCUSDT-trades-2024-03\.csv: cannot be read: "):
+        DumpReader(folder)
+    archive = tmp_path / "BTCUSDT-trades-2024-04.zip"
+    archive.mkdir()
+    (tmp_path / "BTCUSDT-trades-2024-04.zip.CHECKSUM").write_text("0" * 64 + "  x\n")
+    with pytest.raises(DumpError, match=r"BTCUSDT-trades-2024-04\.zip: cannot be read: "):
+        verify_checksum(archive)
