@@ -32,6 +32,7 @@ import gc
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -316,6 +317,9 @@ async def end_to_end(settings: Settings, files: Files, logs: Path) -> Figures:
                 raise RuntimeError(f"{stored:,} rows stored of {files.warm_rows + files.rows:,}")
         finally:
             await drop_topics(run)
+            # The processor's local state (processors.app.faust_datadir), not imported: faust
+            # would load into the reader process too.
+            shutil.rmtree(run.state_dir / "faust" / run.process_group, ignore_errors=True)
     return figures
 
 
@@ -386,6 +390,10 @@ def spread(values: Sequence[float], fmt: str = ",.1f", scale: float = 1.0) -> st
     return " / ".join(f"{v * scale:{fmt}}" for v in (low, mid, high))
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
@@ -401,13 +409,14 @@ def render(
         f"Command: `{command_line('bench.binance_import')}`  ",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()}; PostgreSQL "
         f"{server_version(settings)} (plain, no TimescaleDB) and Kafka native on the same machine; "
-        f"{settings.topic_partitions} partitions; {args.repeat} runs, each measuring the reader, "
-        "the pipeline and the COPY baseline in turn; figures are min / median / max over the runs; "
+        f"{settings.topic_partitions} partitions; {_count(args.repeat, 'run')}, each measuring "
+        "the reader, the pipeline and the COPY baseline in turn; figures are min / median / max "
+        "over the runs; "
         f"the whole run took {elapsed / 60:.1f} minutes.",
         "",
         f"Files (bench/vision_files.py, made in {files.seconds:.0f} s): `{files.trades.name}`, "
         f"{files.trade_rows:,} spot trades (a day of BTCUSDT is 1-2 million), and "
-        f"{len(files.klines)} months of 1m klines `BTCUSDT-1m-{YEAR}-MM.zip`, "
+        f"{_count(len(files.klines), 'month')} of 1m klines `BTCUSDT-1m-{YEAR}-MM.zip`, "
         f"{files.kline_rows:,} bars; {n:,} rows, {mb:.1f} MB zipped, in the dumps' format (no "
         "header, eight decimals, ms times, a price random walk), each with its `.CHECKSUM`.",
         "",
