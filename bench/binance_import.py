@@ -358,7 +358,9 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
         for repeat in range(args.repeat):
             started = time.perf_counter()
             readers.append(await run_reader(files))
-            runs.append(await end_to_end(settings, files, logs))
+            # Logs of its own: the roles are found by the metrics address their log names.
+            (run_logs := logs / f"run-{repeat + 1}").mkdir()
+            runs.append(await end_to_end(settings, files, run_logs))
             copies.append(await copy_baseline(settings, ticks, bars))
             reading = sum(readers[-1][group]["seconds"] for group in ("trades", "klines"))
             print(f"run {repeat + 1} in {time.perf_counter() - started:.1f} s: reader "
