@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
-
-import msgspec
+from typing import Final
 
 from marketdata.epoch import Unit, epoch_unit
 from marketdata.errors import InvalidRecord
@@ -80,19 +78,13 @@ def _held_to(field: str, text: str, unit: Unit) -> int:
     return number
 
 
-def _on(name: DumpName, record: Any) -> Any:
-    if name.exchange == normalise.EXCHANGE:
-        return record
-    return msgspec.structs.replace(record, exchange=name.exchange)
-
-
 def kline(name: DumpName, row: list[str], unit: Unit, received_at: datetime) -> list[Bar]:
     """``open time, open, high, low, close, volume, close time, quote volume, trades, taker buy
     base, taker buy quote, ignore``: the REST kline row; closed, as every dumped bar."""
     opened, closed = _held_to("timestamp", row[0], unit), _held_to("close_time", row[6], unit)
     fields = [opened, *row[1:6], closed, *row[7:]]
-    return [_on(name, normalise.rest_kline(name.symbol, name.interval or "", fields,
-                                           received_at))]  # fmt: skip
+    return [normalise.rest_kline(name.symbol, name.interval or "", fields, received_at,
+                                 name.exchange)]  # fmt: skip
 
 
 def trade(name: DumpName, row: list[str], unit: Unit, received_at: datetime) -> list[Tick]:
@@ -100,7 +92,7 @@ def trade(name: DumpName, row: list[str], unit: Unit, received_at: datetime) -> 
     time = _held_to("timestamp", row[4], unit)
     fields = {"id": _int(row[0]), "price": row[1], "qty": row[2], "time": time,
               "isBuyerMaker": _flag(row[5])}  # fmt: skip
-    return [_on(name, normalise.rest_trade(name.symbol, fields, received_at))]
+    return [normalise.rest_trade(name.symbol, fields, received_at, name.exchange)]
 
 
 def agg_trade(name: DumpName, row: list[str], unit: Unit, received_at: datetime) -> list[Tick]:
@@ -109,7 +101,7 @@ def agg_trade(name: DumpName, row: list[str], unit: Unit, received_at: datetime)
     time = _held_to("timestamp", row[5], unit)
     fields = {"a": _int(row[0]), "p": row[1], "q": row[2], "f": _int(row[3]),
               "l": _int(row[4]), "T": time, "m": _flag(row[6])}  # fmt: skip
-    return [_on(name, normalise.rest_agg_trade(name.symbol, fields, received_at))]
+    return [normalise.rest_agg_trade(name.symbol, fields, received_at, name.exchange)]
 
 
 def book_ticker(name: DumpName, row: list[str], unit: Unit, received_at: datetime) -> list[Tick]:
@@ -118,7 +110,7 @@ def book_ticker(name: DumpName, row: list[str], unit: Unit, received_at: datetim
     _held_to("event_time", row[6], unit)
     fields = {"u": _int(row[0]), "s": name.symbol, "b": row[1], "B": row[2], "a": row[3],
               "A": row[4], "T": time}  # fmt: skip
-    return [_on(name, quote) for quote in normalise.book_ticker(fields, received_at)]
+    return normalise.book_ticker(fields, received_at, exchange=name.exchange)
 
 
 NORMALISERS: Final[dict[Kind, Normaliser]] = {

@@ -116,7 +116,7 @@ def _get(payload: Mapping[str, Any], key: str, field: str) -> Any:
 
 def _taker_trade(
     payload: Any, received_at: datetime, *, symbol: Any, source: str, keys: Mapping[str, str],
-    extras: Mapping[str, str],
+    extras: Mapping[str, str], exchange: str = EXCHANGE,
 ) -> Tick:  # fmt: skip
     """A trade; ``keys`` maps id, time, price, size and maker to the payload's keys, ``extras``
     record extras to Binance keys of ids or times (checked, kept as sent). Buyer-is-maker means
@@ -132,7 +132,7 @@ def _taker_trade(
             _id(name, value)
         kept[name] = value
     return Tick(
-        exchange=EXCHANGE,
+        exchange=exchange,
         symbol=_symbol(symbol),
         timestamp=_time("timestamp", _get(payload, keys["time"], "timestamp")),
         source=source,
@@ -171,8 +171,9 @@ _QUOTE_SIDES: Final[tuple[tuple[Side, str, str], ...]] = (("bid", "b", "B"), ("a
 
 
 def book_ticker(
-    payload: Mapping[str, Any], received_at: datetime, clock: QuoteClock | None = None
-) -> list[Tick]:
+    payload: Mapping[str, Any], received_at: datetime, clock: QuoteClock | None = None,
+    exchange: str = EXCHANGE,
+) -> list[Tick]:  # fmt: skip
     """``<symbol>@bookTicker``: best bid and ask, identified by the order-book update id ``u``
     and the side. The spot stream carries no event time, so the quotes are stamped by
     ``clock(symbol, u, received_at)``: the live producer's clock gives every copy of one update
@@ -188,7 +189,7 @@ def book_ticker(
         timestamp = clock(symbol, update, received_at) if clock else received_at
     return [
         Tick(
-            exchange=EXCHANGE,
+            exchange=exchange,
             symbol=symbol,
             timestamp=timestamp,
             source="binance.bookTicker",
@@ -221,15 +222,18 @@ def kline(payload: Mapping[str, Any], received_at: datetime) -> Bar:
     )
 
 
-def rest_kline(symbol: str, interval: str, row: Sequence[Any], server_time: datetime) -> Bar:
+def rest_kline(
+    symbol: str, interval: str, row: Sequence[Any], server_time: datetime,
+    exchange: str = EXCHANGE,
+) -> Bar:  # fmt: skip
     """One row of ``GET /api/v3/klines`` (or of a klines dump): ``[open time, open, high, low,
     close, volume, close time, quote volume, trades, ...]``; closed once its close time has
-    passed."""
+    passed. ``exchange``: ``BINANCE-UM``/``BINANCE-CM`` for futures rows (the same columns)."""
     if not isinstance(row, list | tuple) or len(row) < 9:
         raise InvalidRecord("kline", f"must be a kline row of 9+ fields, got {_describe(row)}")
     close_time = _time("close_time", row[6])
     return Bar(
-        exchange=EXCHANGE,
+        exchange=exchange,
         symbol=_symbol(symbol),
         interval=_interval(interval),
         timestamp=_time("timestamp", row[0]),
@@ -248,19 +252,23 @@ _HISTORICAL_KEYS: Final = {"id": "id", "time": "time", "price": "price", "size":
                            "maker": "isBuyerMaker"}  # fmt: skip
 
 
-def rest_trade(symbol: str, row: Mapping[str, Any], received_at: datetime) -> Tick:
+def rest_trade(
+    symbol: str, row: Mapping[str, Any], received_at: datetime, exchange: str = EXCHANGE
+) -> Tick:
     """One trade of ``GET /api/v3/historicalTrades``, the same record as its ``@trade`` event
     (same source and id), so that a trade fetched again after a gap deduplicates."""
     return _taker_trade(row, received_at, symbol=symbol, source="binance.trade",
-                        keys=_HISTORICAL_KEYS, extras={})  # fmt: skip
+                        keys=_HISTORICAL_KEYS, extras={}, exchange=exchange)  # fmt: skip
 
 
-def rest_agg_trade(symbol: str, row: Mapping[str, Any], received_at: datetime) -> Tick:
+def rest_agg_trade(
+    symbol: str, row: Mapping[str, Any], received_at: datetime, exchange: str = EXCHANGE
+) -> Tick:
     """One row of ``GET /api/v3/aggTrades`` (the stream's keys, without ``s`` and ``E``), the
     same record as its ``@aggTrade`` event, so that one fetched again after a gap
     deduplicates."""
     return _taker_trade(row, received_at, symbol=symbol, source="binance.aggTrade",
-                        keys=_AGG_KEYS, extras=_AGG_IDS)  # fmt: skip
+                        keys=_AGG_KEYS, extras=_AGG_IDS, exchange=exchange)  # fmt: skip
 
 
 def stream_event(
