@@ -16,7 +16,10 @@ import click
 from marketdata.errors import MarketDataError
 from marketdata.settings import Settings
 from producers.binance.download import (
+    Archive,
+    DownloadResult,
     Market,
+    Progress,
     default_cache,
     download,
     parse_end,
@@ -24,6 +27,7 @@ from producers.binance.download import (
     plan,
 )
 from producers.binance.imports import Skipped, Source
+from sandbox.vision import FakeVision
 
 MISSING = "not on the dump site (404): not published yet, or the symbol not listed then"
 
@@ -59,8 +63,7 @@ def download_sources(
             fetched["bytes"] += size
             bar.update(files, None)
 
-        result = asyncio.run(download(archives, folder, base_url=settings.binance_vision,
-                                      concurrency=concurrency, progress=progress))  # fmt: skip
+        result = asyncio.run(_download(settings, archives, folder, concurrency, progress))
     click.echo(f"{len(result.paths)} archives in {folder} ({result.cached} already there, "
                f"{result.bytes_fetched / 1e6:.1f} MB fetched), {len(result.missing)} missing, "
                f"{len(result.failed)} failed", err=True)  # fmt: skip
@@ -68,3 +71,23 @@ def download_sources(
     sources += [Skipped(archive.name, MISSING) for archive in result.missing]
     sources += [Skipped(archive.name, reason) for archive, reason in result.failed]
     return sources, sum(path.stat().st_size for path in result.paths)
+
+
+async def _download(
+    settings: Settings, archives: list[Archive], folder: Path, concurrency: int,
+    progress: Progress,
+) -> DownloadResult:  # fmt: skip
+    """From ``BINANCE_VISION_URL``; in sandbox mode without it, from the sandbox's dump server
+    started for this run, so that download mode works out of the box."""
+    if settings.providers_sandbox_mode == "official" or settings.binance_vision_url:
+        return await download(archives, folder, base_url=settings.binance_vision,
+                              concurrency=concurrency, progress=progress)  # fmt: skip
+    venue = FakeVision(per_day=1000)
+    await venue.start()
+    click.echo(f"sandbox mode: the dumps come from the sandbox's dump server ({venue.url})",
+               err=True)  # fmt: skip
+    try:
+        return await download(archives, folder, base_url=venue.url, concurrency=concurrency,
+                              progress=progress)  # fmt: skip
+    finally:
+        await venue.aclose()

@@ -70,3 +70,26 @@ async def test_download_mode_imports_what_it_fetched_and_reports_what_is_missing
     _, stderr = await mdp_import(settings, site, tmp_path / "cache")
     assert "(2 already there, 0.0 MB fetched)" in stderr
     assert site.fetched() == []
+
+
+async def test_sandbox_mode_downloads_from_a_dump_server_of_its_own(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await ensure_topics(settings, settings.topics.all())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mdp", "import", "binance-vision", "--symbol", "BTCUSDT",
+        "--kind", "klines", "--interval", "1h", "--start", "2024-09-29", "--end", "2024-09-30",
+        "--cache", str(tmp_path / "cache"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+             "MDP_TOPIC_PREFIX": settings.topic_prefix, "PROVIDERS_SANDBOX_MODE": "sandbox",
+             "BINANCE_VISION_URL": ""},
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()
+    assert "sandbox mode: the dumps come from the sandbox's dump server" in stderr.decode()
+    assert "48 records from 2 files" in stdout.decode()
+    bars = await read_bars(settings, settings.topics.bars_raw, key=b"BINANCE:BTCUSDT")
+    summary = [(int(b.timestamp.timestamp() * 1000), f"{b.open:.8f}", f"{b.close:.8f}")
+               for b in bars]  # fmt: skip
+    assert summary == hours(date(2024, 9, 29), date(2024, 9, 30))
