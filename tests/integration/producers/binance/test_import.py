@@ -10,19 +10,14 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-from marketdata import migrate
 from marketdata.dlq import HEADER_REASON
-from marketdata.kafka import ensure_topics
-from marketdata.settings import Settings
 from producers.binance.imports import import_dumps, local_sources
 from sandbox.binance import FakeBinance, kline_row
 from tests.e2e.conftest import Pipeline
@@ -35,26 +30,6 @@ LATE = datetime(2025, 2, 1, tzinfo=UTC)
 # (exchange, symbol) of every series in the fixtures.
 SERIES = [("BINANCE", "BTCUSDT"), ("BINANCE-UM", "BTCUSDT"), ("BINANCE-UM", "BNBUSDT"),
           ("BINANCE-CM", "BTCUSD_PERP"), ("BINANCE-CM", "BTCUSD_200626")]  # fmt: skip
-
-
-@pytest.fixture
-async def pipeline(
-    settings: Settings, unique: str, log: Path, processes: list[subprocess.Popen[bytes]]
-) -> AsyncIterator[Pipeline]:
-    """A processor and a sink of this test's own, running (as the end-to-end tests' own)."""
-    own = settings.model_copy(update={"process_group": f"{unique}-process",
-                                      "sink_group": f"{unique}-sink",
-                                      "process_batch_ms": 50})  # fmt: skip
-    await ensure_topics(own, own.topics.all())
-    await asyncio.to_thread(migrate.upgrade, own)
-    running = Pipeline(own, log, processes)
-    running.start("sink")
-    running.start("process")
-    yield running
-    for role in running.roles.values():
-        if role.poll() is None:
-            role.terminate()
-            await asyncio.to_thread(role.wait, 30)
 
 
 def _time(text: str) -> datetime:
