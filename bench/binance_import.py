@@ -227,14 +227,34 @@ def importer(settings: Settings, paths: Sequence[Path], log: Path) -> subprocess
 
 def reap(process: subprocess.Popen[bytes], block: bool) -> Figures | None:
     """The importer's exit: its CPU seconds and peak RSS (KiB), or None while it runs; a
-    failure raises."""
-    pid, status, usage = os.wait4(process.pid, 0 if block else os.WNOHANG)
-    if pid == 0:
-        return None
+    failure raises. The peak is the kernel's high-water mark of the process's own memory
+    (``VmHWM``), sampled while it runs: ``ru_maxrss`` would count this process's pages, which
+    the child shares between fork and exec."""
+    while True:
+        _sample_peak(process.pid)
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid != 0:
+            break
+        if not block:
+            return None
+        time.sleep(0.02)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise RuntimeError(f"`mdp import binance-vision` exited with status {process.returncode}")
-    return {"cpu": usage.ru_utime + usage.ru_stime, "rss_kib": float(usage.ru_maxrss)}
+    return {"cpu": usage.ru_utime + usage.ru_stime, "rss_kib": _PEAKS.pop(process.pid, 0.0)}
+
+
+_PEAKS: dict[int, float] = {}
+
+
+def _sample_peak(pid: int) -> None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            _PEAKS[pid] = max(_PEAKS.get(pid, 0.0), float(line.split()[1]))
 
 
 def service_cpu() -> Figures:
