@@ -139,6 +139,12 @@ class Settings(BaseModel):
         64 * 1024 * 1024, alias="MDP_WEBHOOK_SPOOL_MAX_BYTES", ge=1024
     )
     webhook_host: str = Field("127.0.0.1", alias="MDP_WEBHOOK_HOST", min_length=1)
+    # `price=bar.close|close,symbol=ticker`: checked when the app is built (webhook/mapping.py).
+    webhook_fields: str | None = Field(None, alias="MDP_WEBHOOK_FIELDS")
+    # "" : an alert without an exchange is refused.
+    webhook_default_exchange: str = Field(
+        "TRADINGVIEW", alias="MDP_WEBHOOK_DEFAULT_EXCHANGE", max_length=32
+    )
     webhook_port: Port = Field(8080, alias="MDP_WEBHOOK_PORT")
 
     # Sink (`mdp sink`).

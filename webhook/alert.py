@@ -5,8 +5,11 @@ The alert is the JSON text the user wrote in TradingView's message box, placehol
     {"ticker": "{{ticker}}", "exchange": "{{exchange}}", "price": "{{close}}",
      "volume": "{{volume}}", "time": "{{timenow}}", "passphrase": "..."}
 
-``ticker``, ``exchange``, ``price`` and ``time`` are required; ``volume`` (default 0), ``side``
-and ``id`` are optional; every other field is kept in the tick's extras.
+Which paths of the body become the tick's fields is :mod:`webhook.mapping`'s documented table
+(``bar.close``, ``strategy.order.price``, ``symbol``, ``EXCHANGE:SYMBOL`` …); a symbol and a
+price are required, the exchange defaults to ``MDP_WEBHOOK_DEFAULT_EXCHANGE``, the time to the
+moment the alert was received, the size to 0; every other field is kept in the tick's extras.
+A placeholder TradingView did not fill (``{{…}}`` left in the text) is a 400 naming it.
 
 Both functions are total: any body becomes a dict, a tick, or :class:`Rejected` with a 4xx
 status and a reason naming the alert's field (the kernel's record bounds decide what storage
@@ -16,7 +19,7 @@ holds; their field names are translated back to the alert's).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -26,18 +29,22 @@ from marketdata.epoch import epoch_datetime
 from marketdata.errors import InvalidRecord
 from marketdata.records import EARLIEST, LATEST, Side, Tick, derived_trade_id
 from webhook.auth import Rejected
+from webhook.mapping import FieldMap, is_missing, lookup, without
 
 SOURCE: Final = "TradingView"
-# A passphrase is never published, also where MDP_WEBHOOK_AUTH does not check it.
-_KNOWN: Final = {"ticker", "exchange", "price", "volume", "time", "side", "id", "passphrase"}
+DEFAULT_MAP: Final = FieldMap()
+# No market data this webhook takes is older; a clock that far wrong is a wrong alert.
+OLDEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK: Final = timedelta(days=1)
+_PLACEHOLDER: Final = re.compile(r"\{\{\s*([^{}\r\n]{1,64}?)\s*\}\}")
 # An alert is a flat object; its extras may nest as deep as the kernel allows (8). Deeper
 # documents are refused before any code walks them.
 MAX_DEPTH: Final = 16
 # The longest ISO 8601 time fromisoformat reads is ~32 characters; more is not a time.
 _MAX_TIME_TEXT: Final = 40
 _EPOCH_TEXT: Final = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,9})?")
-# The kernel names a tick's fields; the client knows the alert's.
-_ALERT_FIELD: Final = {"symbol": "ticker", "timestamp": "time", "size": "volume", "trade_id": "id"}
+# The kernel names a tick's fields, the mapping its own; the client knows the alert's paths.
+_RECORD_TO_MAP: Final = {"timestamp": "time"}
 _decoder: Final = msgspec.json.Decoder()
 
 
@@ -46,6 +53,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
     try:
         document = _decoder.decode(body)
     except msgspec.DecodeError as exc:
+        # `"price": {{close}}` unfilled is not JSON: say why, not where the parser stopped.
+        unfilled = _PLACEHOLDER.search(body.decode("utf-8", "replace"))
+        if unfilled:
+            raise Rejected(400, _unfilled(unfilled.group(1))) from None
         raise Rejected(400, f"malformed JSON: {exc}") from None
     except RecursionError:  # msgspec gives up on deep nesting this way, not with DecodeError
         raise Rejected(400, f"JSON nested deeper than {MAX_DEPTH} levels") from None
@@ -53,7 +64,31 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise Rejected(400, f"JSON nested deeper than {MAX_DEPTH} levels")
     if not isinstance(document, dict):
         raise Rejected(400, "the alert must be a JSON object")
+    placeholder = _first_placeholder(document)
+    if placeholder is not None:
+        raise Rejected(400, _unfilled(placeholder))
     return document
+
+
+def _unfilled(name: str) -> str:
+    return f"unfilled placeholder {{{{{name}}}}}: TradingView did not replace it with a value"
+
+
+def _first_placeholder(document: dict[str, Any]) -> str | None:
+    """The first ``{{name}}`` left in any key or text of the document (depth already bounded)."""
+    stack: list[object] = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "{{" in item:
+            found = _PLACEHOLDER.search(item)
+            if found:
+                return found.group(1)
+    return None
 
 
 def _deeper_than(document: object, limit: int) -> bool:
@@ -70,81 +105,147 @@ def _deeper_than(document: object, limit: int) -> bool:
     return False
 
 
-def _text(alert: dict[str, Any], field: str) -> str:
-    value = alert.get(field)
+class _Fields:
+    """The record fields' values found in one alert, and which paths they came from."""
+
+    def __init__(self, alert: dict[str, Any], mapping: FieldMap) -> None:
+        self.alert = alert
+        self.mapping = mapping
+        self.used: dict[str, str] = {}
+
+    def get(self, name: str) -> tuple[str, object | None]:
+        """(the path that named it, its value); (the first path, None) when no path is there."""
+        paths = self.mapping.paths[name]
+        for path in paths:
+            value = lookup(self.alert, path)
+            if not is_missing(value):
+                self.used[name] = path
+                return path, value
+        return paths[0], None
+
+    def path(self, record_field: str) -> str:
+        name = _RECORD_TO_MAP.get(record_field, record_field)
+        return self.used.get(name, self.mapping.paths[name][0] if name in self.mapping.paths
+                             else record_field)  # fmt: skip
+
+
+def _text(path: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise Rejected(422, f"{field}: required, a non-empty string")
+        raise Rejected(422, f"{path}: required, a non-empty string")
     return value.strip()
 
 
-def _number(alert: dict[str, Any], field: str, default: str | None = None) -> Decimal:
-    value = alert.get(field, default)
-    if value is None:
-        raise Rejected(422, f"{field}: required, a number")
+def _number(path: str, value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise Rejected(422, f"{field}: must be a number, got {type(value).__name__}")
+        raise Rejected(422, f"{path}: must be a number, got {type(value).__name__}")
     try:
         # repr, not str, of a float: the shortest text that reads back as the same float.
         return Decimal(repr(value) if isinstance(value, float) else value)
     except InvalidOperation:
-        raise Rejected(422, f"{field}: not a number: {value!r:.40}") from None
+        raise Rejected(422, f"{path}: not a number: {value!r:.40}") from None
 
 
-def _time(alert: dict[str, Any]) -> datetime:
-    """Epoch numbers by the kernel's one unit rule; ISO 8601 text with an offset."""
-    value = alert.get("time")
-    if value is None:
-        raise Rejected(422, "time: required, ISO 8601 with an offset (`{{timenow}}`) or epoch")
+def _time(path: str, value: object, received_at: datetime) -> datetime:
+    """Epoch numbers by the kernel's one unit rule, ISO 8601 text with an offset; neither
+    before 2000 nor more than a day after the alert was received."""
     if not isinstance(value, str):
-        return epoch_datetime(value, "time")  # InvalidRecord names the field
-    text = value.strip()
-    if _EPOCH_TEXT.fullmatch(text):
-        return epoch_datetime(text, "time")  # Pine's str.tostring(time): milliseconds
+        when = epoch_datetime(value, path)  # InvalidRecord names the path
+    elif _EPOCH_TEXT.fullmatch(text := value.strip()):
+        when = epoch_datetime(text, path)  # Pine's str.tostring(time): milliseconds
+    else:
+        when = _iso_time(path, text)
+    if when < OLDEST:
+        raise Rejected(422, f"{path}: before {OLDEST.year}: {when.isoformat()}")
+    if when > received_at + FUTURE_SLACK:
+        raise Rejected(422, f"{path}: more than a day in the future: {when.isoformat()}")
+    return when
+
+
+def _iso_time(path: str, text: str) -> datetime:
     if len(text) > _MAX_TIME_TEXT:
-        raise Rejected(422, f"time: not an ISO 8601 time ({len(text)} characters)")
+        raise Rejected(422, f"{path}: not an ISO 8601 time ({len(text)} characters)")
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise Rejected(422, f"time: not an ISO 8601 time: {text!r}") from None
+        raise Rejected(422, f"{path}: not an ISO 8601 time: {text!r}") from None
     if parsed.utcoffset() is None:
-        raise Rejected(422, f"time: naive (no offset), say Z or +hh:mm: {text!r}")
+        raise Rejected(422, f"{path}: naive (no offset), say Z or +hh:mm: {text!r}")
     # Checked on the local year first: converting year 1 or 9999 to UTC can overflow.
     if not EARLIEST.year <= parsed.year < LATEST.year or not (
         EARLIEST <= parsed.astimezone(UTC) < LATEST
     ):
-        raise Rejected(422, f"time: out of range [{EARLIEST.year}, {LATEST.year}): {text!r}")
+        raise Rejected(422, f"{path}: out of range [{EARLIEST.year}, {LATEST.year}): {text!r}")
     return parsed.astimezone(UTC)
 
 
-def _trade_id(alert: dict[str, Any], body: bytes) -> str:
-    trade_id = alert.get("id")
+def _trade_id(path: str, trade_id: object | None, body: bytes) -> str:
     if trade_id is None:
         # The same alert delivered twice gets the same id, so it deduplicates downstream.
         return derived_trade_id(body)
     if isinstance(trade_id, bool) or not isinstance(trade_id, (str, int)):
-        raise Rejected(422, f"id: must be a string or an integer, got {type(trade_id).__name__}")
+        raise Rejected(
+            422, f"{path}: must be a string or an integer, got {type(trade_id).__name__}"
+        )
     return str(trade_id)
 
 
-def alert_to_tick(alert: dict[str, Any], body: bytes, received_at: datetime) -> Tick:
+def _side(path: str, value: object | None) -> Side | None:
+    if value is None:
+        return None
+    side = value.strip().lower() if isinstance(value, str) else value
+    if side == "buy":
+        return "buy"
+    if side == "sell":
+        return "sell"
+    raise Rejected(422, f"{path}: must be buy or sell, got {value!r:.40}")
+
+
+def _instrument(fields: _Fields) -> tuple[str, str]:
+    """(exchange, symbol): ``EXCHANGE:SYMBOL`` in the symbol ({{tickerid}}) gives both."""
+    symbol_path, symbol_value = fields.get("symbol")
+    symbol = _text(symbol_path, symbol_value)
+    prefix, colon, rest = symbol.partition(":")
+    if colon:
+        symbol = _text(symbol_path, rest)
+    exchange_path, exchange_value = fields.get("exchange")
+    if exchange_value is not None:
+        return _text(exchange_path, exchange_value).upper(), symbol.upper()
+    if colon and prefix.strip():
+        return prefix.strip().upper(), symbol.upper()
+    if fields.mapping.default_exchange:
+        return fields.mapping.default_exchange, symbol.upper()
+    raise Rejected(422, f"{exchange_path}: required, a non-empty string (no default exchange)")
+
+
+def alert_to_tick(
+    alert: dict[str, Any], body: bytes, received_at: datetime, mapping: FieldMap = DEFAULT_MAP
+) -> Tick:
     """The tick of an authenticated alert (passphrase already removed)."""
-    side: Side | None = alert.get("side")
-    if side is not None and (not isinstance(side, str) or side not in {"buy", "sell"}):
-        raise Rejected(422, f"side: must be buy or sell, got {side!r:.40}")
-    extras = {k: v for k, v in alert.items() if k not in _KNOWN}
+    fields = _Fields(alert, mapping)
     try:
+        exchange, symbol = _instrument(fields)
+        price_path, price = fields.get("price")
+        if price is None:
+            raise Rejected(422, f"{price_path}: required, a number")
+        size_path, size = fields.get("size")
+        time_path, when = fields.get("time")
+        if when is None and "time" in fields.used:
+            raise Rejected(422, f"{time_path}: required, ISO 8601 or epoch (or leave it out)")
+        side = _side(*fields.get("side"))
+        trade_id = _trade_id(*fields.get("trade_id"), body)
+        # A passphrase is never published, also where MDP_WEBHOOK_AUTH does not check it.
+        extras = without(alert, [*fields.used.values(), "passphrase"])
         return Tick(
-            exchange=_text(alert, "exchange").upper(),
-            symbol=_text(alert, "ticker").upper(),
-            timestamp=_time(alert),
+            exchange=exchange,
+            symbol=symbol,
+            timestamp=received_at if when is None else _time(time_path, when, received_at),
             source=SOURCE,
-            trade_id=_trade_id(alert, body),
-            price=_number(alert, "price"),
-            size=_number(alert, "volume", "0"),
+            trade_id=trade_id,
+            price=_number(price_path, price),
+            size=Decimal(0) if size is None else _number(size_path, size),
             side=side,
             received_at=received_at,
             extras=extras or None,
         )
     except InvalidRecord as exc:
-        field = _ALERT_FIELD.get(exc.field, exc.field)
-        raise Rejected(422, f"{field}: {exc.problem}") from None
+        raise Rejected(422, f"{fields.path(exc.field)}: {exc.problem}") from None

@@ -49,6 +49,7 @@ from webhook.auth import (
     verify_signature,
 )
 from webhook.delivery import Delivery
+from webhook.mapping import FieldMap
 from webhook.spool import Spool, SpoolUnavailable
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Checks:
     proxy_header: str | None
     max_body: int
     read_timeout_s: float
+    fields: FieldMap
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Checks:
@@ -84,8 +86,9 @@ class Checks:
             networks = parse_networks(settings.webhook_allow) if "allowlist" in modes else None
         except ValueError as exc:
             raise ConfigError(f"MDP_WEBHOOK_ALLOW: {exc}") from None
+        fields = FieldMap.from_setting(settings.webhook_fields, settings.webhook_default_exchange)
         return cls(secret, passphrase, networks, settings.webhook_proxy_header,
-                   settings.webhook_max_body, settings.webhook_read_timeout_s)  # fmt: skip
+                   settings.webhook_max_body, settings.webhook_read_timeout_s, fields)  # fmt: skip
 
 
 class Metrics:
@@ -134,7 +137,7 @@ class AlertIntake:
         alert = parse_body(body)  # JSON whatever the content type: TradingView sends text/plain
         if self.checks.passphrase is not None:
             take_passphrase(alert, self.checks.passphrase)
-        tick = alert_to_tick(alert, body, datetime.now(UTC))
+        tick = alert_to_tick(alert, body, datetime.now(UTC), self.checks.fields)
         digest = int.from_bytes(hashlib.sha256(body).digest()[:16], "big")
         replays: SeenWindow = request.app.state.replays
         if replays.seen_before(digest):
