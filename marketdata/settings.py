@@ -141,9 +141,9 @@ class Settings(BaseModel):
     webhook_host: str = Field("127.0.0.1", alias="MDP_WEBHOOK_HOST", min_length=1)
     # `price=bar.close|close,symbol=ticker`: checked when the app is built (webhook/mapping.py).
     webhook_fields: str | None = Field(None, alias="MDP_WEBHOOK_FIELDS")
-    # "" : an alert without an exchange is refused.
+    # The exchange of an alert that names none (neither `exchange` nor `EXCHANGE:SYMBOL`).
     webhook_default_exchange: str = Field(
-        "TRADINGVIEW", alias="MDP_WEBHOOK_DEFAULT_EXCHANGE", max_length=32
+        "TRADINGVIEW", alias="MDP_WEBHOOK_DEFAULT_EXCHANGE", min_length=1, max_length=32
     )
     webhook_port: Port = Field(8080, alias="MDP_WEBHOOK_PORT")
 

@@ -75,15 +75,15 @@ def _unfilled(name: str) -> str:
 
 
 def _first_placeholder(document: dict[str, Any]) -> str | None:
-    """The first ``{{name}}`` left in any key or text of the document (depth already bounded)."""
+    """The first ``{{name}}`` left in any key or text, in document order (depth already
+    bounded; a stack, not recursion)."""
     stack: list[object] = [document]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend(reversed([part for pair in item.items() for part in pair]))
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend(reversed(item))
         elif isinstance(item, str) and "{{" in item:
             found = _PLACEHOLDER.search(item)
             if found:
@@ -212,9 +212,7 @@ def _instrument(fields: _Fields) -> tuple[str, str]:
         return _text(exchange_path, exchange_value).upper(), symbol.upper()
     if colon and prefix.strip():
         return prefix.strip().upper(), symbol.upper()
-    if fields.mapping.default_exchange:
-        return fields.mapping.default_exchange, symbol.upper()
-    raise Rejected(422, f"{exchange_path}: required, a non-empty string (no default exchange)")
+    return fields.mapping.default_exchange, symbol.upper()
 
 
 def alert_to_tick(

@@ -23,11 +23,12 @@ DEFAULT_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
     "symbol": ("ticker", "symbol", "tickerid"),
     "exchange": ("exchange",),
     # An order fill's own price comes before the bar's close it happened in.
-    "price": ("price", "strategy.order.price", "order_price", "close", "bar.close"),
+    "price": ("price", "strategy.order.price", "strategy.order_price", "order_price", "close",
+              "bar.close"),
     # An order's contracts are the size of that trade; a bar's volume is not.
     "size": ("size", "qty", "quantity", "contracts", "amount", "strategy.order.contracts",
-             "order_contracts", "volume", "bar.volume"),
-    "side": ("side", "action", "strategy.order.action", "order_action"),
+             "strategy.order_contracts", "order_contracts", "volume", "bar.volume"),
+    "side": ("side", "action", "strategy.order.action", "strategy.order_action", "order_action"),
     # The bar's time ({{time}}) before the alert's ({{timenow}}), as the seed's schema had it.
     "time": ("time", "timestamp", "bar.time", "timenow"),
     "trade_id": ("id", "trade_id"),
@@ -40,7 +41,7 @@ _MAX_PATH_SEGMENTS: Final = 8
 
 @dataclass(frozen=True, slots=True)
 class FieldMap:
-    """The paths of each record field, and the exchange of alerts that name none ("" : none)."""
+    """The paths of each record field, and the exchange of alerts that name none."""
 
     paths: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PATHS))
     default_exchange: str = "TRADINGVIEW"
