@@ -99,6 +99,18 @@ _BODIES = st.recursive(
 ).filter(lambda d: isinstance(d, dict))
 
 
+def _put(document: dict[str, object], path: str, value: object) -> dict[str, object]:
+    """``document`` with ``value`` at ``path`` (objects made, or replacing what was there)."""
+    *parents, leaf = path.split(".")
+    node = document
+    for parent in parents:
+        child = node.get(parent)
+        node[parent] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    node[leaf] = value
+    return document
+
+
 def _take(body: bytes, mapping: FieldMap) -> tuple[Tick, dict[str, object]] | Rejected:
     try:
         alert = parse_body(body)
@@ -108,12 +120,20 @@ def _take(body: bytes, mapping: FieldMap) -> tuple[Tick, dict[str, object]] | Re
 
 
 @settings(max_examples=1500, deadline=None)
-@given(_BODIES, _SPECS, st.sampled_from(["TRADINGVIEW", "x" * 32]))
-@example({"ticker": "BINANCE:BTCUSDT", "bar": {"close": 1.5}}, "price=bar.close|x", "TRADINGVIEW")
+@given(_BODIES, _SPECS, st.sampled_from(["TRADINGVIEW", "x" * 32]), st.data())
+@example({"ticker": "BINANCE:BTCUSDT", "bar": {"close": 1.5}}, "price=bar.close|x", "TRADINGVIEW",
+         None)  # fmt: skip
 def test_random_bodies_under_random_mappings_give_a_carried_tick_or_a_4xx(
-    document: dict[str, object], spec: str, default_exchange: str
+    document: dict[str, object], spec: str, default_exchange: str, data: st.DataObject | None
 ) -> None:
     mapping = FieldMap.from_setting(spec, default_exchange)
+    if data is not None and data.draw(st.booleans()):
+        # Most random bodies lack a symbol or a price: put both at one of the mapping's paths,
+        # so that the accepting half of the mapping is exercised as much as the refusing one.
+        for name, values in (("symbol", ["BTCUSDT", "NASDAQ:AAPL", "ES1!"]),
+                             ("price", [1, 0.19012, "61000.5", "189.84"])):  # fmt: skip
+            path = data.draw(st.sampled_from(mapping.paths[name]))
+            document = _put(document, path, data.draw(st.sampled_from(values)))
     body = json.dumps({**document, "passphrase": "p"}).encode()
     outcome = _take(body, mapping)
     if isinstance(outcome, Rejected):
