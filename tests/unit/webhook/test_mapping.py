@@ -163,3 +163,36 @@ def test_any_setting_text_is_a_mapping_or_a_config_error_naming_the_variable(spe
         return
     assert set(paths) == set(FIELDS)
     assert all(paths[name] for name in FIELDS)
+
+
+_README_ALERTS = [
+    (b'{"passphrase": "p", "symbol": "NASDAQ:AAPL", "close": "189.84", "volume": "52164",'
+     b' "time": "2025-03-03T15:59:00Z", "interval": "1", "rsi": "71.92"}',
+     ("NASDAQ", "AAPL", "189.84", "52164", None, datetime(2025, 3, 3, 15, 59, tzinfo=UTC)),
+     {"interval": "1", "rsi": "71.92"}),
+    (b'{"passphrase": "p", "time": "2025-06-02T14:05:03Z", "exchange": "BINANCE",'
+     b' "ticker": "DOGEUSDT", "bar": {"time": "2025-06-02T14:00:00Z", "open": 0.18921,'
+     b' "high": 0.19033, "low": 0.18874, "close": 0.19012, "volume": 5123409},'
+     b' "strategy": {"order_action": "buy", "order_contracts": 1500, "order_price": 0.19012,'
+     b' "order_id": "Long", "market_position": "long", "position_size": 1500}}',
+     ("BINANCE", "DOGEUSDT", "0.19012", "1500", "buy", NOW),
+     {"bar": {"time": "2025-06-02T14:00:00Z", "open": 0.18921, "high": 0.19033, "low": 0.18874,
+              "close": 0.19012, "volume": 5123409},
+      "strategy": {"order_id": "Long", "market_position": "long", "position_size": 1500}}),
+    (b'{"passphrase": "p", "ticker": "ES1!", "price": "5137.25"}',
+     ("TRADINGVIEW", "ES1!", "5137.25", "0", None, NOW), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "fields", "extras"), _README_ALERTS)
+def test_the_readme_alert_messages_become_the_ticks_it_says(
+    body: bytes, fields: tuple[object, ...], extras: dict[str, object] | None
+) -> None:
+    alert = parse_body(body)
+    alert.pop("passphrase")
+    tick = alert_to_tick(alert, body, NOW)
+    exchange, symbol, price, size, side, timestamp = fields
+    assert (tick.exchange, tick.symbol, tick.side, tick.timestamp) == (
+        exchange, symbol, side, timestamp)  # fmt: skip
+    assert (tick.price, tick.size) == (Decimal(str(price)), Decimal(str(size)))
+    assert tick.extras == extras
