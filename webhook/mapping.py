@@ -29,7 +29,7 @@ DEFAULT_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
     "size": ("size", "qty", "quantity", "contracts", "amount", "strategy.order.contracts",
              "strategy.order_contracts", "order_contracts", "volume", "bar.volume"),
     "side": ("side", "action", "strategy.order.action", "strategy.order_action", "order_action"),
-    # The bar's time ({{time}}) before the alert's ({{timenow}}), as the seed's schema had it.
+    # What the user named `time` first; the alert's own time ({{timenow}}) only failing all else.
     "time": ("time", "timestamp", "bar.time", "timenow"),
     "trade_id": ("id", "trade_id"),
 }
@@ -100,12 +100,9 @@ def is_missing(value: object) -> bool:
 
 def without(alert: dict[str, Any], used: list[str]) -> dict[str, Any]:
     """The alert less the paths that became record fields (copies, never the alert's own dicts);
-    objects left empty go too."""
+    objects left empty go too. Each path is removed where :func:`lookup` found it."""
     result = dict(alert)
     for path in used:
-        if path in result:
-            del result[path]
-            continue
         segments = path.split(".")
         parents = [result]
         for segment in segments[:-1]:
@@ -116,9 +113,12 @@ def without(alert: dict[str, Any], used: list[str]) -> dict[str, Any]:
             parents[-1][segment] = copy
             parents.append(copy)
         else:
-            parents[-1].pop(segments[-1], None)
-            for depth in range(len(parents) - 1, 0, -1):
-                if parents[depth]:
-                    break
-                del parents[depth - 1][segments[depth - 1]]
+            if segments[-1] in parents[-1]:
+                del parents[-1][segments[-1]]
+                for depth in range(len(parents) - 1, 0, -1):
+                    if parents[depth]:
+                        break
+                    del parents[depth - 1][segments[depth - 1]]
+                continue
+        result.pop(path, None)
     return result

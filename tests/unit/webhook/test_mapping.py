@@ -196,3 +196,10 @@ def test_the_readme_alert_messages_become_the_ticks_it_says(
         exchange, symbol, side, timestamp)  # fmt: skip
     assert (tick.price, tick.size) == (Decimal(str(price)), Decimal(str(size)))
     assert tick.extras == extras
+
+
+def test_a_path_leaves_the_extras_from_where_it_was_found() -> None:
+    alert = {"bar": {"close": 1}, "bar.close": 2}
+    assert lookup(alert, "bar.close") == 1
+    assert without(alert, ["bar.close"]) == {"bar.close": 2}
+    assert without({"bar": "x", "bar.close": 2}, ["bar.close"]) == {"bar": "x"}
