@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import aiohttp
 
@@ -15,6 +16,7 @@ from tests.integration.processors.support import free_port
 from webhook.auth import sign
 
 SECRET = "an-e2e-test-secret-of-32-bytes!!"
+PUBLISHED = Path(__file__).parents[1] / "fixtures" / "tradingview" / "published"
 ALERTS = 25
 
 
@@ -74,3 +76,36 @@ async def test_signed_alerts_land_as_tradingview_ticks(pipeline: Pipeline) -> No
          "TradingView") for n, a in enumerate(alerts)
     ]  # fmt: skip
     assert pipeline.roles["webhook"].poll() is None  # still serving
+
+
+async def test_a_published_tradingview_strategy_alert_is_stored_as_its_tick(
+    pipeline: Pipeline,
+) -> None:
+    # A strategy alert in a layout TradingView users publish (nested bar and strategy objects,
+    # the price in strategy.order_price), sent as TradingView sends it: a fixed body with the
+    # passphrase inside, no headers of its own. See tests/fixtures/tradingview/published.
+    fixture = json.loads((PUBLISHED / "strategy_bar_nested.json").read_text())
+    port = free_port()
+    pipeline.start("webhook", ["webhook"], {"MDP_WEBHOOK_AUTH": "passphrase",
+                                            "TRADINGVIEW_PASSPHRASE": SECRET,
+                                            "MDP_WEBHOOK_PORT": str(port)})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    body = fixture["filled"].replace("@PASSPHRASE@", SECRET).encode()
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    async with session.post(f"{url}/webhooks/tradingview", data=body) as response:
+                        status, text = response.status, await response.text()
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.2)  # not listening yet
+        assert status == 202, text
+    expected = fixture["expected"]
+    at = datetime.fromisoformat(expected["timestamp"])
+    rows = await pipeline.ticks(expected["exchange"], expected["symbol"], at,
+                                at + timedelta(seconds=1), at_least=1)  # fmt: skip
+    assert [r[1:] for r in rows] == [
+        (at, Decimal(expected["price"]), Decimal(expected["size"]), expected["side"],
+         "TradingView")
+    ]  # fmt: skip
