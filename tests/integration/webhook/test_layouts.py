@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from marketdata.errors import ConfigError
 from marketdata.kafka import ensure_topics
-from marketdata.metrics import HttpServer
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from tests.integration.processors.support import read_ticks
+from tests.integration.webhook.serving import serving
 from webhook.app import create_app
 
 PASSPHRASE: Final = "open sesame"
@@ -50,12 +50,8 @@ async def webhook(settings: Settings, spool: Path, **env: str) -> AsyncIterator[
         "MDP_WEBHOOK_SPOOL_DIR": str(spool),
         **env,
     })  # fmt: skip
-    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
-    await server.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        await server.aclose()
+    async with serving(configured) as url:
+        yield url
 
 
 async def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:

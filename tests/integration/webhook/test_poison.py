@@ -19,9 +19,9 @@ from hypothesis import settings as hypothesis_settings
 
 from marketdata.errors import ConfigError
 from marketdata.kafka import ensure_topics
-from marketdata.metrics import HttpServer
 from marketdata.settings import Settings
 from tests.integration.processors.support import free_port, read_ticks
+from tests.integration.webhook.serving import serving as serving_app
 from tests.integration.webhook.test_webhook import PASSPHRASE, SECRET, alert, post, signed
 from tests.unit.webhook.alert_mutations import alert_bodies
 from webhook.app import create_app
@@ -40,12 +40,8 @@ async def serving(settings: Settings, tmp_path: Path, **env: str) -> AsyncIterat
         "MDP_WEBHOOK_PUBLISH_TIMEOUT_S": "0.5",
         **env,
     })  # fmt: skip
-    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
-    await server.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        await server.aclose()
+    async with serving_app(configured) as url:
+        yield url
 
 
 async def health(url: str) -> tuple[int, str]:

@@ -14,14 +14,13 @@ import aiohttp
 
 from marketdata.codec import TickBatch, decode
 from marketdata.kafka import ensure_topics
-from marketdata.metrics import HttpServer
 from marketdata.settings import Settings
 from tests.integration.outages import Outage, kafka_outage
 from tests.integration.processors.support import free_port, read_topic
 from tests.integration.roles import role_process
+from tests.integration.webhook.serving import serving
 from tests.integration.webhook.test_webhook import SECRET, post
 from tests.services import Found
-from webhook.app import create_app
 from webhook.auth import sign
 
 
@@ -102,12 +101,8 @@ async def _across_an_outage(
 
 @contextlib.asynccontextmanager
 async def _serving(env: dict[str, str]) -> AsyncIterator[str]:
-    server = HttpServer(create_app(Settings.from_env(env)), "127.0.0.1", 0, lifespan="on")
-    await server.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        await server.aclose()
+    async with serving(Settings.from_env(env)) as url:
+        yield url
 
 
 async def _spool_numbers(settings: Settings) -> list[object]:

@@ -18,10 +18,10 @@ from multidict import CIMultiDict
 
 from marketdata.errors import ConfigError
 from marketdata.kafka import ensure_topics
-from marketdata.metrics import HttpServer
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from tests.integration.processors.support import read_ticks
+from tests.integration.webhook.serving import serving
 from webhook.app import create_app
 from webhook.auth import sign
 
@@ -51,12 +51,8 @@ async def webhook(settings: Settings, tmp_path: object) -> AsyncIterator[tuple[s
         "MDP_WEBHOOK_MAX_BODY": "1024",
         "MDP_WEBHOOK_SPOOL_DIR": str(tmp_path),
     })  # fmt: skip
-    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
-    await server.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", configured
-    finally:
-        await server.aclose()
+    async with serving(configured) as url:
+        yield url, configured
 
 
 async def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -211,12 +207,8 @@ async def _allowlisting(
         "MDP_WEBHOOK_SPOOL_DIR": str(spool_dir),
         **env,
     })  # fmt: skip
-    server = HttpServer(create_app(configured), "127.0.0.1", 0, lifespan="on")
-    await server.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", configured
-    finally:
-        await server.aclose()
+    async with serving(configured) as url:
+        yield url, configured
 
 
 async def test_a_disallowed_source_address_is_403_and_publishes_nothing(
