@@ -99,6 +99,8 @@ class FakeDtc:
     history_busy: int = 0  # reject this many historical requests with "retry in 1 s"
     history_cut_after: int | None = None
     history_garbage: bytes = b""  # written after the records of a cut history stream
+    # 1_000_000: bar times as the current header's t_DateTimeWithMicrosecondsInt, not seconds
+    history_time_scale: int = 1
     logons: int = 0
     subscriptions: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -304,7 +306,8 @@ class FakeDtc:
                              **reject})  # fmt: skip
             self._close(conn)
             return
-        records = self._records(request)
+        records = [{**r, "StartDateTime": r["StartDateTime"] * self.history_time_scale}
+                   if "StartDateTime" in r else r for r in self._records(request)]  # fmt: skip
         compress = bool(request["UseZLibCompression"]) and self.compress and conn.codec is BINARY
         await conn.send({
             "Type": m.HISTORICAL_PRICE_DATA_RESPONSE_HEADER, "RequestID": request_id,

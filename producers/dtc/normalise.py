@@ -4,7 +4,8 @@ Market-data messages name their instrument by the ``SymbolID`` the client chose 
 subscribed, so each function takes the :class:`Instrument` that id stands for. Records carry
 the server's own times: ``t_DateTimeWithMilliseconds`` (double seconds) in trades and
 historical ticks, ``t_DateTime4Byte`` (uint32 seconds) in bid/ask and compact messages,
-``t_DateTime`` (int64 seconds) in historical bars. A message whose time is unset (0 or
+``t_DateTime`` (int64 seconds) or, in the current header, ``t_DateTimeWithMicrosecondsInt``
+in historical bars (decided by value). A message whose time is unset (0 or
 ``DBL_MAX``, as a truncated message leaves it) is an :class:`InvalidRecord`, never "now".
 
 DTC trades carry no trade id. The id is derived from the trade's own fields plus its
@@ -129,6 +130,15 @@ def time_s(field: str, value: int) -> datetime:
     if value in (0, UINT_MAX):
         raise InvalidRecord(field, "unset")
     return epoch_datetime(value, field, unit="s")
+
+
+def time_s_or_us(field: str, value: int) -> datetime:
+    """``t_DateTimeWithMicrosecondsInt`` where the current header says "format can also be
+    t_DateTime; check the value" (history records): seconds or microseconds by magnitude, the
+    kernel's one rule, since a server may send either."""
+    if value in (0, UINT_MAX):
+        raise InvalidRecord(field, "unset")
+    return epoch_datetime(value, field)
 
 
 def _trade(
@@ -277,7 +287,7 @@ def history_bar(
     closed once its interval has passed by ``now``. ``NumTrades`` shares its bytes with
     ``OpenInterest`` (a C union): it is the trade count for intraday bars only."""
     seconds = INTERVALS[interval]
-    opened = time_s("StartDateTime", message["StartDateTime"])
+    opened = time_s_or_us("StartDateTime", message["StartDateTime"])
     return Bar(
         exchange=instrument.venue,
         symbol=instrument.symbol,

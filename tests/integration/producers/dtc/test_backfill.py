@@ -79,6 +79,18 @@ async def test_bars_of_a_range_arrive_exactly(
     assert seen[-1] == (36_000 - 60.0, 36_000 - 60.0)
 
 
+async def test_bars_with_microsecond_times_are_stored_as_with_seconds(
+    dtc_settings: Settings, fake: FakeDtc
+) -> None:
+    # The current DTCProtocol.h (navas8889/dtc-sdk) declares StartDateTime as
+    # t_DateTimeWithMicrosecondsInt, "format can also be t_DateTime; check the value".
+    fake.history_time_scale = 1_000_000
+    result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=9))
+    assert result.records == 10
+    bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw, key=b"CME:ESZ4")
+    assert summary(bars) == expected_bars(range(10))
+
+
 async def test_ticks_come_with_the_ids_live_trades_get(dtc_settings: Settings) -> None:
     trades = fixture_trades()
     result = await backfill(dtc_settings, ES, "tick", START, START + timedelta(hours=1))

@@ -139,6 +139,20 @@ def test_a_historical_bar() -> None:
     assert normalise.history_bar(message, ES, "1d", opened).trade_count is None  # OpenInterest
 
 
+@pytest.mark.parametrize(("start", "micros"), [
+    (1709303400, 0), (1709303400_000_000, 0), (1709303400_250_000, 250_000),
+])  # fmt: skip
+def test_a_historical_bar_time_in_seconds_or_microseconds_by_value(start: int, micros: int) -> None:
+    # The current header: t_DateTimeWithMicrosecondsInt, "format can also be t_DateTime".
+    message = decode_binary(encode_binary({
+        "Type": m.HISTORICAL_PRICE_DATA_RECORD_RESPONSE, "RequestID": 1, "StartDateTime": start,
+        "OpenPrice": 1.0, "HighPrice": 1.0, "LowPrice": 1.0, "LastPrice": 1.0,
+    }))  # fmt: skip
+    bar = normalise.history_bar(message, ES, "1m", RECEIVED)
+    expected = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+    assert bar.timestamp == expected.replace(microsecond=micros)
+
+
 def test_a_historical_tick_is_the_live_trade() -> None:
     live = trade_message()
     record = decode_binary(encode_binary({
