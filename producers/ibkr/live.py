@@ -119,6 +119,7 @@ class IbkrLive:
         self._connection: Connection | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._server_version = 0  # negotiated on connect: which layouts the frames have
 
     @property
     def subscriptions(self) -> list[tuple[str, str]]:
@@ -132,6 +133,7 @@ class IbkrLive:
         non-retriable :class:`MarketDataError` when no instrument can be subscribed."""
         ib = await self.connect(self.settings, self.settings.ibkr_client_id)
         connection = self._connection = Connection(ib)
+        self._server_version = ib.client.serverVersion()
         try:
             ib.disconnectedEvent += connection.on_disconnected
             ib.errorEvent += self._on_error
@@ -324,6 +326,7 @@ class IbkrLive:
             reason = "message for no subscription of this producer"
         else:
             try:
+                normalise.check_layout(fields, self._server_version)
                 self._records.extend(build(route[0]))
             except InvalidRecord as exc:
                 reason = str(exc)

@@ -68,6 +68,36 @@ def _epoch(field: str, text: str) -> datetime:
     return epoch_datetime(_integer(field, text), field, unit="s")
 
 
+# Server versions whose 99 and 50 layouts are known: ib_async 2.1's range. IB's decoders read
+# both messages without any version test across it, so the counts below hold for all of it; a
+# version outside it may have moved fields, and its frames are refused rather than guessed at.
+LAYOUT_VERSIONS: Final = range(157, 179)
+# Fields per frame, message id included: by tick type for 99, and for 50.
+_FIELD_COUNTS: Final = {("99", "1"): 9, ("99", "2"): 9, ("99", "3"): 9, ("50", ""): 11}
+_NAMES: Final = {"99": "a tick-by-tick message", "50": "a real-time bar"}
+
+
+def check_layout(fields: Sequence[str], server_version: int) -> None:
+    """Refuse a 99 or 50 frame whose field count is not the one of ``server_version``: a field
+    added or moved by a newer TWS must be a dead letter, not a value read from the wrong place.
+    A tick type this module does not know is left to :func:`tick_by_tick` to name."""
+    message = fields[0] if fields else ""
+    what = _NAMES.get(message, f"message {_shown(message)}")
+    if server_version not in LAYOUT_VERSIONS:
+        raise InvalidRecord("message", f"no known layout of {what} at server version"
+                            f" {server_version} (known: {LAYOUT_VERSIONS.start}-"
+                            f"{LAYOUT_VERSIONS.stop - 1})")  # fmt: skip
+    kind = (fields[2] if len(fields) > 2 else "") if message == "99" else ""
+    expected = _FIELD_COUNTS.get((message, kind))
+    if expected is None:
+        if message == "99":
+            return
+        raise InvalidRecord("message", f"{what} has no known layout")
+    if len(fields) != expected:
+        raise InvalidRecord("message", f"{what} at server version {server_version} has"
+                            f" {expected} fields, got {len(fields)}")  # fmt: skip
+
+
 def _arity(fields: Sequence[str], count: int, what: str) -> None:
     if len(fields) != count:
         raise InvalidRecord("message", f"{what} needs {count} fields, got {len(fields)}")

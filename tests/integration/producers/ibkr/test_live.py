@@ -181,6 +181,28 @@ async def test_a_malformed_message_is_dead_lettered_and_the_stream_goes_on(
     assert len(await _ticks(settings)) == 1
 
 
+async def test_frames_of_another_layout_than_the_server_versions_are_dead_letters(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    live = await start("STK:AAPL:SMART:USD")
+    await wait_until(lambda: bool(fake.subscribed("AllLast")) and bool(fake.subscribed("bars")))
+    [tick_id] = fake.clients[0].ticks
+    [bar_id] = fake.clients[0].bars
+    # A newer TWS's extra trailing field: every value before it would still parse.
+    fake.send_raw(frame(99, tick_id, 2, T0, "12.5", "100", 0, "NASDAQ", "", "1"))
+    fake.send_raw(frame(50, 3, bar_id, T0, "1", "2", "0.5", "1.5", "100", "1.2", 4, "7"))
+    fake.publish_trade("AAPL", T0, recorded_trades()["AAPL"][0])
+    await wait_until(lambda: live.stats.records == 1 and live.stats.malformed == 2, within=15)
+    dead = await read_topic(settings, settings.topics.dlq, until=2)
+    found = sorted((m.value.split(b"\0")[0], dict(m.headers)[HEADER_REASON].decode())
+                   for m in dead)  # fmt: skip
+    assert found == [
+        (b"50", "message: a real-time bar at server version 176 has 11 fields, got 12"),
+        (b"99", "message: a tick-by-tick message at server version 176 has 9 fields, got 10"),
+    ]
+    assert await _bars(settings) == []
+
+
 async def test_a_dropped_connection_reconnects_resubscribes_and_fills_the_missed_bars(
     start: Launch, fake: FakeTws, settings: Settings
 ) -> None:

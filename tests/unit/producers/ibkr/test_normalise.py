@@ -7,7 +7,13 @@ import pytest
 
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
-from producers.ibkr.normalise import TickIds, historical_bar, realtime_bar, tick_by_tick
+from producers.ibkr.normalise import (
+    TickIds,
+    check_layout,
+    historical_bar,
+    realtime_bar,
+    tick_by_tick,
+)
 
 RECEIVED = datetime(2024, 3, 1, 15, 0, 7, 250_000, tzinfo=UTC)
 WIRE_TIME = "1709305205"  # 2024-03-01 15:00:05 UTC, earlier than the arrival above
@@ -105,6 +111,40 @@ def test_malformed_ticks_name_the_field(fields: list[str], field: str) -> None:
     with pytest.raises(InvalidRecord) as caught:
         tick_by_tick(fields, "AAPL", RECEIVED, TickIds())
     assert caught.value.field == field
+
+
+BAR = ["50", "3", "9", WIRE_TIME, "189.5", "189.61", "189.42", "189.6", "1200", "189.55", "17"]
+QUOTE = ["99", "7", "3", WIRE_TIME, "189.51", "189.53", "300", "200", "0"]
+
+
+@pytest.mark.parametrize("version", [157, 175, 176, 178])
+def test_frames_of_the_negotiated_layout_pass_the_check(version: int) -> None:
+    for fields in (trade(), trade(kind="1"), QUOTE, BAR):
+        check_layout(fields, version)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ([*trade(), "x"], "a tick-by-tick message at server version 176 has 9 fields, got 10"),
+        (trade()[:-1], "a tick-by-tick message at server version 176 has 9 fields, got 8"),
+        ([*QUOTE, "1"], "a tick-by-tick message at server version 176 has 9 fields, got 10"),
+        ([*BAR, "0"], "a real-time bar at server version 176 has 11 fields, got 12"),
+        (BAR[:10], "a real-time bar at server version 176 has 11 fields, got 10"),
+    ],
+)
+def test_a_frame_of_another_field_count_is_refused_naming_both(
+    fields: list[str], reason: str
+) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        check_layout(fields, 176)
+    assert str(caught.value) == f"message: {reason}"
+
+
+@pytest.mark.parametrize("version", [156, 179, 200])
+def test_a_server_version_of_unknown_layouts_refuses_every_frame(version: int) -> None:
+    with pytest.raises(InvalidRecord, match=f"no known layout .* server version {version}"):
+        check_layout(trade(), version)
 
 
 def test_a_realtime_bar_is_a_closed_five_second_bar_at_its_open_time() -> None:
