@@ -117,6 +117,8 @@ class FakeTws:
     reject_ticks: set[str] = field(default_factory=set)
     # Request message id -> how many more times a connection is closed when one arrives.
     drop_on: dict[int, int] = field(default_factory=dict)
+    # What the handshake answers: an older TWS is another version here (the frames stay 176's).
+    server_version: int = SERVER_VERSION
     # What the fake saw, for tests to assert on.
     connections: int = 0
     requests: list[list[str]] = field(default_factory=list)
@@ -213,7 +215,8 @@ class FakeTws:
         self._writers.add(writer)
         try:
             await read_handshake(reader)
-            client.send(frame(SERVER_VERSION, datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")))
+            now = datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")
+            client.send(frame(self.server_version, now))
             self.clients.append(client)
             while True:
                 request = await read_request(reader)

@@ -21,6 +21,10 @@ RESTORED_DATA_LOST: Final = 1101
 RESTORED_DATA_KEPT: Final = 1102
 # 162 is also "query returned no data", told apart by its text; 366 and 420 are pacing too.
 PACING: Final = frozenset({162, 366, 420})
+# MIN_SERVER_VER_HMDS_MARKET_DATA_IN_SHARES (IB API server_versions.py): from 175 on, the volumes
+# of historical and real-time bars are in shares; an older TWS sends lots (x100 for US stocks),
+# which would be stored as shares without any error.
+MIN_SERVER_VERSION: Final = 175
 
 
 async def connect(settings: Settings, client_id: int) -> IB:
@@ -41,8 +45,16 @@ async def connect(settings: Settings, client_id: int) -> IB:
             f"cannot connect to TWS/IB Gateway at {address} as client {client_id}:"
             f" {type(exc).__name__}: {exc}"
         ) from None
+    version = ib.client.serverVersion()
+    if version < MIN_SERVER_VERSION:
+        ib.disconnect()
+        raise MarketDataError(
+            f"TWS/IB Gateway at {address} speaks API server version {version}; server version"
+            f" {MIN_SERVER_VERSION} or newer is needed (bar volumes in shares, not lots):"
+            " upgrade TWS/IB Gateway"
+        )
     log.info("connected to TWS/IB Gateway at %s (server version %s, client %d)",
-             address, ib.client.serverVersion(), client_id)  # fmt: skip
+             address, version, client_id)  # fmt: skip
     return ib
 
 

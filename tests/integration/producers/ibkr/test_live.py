@@ -161,6 +161,21 @@ async def test_no_instrument_at_all_is_an_error_naming_them(
         await start("STK:NOPE:SMART:USD")
 
 
+async def test_a_tws_older_than_server_version_175_is_refused_and_the_run_ends(
+    start: Launch, fake: FakeTws, settings: Settings
+) -> None:
+    from marketdata.errors import MarketDataError  # noqa: PLC0415
+
+    fake.server_version = 174  # bar volumes in lots
+    with pytest.raises(MarketDataError) as caught:
+        await start("STK:AAPL:SMART:USD")
+    assert not caught.value.retriable
+    assert "server version 174; server version 175 or newer is needed" in str(caught.value)
+    assert fake.connections == 1  # not retried
+    assert fake.count(50) == 0  # nothing subscribed
+    assert fake.count(97) == 0
+
+
 async def test_a_malformed_message_is_dead_lettered_and_the_stream_goes_on(
     start: Launch, fake: FakeTws, settings: Settings
 ) -> None:
