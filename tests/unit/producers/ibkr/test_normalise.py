@@ -4,10 +4,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from ib_async.client import Client
 
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.ibkr.normalise import (
+    LAYOUT_VERSIONS,
     TickIds,
     check_layout,
     historical_bar,
@@ -182,3 +184,9 @@ def test_historical_bars_from_ib_async_values() -> None:
         None,
         False,
     )
+
+
+def test_every_server_version_ib_async_may_negotiate_has_known_layouts() -> None:
+    # A release of ib_async that negotiates a newer version fails here before it meets a TWS.
+    negotiable = range(Client.MinClientVersion, Client.MaxClientVersion + 1)
+    assert set(negotiable) <= set(LAYOUT_VERSIONS)
