@@ -56,6 +56,8 @@ _NORMALISERS: dict[int, Normaliser] = {
         msg, ins, at, occ, single=True
     ),
     m.MARKET_DATA_SNAPSHOT: normalise.snapshot,
+    m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2: normalise.trade_unbundled,
+    m.MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS: normalise.bid_ask_us,
 }
 
 

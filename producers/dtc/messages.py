@@ -37,6 +37,9 @@ MARKET_DATA_UPDATE_TRADE: Final = 107
 MARKET_DATA_UPDATE_BID_ASK: Final = 108
 MARKET_DATA_UPDATE_TRADE_COMPACT: Final = 112
 MARKET_DATA_UPDATE_BID_ASK_COMPACT: Final = 117
+# The current header's (navas8889/dtc-sdk DTC/DTCProtocol.h) microsecond variants, #pragma pack(1).
+MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS: Final = 144
+MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2: Final = 146
 HISTORICAL_PRICE_DATA_REQUEST: Final = 800
 HISTORICAL_PRICE_DATA_RESPONSE_HEADER: Final = 801
 HISTORICAL_PRICE_DATA_REJECT: Final = 802
@@ -47,7 +50,7 @@ HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE: Final = 804
 # depth, trading, logging...): counted and skipped, where a type outside the header is an error.
 OTHER_KNOWN_TYPES: Final = frozenset(
     {4, 102, 105, 106, 110, 113, 114, 115, 116, 119, 120, 121, 122, 124, 125, 126, 127, 128,
-     129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 140, 141, 142, 143, 144, 145}
+     129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 140, 141, 142, 143, 145}
     | set(range(200, 210)) | set(range(300, 309)) | {400, 401} | set(range(500, 510))
     | set(range(600, 610)) | set(range(700, 707)) | {805, 806, 807}
 )  # fmt: skip
@@ -107,9 +110,12 @@ class MessageSpec:
         return tuple(f.name for f in self.fields)
 
 
-def _spec(type_: int, name: str, members: list[tuple[str, str]], **defaults: Any) -> MessageSpec:
-    """Lay ``members`` out as the C compiler does under ``#pragma pack(8)``."""
-    offset, widest, fmt = 4, 2, ["<HH"]  # the uint16 Size and Type of every message
+def _spec(
+    type_: int, name: str, members: list[tuple[str, str]], *, packing: int = 8, **defaults: Any
+) -> MessageSpec:
+    """Lay ``members`` out as the C compiler does under ``#pragma pack(packing)``: 8 for most
+    structs, 1 for the ones the header wraps in ``#pragma pack(push, 1)``."""
+    offset, widest, fmt = 4, min(2, packing), ["<HH"]  # the uint16 Size and Type of every message
     fields: list[Field] = []
     for name_, ctype in members:
         if ctype.startswith("char["):
@@ -117,7 +123,7 @@ def _spec(type_: int, name: str, members: list[tuple[str, str]], **defaults: Any
             fmt_code = f"{size}s"
         else:
             code, size = _SCALARS[ctype]
-            align, fmt_code = size, code
+            align, fmt_code = min(size, packing), code
         padding = -offset % align
         if padding:
             fmt.append(f"{padding}x")
@@ -214,6 +220,19 @@ SPECS: Final[dict[int, MessageSpec]] = {
             ("BidPrice", "float"), ("BidQuantity", "float"), ("AskPrice", "float"),
             ("AskQuantity", "float"), ("DateTime", "uint32"), ("SymbolID", "uint32"),
         ], BidPrice=FLT_MAX, AskPrice=FLT_MAX),
+        _spec(MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS,
+              "MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS", [
+            ("SymbolID", "uint32"), ("BidPrice", "float"), ("BidQuantity", "float"),
+            ("AskPrice", "float"), ("AskQuantity", "float"),
+            ("DateTime", "int64"),  # t_DateTimeWithMicrosecondsInt
+        ], packing=1, BidPrice=FLT_MAX, AskPrice=FLT_MAX),
+        _spec(MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2,
+              "MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2", [
+            ("SymbolID", "uint32"), ("Price", "float"), ("Volume", "uint32"),
+            ("DateTime", "int64"),  # t_DateTimeWithMicrosecondsInt
+            ("AtBidOrAsk", "uint8"), ("UnbundledTradeIndicator", "int8"),
+            ("TradeCondition", "int8"),
+        ], packing=1),
         _spec(HISTORICAL_PRICE_DATA_REQUEST, "HISTORICAL_PRICE_DATA_REQUEST", [
             ("RequestID", "int32"), ("Symbol", _SYMBOL), ("Exchange", _EXCHANGE),
             ("RecordInterval", "int32"), ("StartDateTime", "int64"), ("EndDateTime", "int64"),

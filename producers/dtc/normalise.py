@@ -132,6 +132,13 @@ def time_s(field: str, value: int) -> datetime:
     return epoch_datetime(value, field, unit="s")
 
 
+def time_us(field: str, value: int) -> datetime:
+    """``t_DateTimeWithMicrosecondsInt`` (int64 microseconds), in the current header's 144/146."""
+    if value == 0:
+        raise InvalidRecord(field, "unset")
+    return epoch_datetime(value, field, unit="us")
+
+
 def time_s_or_us(field: str, value: int) -> datetime:
     """``t_DateTimeWithMicrosecondsInt`` where the current header says "format can also be
     t_DateTime; check the value" (history records): seconds or microseconds by magnitude, the
@@ -170,6 +177,20 @@ def trade_compact(
     """``MARKET_DATA_UPDATE_TRADE_COMPACT`` (112): float32 price and volume, whole seconds."""
     when = time_s("DateTime", message["DateTime"])
     return _trade(message, instrument, received_at, occurrences, when=when, single=True)
+
+
+def trade_unbundled(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> Tick:  # fmt: skip
+    """``MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2`` (146): float32 price, whole
+    uint32 volume, microsecond time, uint8 AtBidOrAsk."""
+    when = time_us("DateTime", message["DateTime"])
+    price = _set_price("Price", message["Price"], single=True)
+    at = message["AtBidOrAsk"]
+    quote = _Quote(_AGGRESSOR.get(at), price, Decimal(message["Volume"]), TRADE)
+    return _tick(instrument, received_at, occurrences, when, quote,
+                 identity=(message["Price"], message["Volume"], at))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +234,24 @@ def bid_ask(
 ) -> list[Tick]:  # fmt: skip
     """``MARKET_DATA_UPDATE_BID_ASK`` (108) and, with ``single``, its compact form (117): a
     quote tick for each side whose price is set (``DBL_MAX``/``FLT_MAX`` means unchanged)."""
-    when = time_s("DateTime", message["DateTime"])
+    return _bid_ask(message, instrument, received_at, occurrences,
+                    time_s("DateTime", message["DateTime"]), single=single)  # fmt: skip
+
+
+def bid_ask_us(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> list[Tick]:  # fmt: skip
+    """``MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS`` (144): float32 prices and
+    quantities (``FLT_MAX`` unset), microsecond time."""
+    return _bid_ask(message, instrument, received_at, occurrences,
+                    time_us("DateTime", message["DateTime"]), single=True)  # fmt: skip
+
+
+def _bid_ask(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences, when: datetime, *, single: bool,
+) -> list[Tick]:  # fmt: skip
     ticks = []
     for side, prefix in _SIDES:
         raw = message[f"{prefix}Price"]

@@ -293,6 +293,31 @@ async def test_a_reject_is_reported_with_the_servers_text_and_others_go_on(
     assert live.stats.reconnects == 0
 
 
+async def test_the_current_headers_microsecond_trade_and_quote_are_stored(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    # Built by hand from the current header (navas8889/dtc-sdk @40077a08, DTC/DTCProtocol.h),
+    # #pragma pack(push, 1), SymbolID 1 (ESZ4): s_MarketDataUpdateTradeWithUnbundledIndicator2
+    # (uint16 Size, uint16 Type, uint32 SymbolID, float Price, uint32 Volume, int64 DateTime µs,
+    # uint8 AtBidOrAsk, int8 UnbundledTradeIndicator, int8 TradeCondition) and
+    # s_MarketDataUpdateBidAskFloatWithMicroseconds (Size, Type, SymbolID, float BidPrice,
+    # BidQuantity, AskPrice, AskQuantity, int64 DateTime µs).
+    await fake.send_raw(struct.pack("<HHIfIqBbb", 27, 146, 1, 5123.25, 3, 1709303400_123456,
+                                    1, 0, 0))  # fmt: skip
+    await fake.send_raw(struct.pack("<HHIffffq", 32, 144, 1, 5123.0, 7.0, 5123.5, 2.0,
+                                    1709303400_654321))  # fmt: skip
+    await wait_until(lambda: live.stats.records >= 3, within=15, step=0.02)
+    ticks = await read_ticks(settings, settings.topics.ticks_raw, key=b"CME:ESZ4")
+    at = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+    assert [(t.source, t.side, t.price, t.size, t.timestamp) for t in ticks] == [
+        ("dtc.trade", "sell", Decimal("5123.25"), Decimal(3), at.replace(microsecond=123456)),
+        ("dtc.quote", "bid", Decimal("5123"), Decimal("7"), at.replace(microsecond=654321)),
+        ("dtc.quote", "ask", Decimal("5123.5"), Decimal("2"), at.replace(microsecond=654321)),
+    ]  # fmt: skip
+    assert (live.stats.malformed, live.stats.ignored) == (0, 0)
+
+
 async def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
     runner: Live, fake: FakeDtc, settings: Settings
 ) -> None:

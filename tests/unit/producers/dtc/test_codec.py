@@ -91,6 +91,18 @@ VECTORS: list[tuple[int, int, dict[str, Any], list[tuple[int, str, Any]]]] = [
       "DateTime": 1709303400, "SymbolID": 7},
      [(4, "f", 5123.0), (8, "f", 24.0), (12, "f", 5123.25), (16, "f", 31.0),
       (20, "I", 1709303400), (24, "I", 7)]),
+    # The current header's pack(1) structs (navas8889/dtc-sdk @40077a08, DTC/DTCProtocol.h:
+    # s_MarketDataUpdateBidAskFloatWithMicroseconds, s_MarketDataUpdateTradeWithUnbundledIndicator2)
+    (m.MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS, 32,
+     {"SymbolID": 7, "BidPrice": 5123.0, "BidQuantity": 24.0, "AskPrice": 5123.25,
+      "AskQuantity": 31.0, "DateTime": 1709303400_123456},
+     [(4, "I", 7), (8, "f", 5123.0), (12, "f", 24.0), (16, "f", 5123.25), (20, "f", 31.0),
+      (24, "q", 1709303400_123456)]),
+    (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2, 27,
+     {"SymbolID": 7, "Price": 5123.25, "Volume": 3, "DateTime": 1709303400_123456,
+      "AtBidOrAsk": 2, "UnbundledTradeIndicator": 1, "TradeCondition": 0},
+     [(4, "I", 7), (8, "f", 5123.25), (12, "I", 3), (16, "q", 1709303400_123456),
+      (24, "B", 2), (25, "b", 1), (26, "b", 0)]),
     (m.HISTORICAL_PRICE_DATA_REQUEST, 120,
      {"RequestID": 1, "Symbol": "ESZ4", "Exchange": "CME", "RecordInterval": 60,
       "StartDateTime": 1709251200, "EndDateTime": 1709337600, "MaxDaysToReturn": 0,

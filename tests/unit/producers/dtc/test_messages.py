@@ -58,6 +58,13 @@ SIZEOF = {
     # RequestID 4..8; double DateTime 8..16; uint16 AtBidOrAsk 16..18; pad to 24; 2 doubles
     # 24..40; uint8 IsFinalRecord 40; padded to 48
     m.HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE: 48,
+    # The current header (navas8889/dtc-sdk @40077a08, DTC/DTCProtocol.h) wraps these in
+    # #pragma pack(push, 1): no padding at all.
+    # s_MarketDataUpdateBidAskFloatWithMicroseconds: SymbolID 4..8; 4 floats 8..24; int64 24..32
+    m.MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS: 32,
+    # s_MarketDataUpdateTradeWithUnbundledIndicator2: SymbolID 4..8; float Price 8..12; uint32
+    # Volume 12..16; int64 DateTime 16..24 (unaligned); 3 one-byte enums 24..27
+    m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2: 27,
 }
 
 
@@ -78,6 +85,9 @@ def test_sizes_match_the_c_header(type_: int) -> None:
         (m.MARKET_DATA_UPDATE_BID_ASK, "AskPrice", 24),
         (m.MARKET_DATA_SNAPSHOT, "MarketDepthUpdateDateTime", 136),
         (m.HISTORICAL_PRICE_DATA_REQUEST, "StartDateTime", 96),
+        (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2, "DateTime", 16),  # pack(1)
+        (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2, "AtBidOrAsk", 24),
+        (m.MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS, "DateTime", 24),
         (m.HISTORICAL_PRICE_DATA_RECORD_RESPONSE, "BidVolume", 64),
         (m.HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE, "Price", 24),
         (m.LOGON_RESPONSE, "MarketDataSupported", 252),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -151,6 +152,33 @@ def test_a_historical_bar_time_in_seconds_or_microseconds_by_value(start: int, m
     bar = normalise.history_bar(message, ES, "1m", RECEIVED)
     expected = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
     assert bar.timestamp == expected.replace(microsecond=micros)
+
+
+# Frames built by hand from the current header (navas8889/dtc-sdk @40077a08,
+# DTC/DTCProtocol.h), not through the project's table: both structs sit in #pragma pack(push, 1).
+# s_MarketDataUpdateTradeWithUnbundledIndicator2: uint16 Size, uint16 Type, uint32 SymbolID,
+# float Price, uint32 Volume, t_DateTimeWithMicrosecondsInt DateTime (int64), AtBidOrAskEnum8
+# (uint8), UnbundledTradeIndicatorEnum (int8), TradeConditionEnum (int8).
+TRADE_146 = struct.pack("<HHIfIqBbb", 27, 146, 1, 5123.25, 3, 1709303400_123456, 2, 0, 0)
+# s_MarketDataUpdateBidAskFloatWithMicroseconds: uint16 Size, uint16 Type, uint32 SymbolID,
+# float BidPrice, float BidQuantity, float AskPrice, float AskQuantity, int64 DateTime (µs).
+QUOTE_144 = struct.pack("<HHIffffq", 32, 144, 1, 5123.0, 7.0, 3.4028234663852886e38, 0.0,
+                        1709303400_654321)  # fmt: skip
+
+
+def test_a_trade_with_unbundled_indicator_2_has_microseconds_and_whole_volume() -> None:
+    tick = normalise.trade_unbundled(decode_binary(TRADE_146), ES, RECEIVED, Occurrences())
+    assert (tick.timestamp, tick.price, tick.size, tick.side, tick.source) == (
+        datetime(2024, 3, 1, 14, 30, 0, 123456, tzinfo=UTC), Decimal("5123.25"), Decimal(3),
+        "buy", "dtc.trade",
+    )  # fmt: skip
+
+
+def test_a_float_bid_ask_with_microseconds_skips_the_unset_side() -> None:
+    ticks = normalise.bid_ask_us(decode_binary(QUOTE_144), ES, RECEIVED, Occurrences())
+    assert [(t.side, t.price, t.size, t.timestamp) for t in ticks] == [
+        ("bid", Decimal("5123"), Decimal("7"), datetime(2024, 3, 1, 14, 30, 0, 654321, tzinfo=UTC))
+    ]
 
 
 def test_a_historical_tick_is_the_live_trade() -> None:
