@@ -100,6 +100,7 @@ class DtcLive:
         self.timing = Timing(watchdog_s=self.stats.watchdog_s, max_backoff_s=max_backoff_s)
         self._occurrences = Occurrences()
         self._unflushed = False
+        self._ignored_types: set[int] = set()
         self._fetched = 0  # records of the instrument whose gap is being filled
         self._unavailable_since: datetime | None = None
         self._stop = asyncio.Event()
@@ -246,8 +247,8 @@ class DtcLive:
         self.stats.messages += 1
         try:
             message = session.decode(frame)
-        except UnhandledMessageType:
-            self.stats.ignored += 1
+        except UnhandledMessageType as exc:
+            self._ignore(exc.type)
             return None
         except DtcDecodeError as exc:
             await self._dead(frame, f"undecodable DTC message: {exc}")
@@ -268,8 +269,16 @@ class DtcLive:
                 raise error
             return self._lost(str(error))
         else:
-            self.stats.ignored += 1
+            self._ignore(type_)
         return None
+
+    def _ignore(self, type_: int) -> None:
+        """Counted every time, logged the first time per type: never dropped unseen."""
+        self.stats.ignored += 1
+        if type_ not in self._ignored_types:
+            self._ignored_types.add(type_)
+            log.warning("DTC message type %d (%s) is not handled by this producer: skipped and "
+                        "counted (logged once per type)", type_, m.name_of(type_))  # fmt: skip
 
     async def _market_data(
         self, normaliser: Normaliser, message: Message, frame: bytes, received_at: datetime

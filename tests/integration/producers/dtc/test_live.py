@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import struct
 import subprocess
@@ -316,6 +317,29 @@ async def test_the_current_headers_microsecond_trade_and_quote_are_stored(
         ("dtc.quote", "ask", Decimal("5123.5"), Decimal("2"), at.replace(microsecond=654321)),
     ]  # fmt: skip
     assert (live.stats.malformed, live.stats.ignored) == (0, 0)
+
+
+async def test_an_unhandled_type_is_counted_each_time_and_logged_once(
+    runner: Live, fake: FakeDtc, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="producers.dtc.live")
+    live = await runner.start()
+    # s_MarketDataUpdateTradeNoTimestamp (142), pack(1), current header: SymbolID, float Price,
+    # uint32 Volume, uint8 AtBidOrAsk, int8 UnbundledTradeIndicator, int8 TradeCondition.
+    no_timestamp = struct.pack("<HHIfIBbb", 19, 142, 1, 5123.25, 1, 1, 0, 0)
+    session_volume = b"\x08\x00\x71\x00\x01\x00\x00\x00"
+    await fake.send_raw(no_timestamp + no_timestamp + session_volume)
+    await fake.trade("ESZ4", fixture_trades()[0])
+    await wait_until(lambda: live.stats.records >= 1 and live.stats.ignored >= 3, within=15,
+                     step=0.02)  # fmt: skip
+    assert live.stats.ignored == 3
+    lines = [r.getMessage() for r in caplog.records if "not handled" in r.getMessage()]
+    assert sorted(lines) == [
+        "DTC message type 113 (MARKET_DATA_UPDATE_SESSION_VOLUME) is not handled by this "
+        "producer: skipped and counted (logged once per type)",
+        "DTC message type 142 (MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP) is not handled by this "
+        "producer: skipped and counted (logged once per type)",
+    ]
 
 
 async def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
