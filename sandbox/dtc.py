@@ -101,6 +101,7 @@ class FakeDtc:
     history_garbage: bytes = b""  # written after the records of a cut history stream
     # 1_000_000: bar times as the current header's t_DateTimeWithMicrosecondsInt, not seconds
     history_time_scale: int = 1
+    protocol_version: int = m.PROTOCOL_VERSION  # said in ENCODING_RESPONSE and LOGON_RESPONSE
     logons: int = 0
     subscriptions: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -235,7 +236,9 @@ class FakeDtc:
         if type_ == m.ENCODING_REQUEST:
             wanted = message["Encoding"]
             agreed = wanted if wanted in (m.BINARY_ENCODING, m.JSON_ENCODING) else 0
-            await conn.write(encode_binary({"Type": m.ENCODING_RESPONSE, "Encoding": agreed}))
+            answer = {"Type": m.ENCODING_RESPONSE, "Encoding": agreed,
+                      "ProtocolVersion": self.protocol_version}  # fmt: skip
+            await conn.write(encode_binary(answer))
             conn.codec = CODECS["json" if agreed == m.JSON_ENCODING else "binary"]
             rest, conn.framer = conn.framer.rest(), conn.codec.framer()
             conn.framer.feed(rest, 0)  # buffered, to be cut by the serving loop
@@ -257,6 +260,7 @@ class FakeDtc:
         await conn.send({
             "Type": m.LOGON_RESPONSE, "Result": m.LOGON_SUCCESS, "ResultText": "Logon OK",
             "ServerName": "fake DTC", "MarketDataSupported": int(live),
+            "ProtocolVersion": self.protocol_version,
             "HistoricalPriceDataSupported": int(not live),
             "OneHistoricalPriceDataRequestPerConnection": 1,
             "ResubscribeWhenMarketDataFeedAvailable": 1,

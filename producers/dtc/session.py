@@ -129,6 +129,7 @@ class DtcSession:
         wanted = m.JSON_ENCODING if self.endpoint.encoding == "json" else m.BINARY_ENCODING
         await self.send({"Type": m.ENCODING_REQUEST, "Encoding": wanted})
         answer = await self._expect({m.ENCODING_RESPONSE})
+        self._check_version(answer)
         agreed = {m.BINARY_ENCODING: "binary", m.JSON_ENCODING: "json"}.get(answer["Encoding"])
         if agreed is None:
             raise DtcError(f"DTC server {self.endpoint} chose encoding {answer['Encoding']}, "
@@ -148,6 +149,7 @@ class DtcSession:
             "HeartbeatIntervalInSeconds": self.endpoint.heartbeat_s, "ClientName": CLIENT_NAME,
         })  # fmt: skip
         answer = await self._expect({m.LOGON_RESPONSE})
+        self._check_version(answer)
         if answer["Result"] != m.LOGON_SUCCESS:
             raise DtcLogonRejected(
                 f"DTC server {self.endpoint} refused the logon: {answer['ResultText'] or '?'}",
@@ -156,6 +158,18 @@ class DtcSession:
         log.info("logged on to DTC server %s (%s)", self.endpoint,
                  answer["ServerName"] or "unnamed")  # fmt: skip
         return answer
+
+    def _check_version(self, answer: Message) -> None:
+        """Layouts before version 8 differ from the structs this client decodes with, so their
+        fields would be read at the wrong offsets: refused, not retried. Newer versions only
+        append fields, which decoding ignores."""
+        version = answer["ProtocolVersion"]
+        if version < m.PROTOCOL_VERSION:
+            raise DtcError(
+                f"DTC server {self.endpoint} speaks protocol version {version} (in its "
+                f"{m.NAMES[answer['Type']]}); this client reads version {m.PROTOCOL_VERSION} "
+                "and newer only"
+            )
 
     async def _expect(self, types: set[int]) -> Message:
         """The next message of one of ``types``; heartbeats before it are fine, a logoff ends

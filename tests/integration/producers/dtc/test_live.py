@@ -25,7 +25,7 @@ from producers.dtc import messages as m
 from producers.dtc.codec import encode_binary
 from producers.dtc.live import DtcLive
 from producers.dtc.normalise import Instrument, Occurrences, trade
-from producers.dtc.session import Endpoint
+from producers.dtc.session import DtcSession, Endpoint
 from producers.publisher import Publisher
 from sandbox.dtc import FakeDtc, fixture, fixture_trades
 from tests.integration.polling import wait_until
@@ -340,6 +340,19 @@ async def test_an_unhandled_type_is_counted_each_time_and_logged_once(
         "DTC message type 142 (MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP) is not handled by this "
         "producer: skipped and counted (logged once per type)",
     ]
+
+
+async def test_a_server_of_an_older_protocol_version_is_refused(fake: FakeDtc) -> None:
+    fake.protocol_version = 7
+    session = DtcSession(Endpoint("127.0.0.1", fake.port, "binary", heartbeat_s=1))
+    with pytest.raises(MarketDataError) as caught:
+        await session.start()
+    assert str(caught.value) == (
+        f"DTC server {session.endpoint} speaks protocol version 7 (in its ENCODING_RESPONSE); "
+        "this client reads version 8 and newer only"
+    )
+    assert not caught.value.retriable
+    assert fake.logons == 0
 
 
 async def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
