@@ -35,6 +35,8 @@ from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
+from sandbox.web import serve
+
 INTERVAL_MS: Final = {
     "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
     "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000,
@@ -124,11 +126,7 @@ class FakeBinance:
         app.router.add_get("/ws/{stream}", self._stream)
         app.router.add_get("/ws", self._stream)
         app.router.add_get("/stream", self._stream)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def aclose(self) -> None:
         self._closing.set()

@@ -43,6 +43,7 @@ from typing import Final, Literal
 from aiohttp import web
 
 from sandbox.binance import INTERVAL_MS, kline_row
+from sandbox.web import serve
 
 Market = Literal["spot", "um", "cm"]
 Fault = Literal["missing", "truncated", "bad_checksum", "garbled", "dropped", "slow", "unavailable"]
@@ -268,11 +269,7 @@ class FakeVision:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._serve)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def aclose(self) -> None:
         if self._runner is not None:
