@@ -58,6 +58,10 @@ _NORMALISERS: dict[int, Normaliser] = {
     m.MARKET_DATA_SNAPSHOT: normalise.snapshot,
     m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2: normalise.trade_unbundled,
     m.MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS: normalise.bid_ask_us,
+    m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR: normalise.trade_unbundled_ms,
+    m.MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP: normalise.trade_no_timestamp,
+    m.MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP: normalise.bid_ask_no_timestamp,
+    m.MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT: normalise.last_trade_snapshot,
 }
 
 

@@ -37,7 +37,12 @@ MARKET_DATA_UPDATE_TRADE: Final = 107
 MARKET_DATA_UPDATE_BID_ASK: Final = 108
 MARKET_DATA_UPDATE_TRADE_COMPACT: Final = 112
 MARKET_DATA_UPDATE_BID_ASK_COMPACT: Final = 117
-# The current header's (navas8889/dtc-sdk DTC/DTCProtocol.h) microsecond variants, #pragma pack(1).
+# The current header's (navas8889/dtc-sdk DTC/DTCProtocol.h @40077a08) other market-data
+# variants: 134 and 137 under pack(8), the rest under #pragma pack(push, 1).
+MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT: Final = 134
+MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR: Final = 137
+MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP: Final = 142
+MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP: Final = 143
 MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS: Final = 144
 MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2: Final = 146
 HISTORICAL_PRICE_DATA_REQUEST: Final = 800
@@ -45,14 +50,15 @@ HISTORICAL_PRICE_DATA_RESPONSE_HEADER: Final = 801
 HISTORICAL_PRICE_DATA_REJECT: Final = 802
 HISTORICAL_PRICE_DATA_RECORD_RESPONSE: Final = 803
 HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE: Final = 804
+HISTORICAL_PRICE_DATA_RESPONSE_TRAILER: Final = 807
 
 # Types the header defines that this client receives but has no use for (session statistics,
 # depth, trading, logging...): counted and skipped, where a type outside the header is an error.
 OTHER_KNOWN_TYPES: Final = frozenset(
     {4, 102, 105, 106, 110, 113, 114, 115, 116, 119, 120, 121, 122, 124, 125, 126, 127, 128,
-     129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 140, 141, 142, 143, 145}
+     129, 130, 131, 132, 133, 135, 136, 138, 140, 141, 145}
     | set(range(200, 210)) | set(range(300, 309)) | {400, 401} | set(range(500, 510))
-    | set(range(600, 610)) | set(range(700, 707)) | {805, 806, 807}
+    | set(range(600, 610)) | set(range(700, 707)) | {805, 806}
 )  # fmt: skip
 
 # Enumerations used here.
@@ -220,6 +226,27 @@ SPECS: Final[dict[int, MessageSpec]] = {
             ("BidPrice", "float"), ("BidQuantity", "float"), ("AskPrice", "float"),
             ("AskQuantity", "float"), ("DateTime", "uint32"), ("SymbolID", "uint32"),
         ], BidPrice=FLT_MAX, AskPrice=FLT_MAX),
+        _spec(MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT, "MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT", [
+            ("SymbolID", "uint32"), ("LastTradePrice", "double"), ("LastTradeVolume", "double"),
+            ("LastTradeDateTime", "double"),  # t_DateTimeWithMilliseconds
+        ]),
+        _spec(MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR,
+              "MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR", [
+            ("SymbolID", "uint32"), ("AtBidOrAsk", "uint8"), ("UnbundledTradeIndicator", "int8"),
+            ("TradeCondition", "uint8"), ("Reserve_1", "uint8"), ("Reserve_2", "uint32"),
+            ("Price", "double"), ("Volume", "uint32"), ("Reserve_3", "uint32"),
+            ("DateTime", "double"),  # t_DateTimeWithMilliseconds
+        ]),
+        # No time: "the prior received trade timestamp" (Sierra Chart's DTC message docs).
+        _spec(MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP, "MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP", [
+            ("SymbolID", "uint32"), ("Price", "float"), ("Volume", "uint32"),
+            ("AtBidOrAsk", "uint8"), ("UnbundledTradeIndicator", "int8"),
+            ("TradeCondition", "int8"),
+        ], packing=1),
+        _spec(MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP, "MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP", [
+            ("SymbolID", "uint32"), ("BidPrice", "float"), ("BidQuantity", "uint32"),
+            ("AskPrice", "float"), ("AskQuantity", "uint32"),
+        ], packing=1, BidPrice=FLT_MAX, AskPrice=FLT_MAX),
         _spec(MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS,
               "MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS", [
             ("SymbolID", "uint32"), ("BidPrice", "float"), ("BidQuantity", "float"),
@@ -258,6 +285,10 @@ SPECS: Final[dict[int, MessageSpec]] = {
             ("RequestID", "int32"), ("DateTime", "double"), ("AtBidOrAsk", "uint16"),
             ("Price", "double"), ("Volume", "double"), ("IsFinalRecord", "uint8"),
         ]),
+        _spec(HISTORICAL_PRICE_DATA_RESPONSE_TRAILER, "HISTORICAL_PRICE_DATA_RESPONSE_TRAILER", [
+            ("RequestID", "int32"),
+            ("FinalRecordLastDateTime", "int64"),  # t_DateTimeWithMicrosecondsInt
+        ]),
     )
 }  # fmt: skip
 
@@ -269,14 +300,11 @@ _SKIPPED_NAMES: Final = {
     116: "MARKET_DATA_FEED_SYMBOL_STATUS", 119: "MARKET_DATA_UPDATE_SESSION_SETTLEMENT",
     120: "MARKET_DATA_UPDATE_SESSION_OPEN", 121: "MARKET_DEPTH_REJECT",
     122: "MARKET_DEPTH_SNAPSHOT_LEVEL", 124: "MARKET_DATA_UPDATE_OPEN_INTEREST",
-    134: "MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT", 135: "MARKET_DATA_UPDATE_SESSION_NUM_TRADES",
-    136: "MARKET_DATA_UPDATE_TRADING_SESSION_DATE",
-    137: "MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR", 138: "TRADING_SYMBOL_STATUS",
+    135: "MARKET_DATA_UPDATE_SESSION_NUM_TRADES", 136: "MARKET_DATA_UPDATE_TRADING_SESSION_DATE",
+    138: "TRADING_SYMBOL_STATUS",
     140: "MARKET_DEPTH_UPDATE_LEVEL_FLOAT_WITH_MILLISECONDS",
-    141: "MARKET_DEPTH_UPDATE_LEVEL_NO_TIMESTAMP", 142: "MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP",
-    143: "MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP", 145: "MARKET_DEPTH_SNAPSHOT_LEVEL_FLOAT",
+    141: "MARKET_DEPTH_UPDATE_LEVEL_NO_TIMESTAMP", 145: "MARKET_DEPTH_SNAPSHOT_LEVEL_FLOAT",
     700: "USER_MESSAGE", 701: "GENERAL_LOG_MESSAGE", 702: "ALERT_MESSAGE",
-    807: "HISTORICAL_PRICE_DATA_RESPONSE_TRAILER",
 }  # fmt: skip
 NAMES: Final = {spec.type: spec.name for spec in SPECS.values()}
 

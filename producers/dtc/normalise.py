@@ -5,8 +5,13 @@ subscribed, so each function takes the :class:`Instrument` that id stands for. R
 the server's own times: ``t_DateTimeWithMilliseconds`` (double seconds) in trades and
 historical ticks, ``t_DateTime4Byte`` (uint32 seconds) in bid/ask and compact messages,
 ``t_DateTime`` (int64 seconds) or, in the current header, ``t_DateTimeWithMicrosecondsInt``
-in historical bars (decided by value). A message whose time is unset (0 or
-``DBL_MAX``, as a truncated message leaves it) is an :class:`InvalidRecord`, never "now".
+in historical bars and the history trailer (decided by value), ``t_DateTimeWithMicrosecondsInt``
+in 144 and 146; 142 and 143 carry none and take the prior trade's or quote's of the session.
+A message whose time is unset (0 or ``DBL_MAX``, as a truncated message leaves it) is an
+:class:`InvalidRecord`, never "now".
+
+The layouts of the current header's variants (134, 137, 142, 143, 144, 146, 807) are read from
+navas8889/dtc-sdk ``DTC/DTCProtocol.h`` at commit 40077a084e39a0e1b235c29907fe881586ad66a5.
 
 DTC trades carry no trade id. The id is derived from the trade's own fields plus its
 occurrence number among identical trades in the same timestamp (two real 1-lot trades at one
@@ -84,6 +89,18 @@ class Occurrences:
         number = counts.get(identity, 0)
         counts[identity] = number + 1
         return number
+
+    def latest(self, symbol: str, source: str) -> datetime | None:
+        """The newest timestamp seen of ``symbol``'s ``source`` events, or None."""
+        entry = self._latest.get((symbol, source))
+        return entry[0] if entry is not None and isinstance(entry[0], datetime) else None
+
+    def saw(self, symbol: str, source: str, when: datetime) -> None:
+        """A time heard elsewhere (a snapshot's last trade or quote) for the messages without a
+        timestamp, which take the prior one; only forwards, so no count of a later time is lost."""
+        entry = self._latest.get((symbol, source))
+        if entry is None or (isinstance(entry[0], datetime) and entry[0] < when):
+            self._latest[(symbol, source)] = (when, {})
 
     def reset(self) -> None:
         """After a reconnect: a replayed event must get the id it had the first time."""
@@ -186,11 +203,71 @@ def trade_unbundled(
     """``MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2`` (146): float32 price, whole
     uint32 volume, microsecond time, uint8 AtBidOrAsk."""
     when = time_us("DateTime", message["DateTime"])
-    price = _set_price("Price", message["Price"], single=True)
+    return _whole_trade(message, instrument, received_at, occurrences, when, single=True)
+
+
+def trade_unbundled_ms(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> Tick:  # fmt: skip
+    """``MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR`` (137): double price, whole uint32
+    volume, ``t_DateTimeWithMilliseconds``, uint8 AtBidOrAsk."""
+    when = time_ms("DateTime", message["DateTime"])
+    return _whole_trade(message, instrument, received_at, occurrences, when, single=False)
+
+
+def trade_no_timestamp(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> Tick:  # fmt: skip
+    """``MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP`` (142): 146 without its time, sent when the
+    time has not changed since the prior trade, whose time it takes (Sierra Chart's DTC
+    documentation); one before any timed trade of the session has no time to take."""
+    when = occurrences.latest(instrument.symbol, TRADE)
+    if when is None:
+        raise InvalidRecord("DateTime", "a trade without a timestamp before any trade with one")
+    return _whole_trade(message, instrument, received_at, occurrences, when, single=True)
+
+
+def _whole_trade(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences, when: datetime, *, single: bool,
+) -> Tick:  # fmt: skip
+    """A trade whose volume is a uint32 (137, 142, 146)."""
+    price = _set_price("Price", message["Price"], single=single)
     at = message["AtBidOrAsk"]
     quote = _Quote(_AGGRESSOR.get(at), price, Decimal(message["Volume"]), TRADE)
     return _tick(instrument, received_at, occurrences, when, quote,
                  identity=(message["Price"], message["Volume"], at))  # fmt: skip
+
+
+def last_trade_snapshot(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> list[Tick]:  # fmt: skip
+    """``MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT`` (134): the last trade as a snapshot has it,
+    the same record (source ``dtc.snapshot``, the same id) as ``MARKET_DATA_SNAPSHOT``'s."""
+    if _unset(message["LastTradePrice"]):
+        return []
+    traded_at = time_ms("LastTradeDateTime", message["LastTradeDateTime"])
+    occurrences.saw(instrument.symbol, TRADE, traded_at)
+    return [_last_trade(message, instrument, received_at, traded_at, None)]
+
+
+def _last_trade(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime, traded_at: datetime,
+    extras: dict[str, Any] | None,
+) -> Tick:  # fmt: skip
+    volume = message["LastTradeVolume"]
+    size = Decimal(0) if _unset(volume) else _double("LastTradeVolume", volume)
+    identity = (message["LastTradePrice"], volume)
+    return Tick(
+        exchange=instrument.venue, symbol=instrument.symbol, timestamp=traded_at,
+        source=SNAPSHOT, trade_id=derived_trade_id(instrument.symbol, traded_at.isoformat(),
+                                                   *identity, "last"),
+        price=_double("LastTradePrice", message["LastTradePrice"]), size=size, side=None,
+        received_at=received_at, extras=extras,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +325,23 @@ def bid_ask_us(
                     time_us("DateTime", message["DateTime"]), single=True)  # fmt: skip
 
 
+def bid_ask_no_timestamp(
+    message: dict[str, Any], instrument: Instrument, received_at: datetime,
+    occurrences: Occurrences,
+) -> list[Tick]:  # fmt: skip
+    """``MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP`` (143): float32 prices (``FLT_MAX`` unset),
+    whole uint32 quantities, and the time of the prior bid/ask (as 142 takes the prior trade's);
+    one before any timed quote of the session has no time to take."""
+    when = occurrences.latest(instrument.symbol, QUOTE)
+    if when is None:
+        raise InvalidRecord("DateTime", "a bid/ask without a timestamp before any with one")
+    return _bid_ask(message, instrument, received_at, occurrences, when, single=True,
+                    whole=True)  # fmt: skip
+
+
 def _bid_ask(
     message: dict[str, Any], instrument: Instrument, received_at: datetime,
-    occurrences: Occurrences, when: datetime, *, single: bool,
+    occurrences: Occurrences, when: datetime, *, single: bool, whole: bool = False,
 ) -> list[Tick]:  # fmt: skip
     ticks = []
     for side, prefix in _SIDES:
@@ -258,7 +349,9 @@ def _bid_ask(
         if _unset(raw):
             continue
         price = _set_price(f"{prefix}Price", raw, single)
-        size = _single(f"{prefix}Quantity", message[f"{prefix}Quantity"])  # float32 in both
+        quantity = message[f"{prefix}Quantity"]
+        # float32 in 108, 117 and 144; a uint32 in 143
+        size = Decimal(quantity) if whole else _single(f"{prefix}Quantity", quantity)
         ticks.append(_quote(instrument, received_at, occurrences, when, _Quote(side, price, size)))
     return ticks
 
@@ -273,7 +366,10 @@ def snapshot(
     last trade does not pose as a new trade."""
     ticks: list[Tick] = []
     quoted_at = message["BidAskDateTime"]
-    when = received_at if quoted_at in (0, DBL_MAX) else time_ms("BidAskDateTime", quoted_at)
+    when = received_at
+    if quoted_at not in (0, DBL_MAX):
+        when = time_ms("BidAskDateTime", quoted_at)
+        occurrences.saw(instrument.symbol, QUOTE, when)
     for side, prefix in _SIDES:
         raw = message[f"{prefix}Price"]
         quantity = message[f"{prefix}Quantity"]
@@ -284,16 +380,9 @@ def snapshot(
         ticks.append(_quote(instrument, received_at, occurrences, when, quote))
     if not _unset(message["LastTradePrice"]):
         traded_at = time_ms("LastTradeDateTime", message["LastTradeDateTime"])
-        volume = message["LastTradeVolume"]
-        size = Decimal(0) if _unset(volume) else _double("LastTradeVolume", volume)
-        identity = (message["LastTradePrice"], volume)
-        ticks.append(Tick(
-            exchange=instrument.venue, symbol=instrument.symbol, timestamp=traded_at,
-            source=SNAPSHOT, trade_id=derived_trade_id(instrument.symbol, traded_at.isoformat(),
-                                                       *identity, "last"),
-            price=_double("LastTradePrice", message["LastTradePrice"]), size=size, side=None,
-            received_at=received_at, extras=_session(message) or None,
-        ))  # fmt: skip
+        occurrences.saw(instrument.symbol, TRADE, traded_at)
+        ticks.append(_last_trade(message, instrument, received_at, traded_at,
+                                 _session(message) or None))  # fmt: skip
     return ticks
 
 
@@ -316,6 +405,14 @@ def _session(message: dict[str, Any]) -> dict[str, Any]:
         extras["session_date"] = time_s("TradingSessionDate", message["TradingSessionDate"])
         extras["session_date"] = extras["session_date"].date().isoformat()
     return extras
+
+
+def trailer_time(message: dict[str, Any]) -> datetime | None:
+    """``HISTORICAL_PRICE_DATA_RESPONSE_TRAILER`` (807): the time of the response's last
+    record (``t_DateTimeWithMicrosecondsInt``, seconds or microseconds by value as in 803);
+    None when unset (a response without records)."""
+    value = message["FinalRecordLastDateTime"]
+    return None if value == 0 else time_s_or_us("FinalRecordLastDateTime", value)
 
 
 def history_bar(

@@ -319,16 +319,65 @@ async def test_the_current_headers_microsecond_trade_and_quote_are_stored(
     assert (live.stats.malformed, live.stats.ignored) == (0, 0)
 
 
+async def test_the_current_headers_other_trade_quote_and_snapshot_variants_are_published(
+    runner: Live, fake: FakeDtc, settings: Settings
+) -> None:
+    live = await runner.start()
+    # By hand from the current header (navas8889/dtc-sdk @40077a08, DTC/DTCProtocol.h),
+    # SymbolID 1 (ESZ4). pack(8): s_MarketDataUpdateLastTradeSnapshot (134: SymbolID, double
+    # LastTradePrice, LastTradeVolume, LastTradeDateTime) and
+    # s_MarketDataUpdateTradeWithUnbundledIndicator (137: SymbolID 4, uint8 AtBidOrAsk 8, int8
+    # Unbundled 9, uint8 TradeCondition 10, Reserve_1 11, uint32 Reserve_2 12, double Price 16,
+    # uint32 Volume 24, uint32 Reserve_3 28, double DateTime 32). pack(1):
+    # s_MarketDataUpdateTradeNoTimestamp (142: SymbolID, float Price, uint32 Volume, uint8
+    # AtBidOrAsk, int8, int8), s_MarketDataUpdateBidAskNoTimeStamp (143: SymbolID, float, uint32,
+    # float, uint32), s_MarketDataUpdateBidAskFloatWithMicroseconds (144).
+    last_134 = struct.pack("<HHIddd", 32, 134, 1, 5122.75, 2.0, 1709303399.875)
+    no_time_142 = struct.pack("<HHIfIBbb", 19, 142, 1, 5123.0, 4, 2, 0, 0)
+    trade_137 = struct.pack("<HHIBbBBIdIId", 40, 137, 1, 1, 1, 0, 0, 0, 5123.5, 7, 0,
+                            1709303400.25)  # fmt: skip
+    quote_143 = struct.pack("<HHIfIfI", 24, 143, 1, 5123.25, 12, 5123.5, 30)
+    quote_144 = struct.pack("<HHIffffq", 32, 144, 1, 5123.0, 7.0, 5123.5, 2.0, 1709303400_654321)
+    # A 143 before any timed quote has no time to take: a dead letter, the rest goes on.
+    await fake.send_raw(last_134 + no_time_142 + trade_137 + no_time_142 + quote_143)
+    await fake.send_raw(quote_144 + quote_143)
+    await wait_until(lambda: live.stats.records >= 8 and live.stats.malformed >= 1, within=15,
+                     step=0.02)  # fmt: skip
+    ticks = await read_ticks(settings, settings.topics.ticks_raw, key=b"CME:ESZ4")
+    at = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+    last = datetime(2024, 3, 1, 14, 29, 59, 875000, tzinfo=UTC)
+    quoted = at.replace(microsecond=654321)
+    assert [(t.source, t.side, t.price, t.size, t.timestamp) for t in ticks] == [
+        ("dtc.snapshot", None, Decimal("5122.75"), Decimal("2.0"), last),
+        ("dtc.trade", "buy", Decimal("5123"), Decimal(4), last),  # the prior trade's time
+        ("dtc.trade", "sell", Decimal("5123.5"), Decimal(7), at.replace(microsecond=250000)),
+        ("dtc.trade", "buy", Decimal("5123"), Decimal(4), at.replace(microsecond=250000)),
+        ("dtc.quote", "bid", Decimal("5123"), Decimal("7"), quoted),
+        ("dtc.quote", "ask", Decimal("5123.5"), Decimal("2"), quoted),
+        ("dtc.quote", "bid", Decimal("5123.25"), Decimal(12), quoted),  # the prior quote's
+        ("dtc.quote", "ask", Decimal("5123.5"), Decimal(30), quoted),
+    ]  # fmt: skip
+    assert {(t.exchange, t.symbol) for t in ticks} == {("CME", "ESZ4")}
+    assert len({t.trade_id for t in ticks}) == len(ticks)
+    letters = await read_topic(settings, settings.topics.dlq, until=1)
+    assert [dict(msg.headers)[HEADER_REASON].decode() for msg in letters] == [
+        "malformed DTC MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP: DateTime: a bid/ask without a "
+        "timestamp before any with one"
+    ]
+    assert letters[0].value == quote_143
+    assert (live.stats.malformed, live.stats.ignored) == (1, 0)
+
+
 async def test_an_unhandled_type_is_counted_each_time_and_logged_once(
     runner: Live, fake: FakeDtc, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="producers.dtc.live")
     live = await runner.start()
-    # s_MarketDataUpdateTradeNoTimestamp (142), pack(1), current header: SymbolID, float Price,
-    # uint32 Volume, uint8 AtBidOrAsk, int8 UnbundledTradeIndicator, int8 TradeCondition.
-    no_timestamp = struct.pack("<HHIfIBbb", 19, 142, 1, 5123.25, 1, 1, 0, 0)
+    # s_MarketDataUpdateSessionNumTrades (135), pack(8), current header: SymbolID, int32
+    # NumTrades, t_DateTime4Byte TradingSessionDate: session statistics, no tick.
+    num_trades = struct.pack("<HHIiI", 16, 135, 1, 98765, 1709251200)
     session_volume = b"\x08\x00\x71\x00\x01\x00\x00\x00"
-    await fake.send_raw(no_timestamp + no_timestamp + session_volume)
+    await fake.send_raw(num_trades + num_trades + session_volume)
     await fake.trade("ESZ4", fixture_trades()[0])
     await wait_until(lambda: live.stats.records >= 1 and live.stats.ignored >= 3, within=15,
                      step=0.02)  # fmt: skip
@@ -337,7 +386,7 @@ async def test_an_unhandled_type_is_counted_each_time_and_logged_once(
     assert sorted(lines) == [
         "DTC message type 113 (MARKET_DATA_UPDATE_SESSION_VOLUME) is not handled by this "
         "producer: skipped and counted (logged once per type)",
-        "DTC message type 142 (MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP) is not handled by this "
+        "DTC message type 135 (MARKET_DATA_UPDATE_SESSION_NUM_TRADES) is not handled by this "
         "producer: skipped and counted (logged once per type)",
     ]
 

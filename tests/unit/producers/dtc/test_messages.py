@@ -65,6 +65,21 @@ SIZEOF = {
     # s_MarketDataUpdateTradeWithUnbundledIndicator2: SymbolID 4..8; float Price 8..12; uint32
     # Volume 12..16; int64 DateTime 16..24 (unaligned); 3 one-byte enums 24..27
     m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2: 27,
+    # s_MarketDataUpdateTradeNoTimestamp (pack(1)): SymbolID 4..8; float Price 8..12; uint32
+    # Volume 12..16; 3 one-byte enums 16..19
+    m.MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP: 19,
+    # s_MarketDataUpdateBidAskNoTimeStamp (pack(1)): SymbolID 4..8; float 8, uint32 12, float
+    # 16, uint32 20..24
+    m.MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP: 24,
+    # Same header, under pack(8):
+    # s_MarketDataUpdateLastTradeSnapshot: SymbolID 4..8; 3 doubles 8..32
+    m.MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT: 32,
+    # s_MarketDataUpdateTradeWithUnbundledIndicator: SymbolID 4..8; uint8 AtBidOrAsk 8, int8
+    # Unbundled 9, uint8 TradeCondition 10, uint8 Reserve_1 11; uint32 Reserve_2 12..16; double
+    # Price 16..24; uint32 Volume 24..28; uint32 Reserve_3 28..32; double DateTime 32..40
+    m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR: 40,
+    # s_HistoricalPriceDataResponseTrailer: RequestID 4..8; int64 FinalRecordLastDateTime 8..16
+    m.HISTORICAL_PRICE_DATA_RESPONSE_TRAILER: 16,
 }
 
 
@@ -88,6 +103,12 @@ def test_sizes_match_the_c_header(type_: int) -> None:
         (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2, "DateTime", 16),  # pack(1)
         (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR_2, "AtBidOrAsk", 24),
         (m.MARKET_DATA_UPDATE_BID_ASK_FLOAT_WITH_MICROSECONDS, "DateTime", 24),
+        (m.MARKET_DATA_UPDATE_TRADE_NO_TIMESTAMP, "AtBidOrAsk", 16),
+        (m.MARKET_DATA_UPDATE_BID_ASK_NO_TIMESTAMP, "AskQuantity", 20),
+        (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR, "Price", 16),
+        (m.MARKET_DATA_UPDATE_TRADE_WITH_UNBUNDLED_INDICATOR, "DateTime", 32),
+        (m.MARKET_DATA_UPDATE_LAST_TRADE_SNAPSHOT, "LastTradeDateTime", 24),
+        (m.HISTORICAL_PRICE_DATA_RESPONSE_TRAILER, "FinalRecordLastDateTime", 8),
         (m.HISTORICAL_PRICE_DATA_RECORD_RESPONSE, "BidVolume", 64),
         (m.HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE, "Price", 24),
         (m.LOGON_RESPONSE, "MarketDataSupported", 252),

@@ -181,6 +181,115 @@ def test_a_float_bid_ask_with_microseconds_skips_the_unset_side() -> None:
     ]
 
 
+# More of the same header, by hand. pack(1): s_MarketDataUpdateTradeNoTimestamp (SymbolID, float
+# Price, uint32 Volume, uint8 AtBidOrAsk, int8 UnbundledTradeIndicator, int8 TradeCondition) and
+# s_MarketDataUpdateBidAskNoTimeStamp (SymbolID, float BidPrice, uint32 BidQuantity, float
+# AskPrice, uint32 AskQuantity). pack(8): s_MarketDataUpdateTradeWithUnbundledIndicator
+# (SymbolID 4, uint8 AtBidOrAsk 8, int8 Unbundled 9, uint8 TradeCondition 10, uint8 Reserve_1
+# 11, uint32 Reserve_2 12, double Price 16, uint32 Volume 24, uint32 Reserve_3 28, double
+# DateTime 32) and s_MarketDataUpdateLastTradeSnapshot (SymbolID 4, double LastTradePrice 8,
+# double LastTradeVolume 16, double LastTradeDateTime 24).
+TRADE_142 = struct.pack("<HHIfIBbb", 19, 142, 1, 5123.25, 3, 2, 0, 0)
+QUOTE_143 = struct.pack("<HHIfIfI", 24, 143, 1, 5123.0, 12, 5123.5, 4_000_000)
+TRADE_137 = struct.pack("<HHIBbBBIdIId", 40, 137, 1, 1, 1, 0, 0, 0, 5123.5, 7, 0,
+                        1709303400.25)  # fmt: skip
+LAST_134 = struct.pack("<HHIddd", 32, 134, 1, 5122.75, 2.0, 1709303399.875)
+AT = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+
+
+def test_a_trade_with_unbundled_indicator_has_milliseconds_and_whole_volume() -> None:
+    tick = normalise.trade_unbundled_ms(decode_binary(TRADE_137), ES, RECEIVED, Occurrences())
+    assert (tick.timestamp, tick.price, tick.size, tick.side, tick.source) == (
+        AT.replace(microsecond=250000), Decimal("5123.5"), Decimal(7), "sell", "dtc.trade"
+    )
+
+
+def test_a_trade_without_timestamp_takes_the_prior_trades_and_counts_as_another() -> None:
+    occurrences = Occurrences()
+    first = normalise.trade_unbundled(decode_binary(TRADE_146), ES, RECEIVED, occurrences)
+    again = normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED, occurrences)
+    # The same price, volume and side at the same time: a second real trade, another id.
+    assert (again.timestamp, again.price, again.size, again.side) == (
+        first.timestamp, first.price, first.size, first.side
+    )
+    assert again.trade_id == derived_trade_id(
+        "ESZ4", first.timestamp.isoformat(), 5123.25, 3, 2, 1
+    )
+    assert again.trade_id != first.trade_id
+
+
+def test_a_trade_without_timestamp_before_any_timed_trade_is_invalid() -> None:
+    with pytest.raises(InvalidRecord, match="DateTime: a trade without a timestamp before"):
+        normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED, Occurrences())
+    # A bid/ask time is no trade time.
+    occurrences = Occurrences()
+    normalise.bid_ask_us(decode_binary(QUOTE_144), ES, RECEIVED, occurrences)
+    with pytest.raises(InvalidRecord, match="DateTime: a trade without a timestamp before"):
+        normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED, occurrences)
+
+
+def test_a_bid_ask_without_timestamp_takes_the_prior_quotes_with_whole_quantities() -> None:
+    occurrences = Occurrences()
+    normalise.bid_ask_us(decode_binary(QUOTE_144), ES, RECEIVED, occurrences)
+    ticks = normalise.bid_ask_no_timestamp(decode_binary(QUOTE_143), ES, RECEIVED, occurrences)
+    when = AT.replace(microsecond=654321)
+    assert [(t.side, t.price, t.size, t.timestamp, t.source) for t in ticks] == [
+        ("bid", Decimal("5123"), Decimal(12), when, "dtc.quote"),
+        ("ask", Decimal("5123.5"), Decimal(4_000_000), when, "dtc.quote"),
+    ]
+    with pytest.raises(InvalidRecord, match="DateTime: a bid/ask without a timestamp before"):
+        normalise.bid_ask_no_timestamp(decode_binary(QUOTE_143), ES, RECEIVED, Occurrences())
+
+
+def test_the_last_trade_snapshot_is_the_snapshots_last_trade_and_times_a_later_142() -> None:
+    occurrences = Occurrences()
+    (tick,) = normalise.last_trade_snapshot(decode_binary(LAST_134), ES, RECEIVED, occurrences)
+    traded_at = datetime(2024, 3, 1, 14, 29, 59, 875000, tzinfo=UTC)
+    assert tick == Tick(
+        exchange="CME", symbol="ESZ4", timestamp=traded_at, source="dtc.snapshot",
+        trade_id=derived_trade_id("ESZ4", traded_at.isoformat(), 5122.75, 2.0, "last"),
+        price=Decimal("5122.75"), size=Decimal("2.0"), side=None, received_at=RECEIVED,
+    )  # fmt: skip
+    snapshot = decode_binary(encode_binary({
+        "Type": m.MARKET_DATA_SNAPSHOT, "SymbolID": 1, "LastTradePrice": 5122.75,
+        "LastTradeVolume": 2.0, "LastTradeDateTime": 1709303399.875,
+    }))  # fmt: skip
+    (same,) = normalise.snapshot(snapshot, ES, RECEIVED, Occurrences())
+    assert same.trade_id == tick.trade_id
+    assert normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED,
+                                        occurrences).timestamp == traded_at  # fmt: skip
+    unset = struct.pack("<HHIddd", 32, 134, 1, m.DBL_MAX, 0.0, 0.0)
+    assert normalise.last_trade_snapshot(decode_binary(unset), ES, RECEIVED, occurrences) == []
+
+
+def test_an_older_snapshot_time_does_not_rewind_the_prior_trade_time() -> None:
+    occurrences = Occurrences()
+    live = normalise.trade_unbundled(decode_binary(TRADE_146), ES, RECEIVED, occurrences)
+    normalise.last_trade_snapshot(decode_binary(LAST_134), ES, RECEIVED, occurrences)  # earlier
+    later = normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED, occurrences)
+    assert later.timestamp == live.timestamp
+    assert later.trade_id != live.trade_id
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1709303400, AT), (1709303400_250000, AT.replace(microsecond=250000)), (0, None)],
+)
+def test_the_history_trailers_time_is_seconds_or_microseconds_by_value(
+    value: int, expected: datetime | None
+) -> None:
+    # s_HistoricalPriceDataResponseTrailer: RequestID int32 at 4, t_DateTimeWithMicrosecondsInt
+    # FinalRecordLastDateTime at 8 (pack(8)), sizeof 16.
+    trailer = decode_binary(struct.pack("<HHiq", 16, 807, 1, value))
+    assert normalise.trailer_time(trailer) == expected
+
+
+def test_a_history_trailer_time_out_of_range_is_invalid() -> None:
+    trailer = decode_binary(struct.pack("<HHiq", 16, 807, 1, -5))
+    with pytest.raises(InvalidRecord, match="FinalRecordLastDateTime"):
+        normalise.trailer_time(trailer)
+
+
 def test_a_historical_tick_is_the_live_trade() -> None:
     live = trade_message()
     record = decode_binary(encode_binary({
