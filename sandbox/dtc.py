@@ -12,7 +12,9 @@ Faults on demand: ``drop_connections``, ``heartbeats = False`` (silence, connect
 ``send_unknown_type`` / ``send_raw`` / ``send_around`` (garbage in the same write as a
 message), ``logoff``, ``history_busy`` (reject with a retry time),
 ``history_cut_after`` (close the connection after that many records, and ``history_garbage``
-written in the same write as the last of them, uncompressed).
+written in the same write as the last of them, uncompressed), ``history_final_flag = False``
+(no record says it is the last) and ``history_tail`` (a test's own bytes after the records,
+such as a ``HISTORICAL_PRICE_DATA_RESPONSE_TRAILER`` built from the header by hand).
 
     python -m sandbox.dtc --port 18099 --historical-port 18098 --rate 20
 """
@@ -99,6 +101,9 @@ class FakeDtc:
     history_busy: int = 0  # reject this many historical requests with "retry in 1 s"
     history_cut_after: int | None = None
     history_garbage: bytes = b""  # written after the records of a cut history stream
+    # False: no record says IsFinalRecord (a server that ends with the trailer alone)
+    history_final_flag: bool = True
+    history_tail: bytes = b""  # raw bytes after the records, in the zlib stream if compressed
     # 1_000_000: bar times as the current header's t_DateTimeWithMicrosecondsInt, not seconds
     history_time_scale: int = 1
     protocol_version: int = m.PROTOCOL_VERSION  # said in ENCODING_RESPONSE and LOGON_RESPONSE
@@ -321,10 +326,12 @@ class FakeDtc:
         cut, self.history_cut_after = self.history_cut_after, None
         if cut is not None:  # the connection breaks before the final record
             records = records[:cut]
-        else:
+        elif self.history_final_flag:
             records[-1:] = [{**r, "IsFinalRecord": 1} for r in records[-1:]]
         body = [(encode_binary if compress else conn.codec.encode)({**r, "RequestID": request_id})
                 for r in records]  # fmt: skip
+        if cut is None and self.history_tail:
+            body.append(self.history_tail)
         if compress:
             await conn.write(zlib.compress(b"".join(body)))
         else:

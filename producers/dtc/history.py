@@ -3,7 +3,12 @@
 Sierra Chart serves history on a port of its own and, typically, one request per connection:
 connect, log on, send ``HISTORICAL_PRICE_DATA_REQUEST``, read the ``RESPONSE_HEADER`` (or a
 ``REJECT`` with the server's reason), then ``RECORD_RESPONSE``s (bars) or
-``TICK_RECORD_RESPONSE``s (trades) until one has ``IsFinalRecord``. When the header says
+``TICK_RECORD_RESPONSE``s (trades) until one has ``IsFinalRecord`` or the current header's
+``HISTORICAL_PRICE_DATA_RESPONSE_TRAILER`` (807) comes: either ends the response. The trailer's
+``FinalRecordLastDateTime`` is the time of the response's last record (seconds or
+microseconds, by value as in the records); one later than the newest record received means
+records went missing, which is logged; one that is no time at all is a dead letter. When the
+header says
 ``UseZLibCompression``, everything after it is one zlib stream of binary messages; the client
 asks for it only in the binary encoding, which is what Sierra Chart compresses.
 """
@@ -145,6 +150,10 @@ async def _records(
                 page.rejected.append((frame, f"undecodable DTC message: {exc}"))
                 continue
             type_ = message["Type"]
+            if type_ == m.HISTORICAL_PRICE_DATA_RESPONSE_TRAILER:
+                final = True
+                _trailer(message, frame, page, request)
+                break
             if type_ not in (m.HISTORICAL_PRICE_DATA_RECORD_RESPONSE,
                              m.HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE):  # fmt: skip
                 if type_ == m.LOGOFF:
@@ -170,3 +179,17 @@ async def _records(
                 break
         last = page.last
         yield page
+
+
+def _trailer(message: Message, frame: bytes, page: Page, request: HistoryRequest) -> None:
+    """The response is complete; its trailer's time is checked against what arrived."""
+    try:
+        said = normalise.trailer_time(message)
+    except InvalidRecord as exc:
+        page.rejected.append((frame, f"malformed DTC {m.NAMES[message['Type']]}: {exc}"))
+        return
+    if said is not None and (page.last is None or said > page.last):
+        newest = page.last.isoformat() if page.last else "none"
+        log.warning("DTC history of %s %s: the server's trailer says its last record is at %s, "
+                    "the newest received is at %s", request.instrument, request.interval,
+                    said.isoformat(), newest)  # fmt: skip

@@ -91,6 +91,60 @@ async def test_bars_with_microsecond_times_are_stored_as_with_seconds(
     assert summary(bars) == expected_bars(range(10))
 
 
+def trailer(final_record_time: int) -> bytes:
+    """s_HistoricalPriceDataResponseTrailer of the current header (navas8889/dtc-sdk @40077a08,
+    DTC/DTCProtocol.h), by hand: uint16 Size, uint16 Type 807, int32 RequestID (1, the
+    client's), t_DateTimeWithMicrosecondsInt FinalRecordLastDateTime at 8; sizeof 16."""
+    return struct.pack("<HHiq", 16, 807, 1, final_record_time)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+async def test_a_trailer_ends_a_response_whose_records_never_say_final(
+    dtc_settings: Settings, fake: FakeDtc, compress: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.history_time_scale = 1_000_000
+    fake.history_final_flag = False
+    last = START + timedelta(minutes=9)
+    fake.history_tail = trailer(int(last.timestamp()) * 1_000_000)
+    result = await asyncio.wait_for(
+        backfill(dtc_settings, ES, "1m", START, last, compress=compress), 20
+    )
+    # Ended by the trailer: one request, nothing retried, nothing dead-lettered or logged.
+    assert (result.records, result.requests, result.rejected) == (10, 1, 0)
+    bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw, key=b"CME:ESZ4")
+    assert summary(bars) == expected_bars(range(10))
+    assert not [r for r in caplog.records if "trailer" in r.getMessage()]
+
+
+async def test_a_trailer_later_than_the_last_record_received_is_reported(
+    dtc_settings: Settings, fake: FakeDtc, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.history_final_flag = False
+    last = START + timedelta(minutes=9)
+    fake.history_tail = trailer(int(last.timestamp()) + 60)  # in seconds: one bar more
+    result = await backfill(dtc_settings, ES, "1m", START, last)
+    assert (result.records, result.requests) == (10, 1)
+    assert [r.getMessage() for r in caplog.records if "trailer" in r.getMessage()] == [
+        "DTC history of ESZ4@CME 1m: the server's trailer says its last record is at "
+        "2024-03-01T14:10:00+00:00, the newest received is at 2024-03-01T14:09:00+00:00"
+    ]
+
+
+async def test_a_trailer_whose_time_is_no_time_is_a_dead_letter_and_still_ends(
+    dtc_settings: Settings, fake: FakeDtc
+) -> None:
+    fake.history_final_flag = False
+    fake.history_tail = trailer(-5)
+    result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=4))
+    assert (result.records, result.requests, result.rejected) == (5, 1, 1)
+    [letter] = await read_topic(dtc_settings, dtc_settings.topics.dlq, until=1)
+    assert letter.value == fake.history_tail
+    assert dict(letter.headers)[HEADER_REASON] == (
+        b"malformed DTC HISTORICAL_PRICE_DATA_RESPONSE_TRAILER: FinalRecordLastDateTime: "
+        b"epoch s -5 is outside [1970-01-01, 2100-01-01) UTC"
+    )
+
+
 async def test_ticks_come_with_the_ids_live_trades_get(dtc_settings: Settings) -> None:
     trades = fixture_trades()
     result = await backfill(dtc_settings, ES, "tick", START, START + timedelta(hours=1))
