@@ -107,6 +107,7 @@ class FakeDtc:
     # 1_000_000: bar times as the current header's t_DateTimeWithMicrosecondsInt, not seconds
     history_time_scale: int = 1
     protocol_version: int = m.PROTOCOL_VERSION  # said in ENCODING_RESPONSE and LOGON_RESPONSE
+    logon_protocol_version: int | None = None  # another in LOGON_RESPONSE alone
     logons: int = 0
     subscriptions: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -265,7 +266,7 @@ class FakeDtc:
         await conn.send({
             "Type": m.LOGON_RESPONSE, "Result": m.LOGON_SUCCESS, "ResultText": "Logon OK",
             "ServerName": "fake DTC", "MarketDataSupported": int(live),
-            "ProtocolVersion": self.protocol_version,
+            "ProtocolVersion": self.logon_protocol_version or self.protocol_version,
             "HistoricalPriceDataSupported": int(not live),
             "OneHistoricalPriceDataRequestPerConnection": 1,
             "ResubscribeWhenMarketDataFeedAvailable": 1,

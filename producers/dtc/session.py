@@ -160,15 +160,21 @@ class DtcSession:
         return answer
 
     def _check_version(self, answer: Message) -> None:
-        """Layouts before version 8 differ from the structs this client decodes with, so their
-        fields would be read at the wrong offsets: refused, not retried. Newer versions only
-        append fields, which decoding ignores."""
+        """Version 8 only, refused otherwise and not retried. Layouts before 8 differ from the
+        structs this client decodes with, so their fields would be read at the wrong offsets.
+        Above 8 nothing is published: the current header (navas8889/dtc-sdk @40077a08) still
+        says ``CURRENT_VERSION = 8`` after years of changes that kept old readers working (fields
+        appended to the end of a struct, which decoding ignores, retired ones renamed
+        ``Unused`` in place, new message types), so a higher number announces a change of
+        another kind, in layouts this client cannot know."""
         version = answer["ProtocolVersion"]
-        if version < m.PROTOCOL_VERSION:
+        if version != m.PROTOCOL_VERSION:
+            why = ("older versions lay messages out otherwise" if version < m.PROTOCOL_VERSION
+                   else "the current DTCProtocol.h's; no newer layouts are published")  # fmt: skip
             raise DtcError(
                 f"DTC server {self.endpoint} speaks protocol version {version} (in its "
                 f"{m.NAMES[answer['Type']]}); this client reads version {m.PROTOCOL_VERSION} "
-                "and newer only"
+                f"only ({why})"
             )
 
     async def _expect(self, types: set[int]) -> Message:

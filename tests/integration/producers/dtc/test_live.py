@@ -391,17 +391,38 @@ async def test_an_unhandled_type_is_counted_each_time_and_logged_once(
     ]
 
 
-async def test_a_server_of_an_older_protocol_version_is_refused(fake: FakeDtc) -> None:
-    fake.protocol_version = 7
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [(7, "older versions lay messages out otherwise"),
+     (9, "the current DTCProtocol.h's; no newer layouts are published")],
+)  # fmt: skip
+async def test_a_server_of_another_protocol_version_is_refused(
+    fake: FakeDtc, version: int, why: str
+) -> None:
+    fake.protocol_version = version
     session = DtcSession(Endpoint("127.0.0.1", fake.port, "binary", heartbeat_s=1))
     with pytest.raises(MarketDataError) as caught:
         await session.start()
     assert str(caught.value) == (
-        f"DTC server {session.endpoint} speaks protocol version 7 (in its ENCODING_RESPONSE); "
-        "this client reads version 8 and newer only"
+        f"DTC server {session.endpoint} speaks protocol version {version} (in its "
+        f"ENCODING_RESPONSE); this client reads version 8 only ({why})"
     )
     assert not caught.value.retriable
     assert fake.logons == 0
+
+
+async def test_a_newer_version_in_the_logon_response_alone_is_refused_too(
+    runner: Live, fake: FakeDtc
+) -> None:
+    # A server that answers the encoding request with 8 and logs on with 9: the producer
+    # stops with the reason instead of retrying, and subscribes to nothing.
+    fake.logon_protocol_version = 9
+    live = runner.made([ES])
+    with pytest.raises(MarketDataError) as caught:
+        await asyncio.wait_for(live.run(asyncio.Event()), 15)
+    assert "speaks protocol version 9 (in its LOGON_RESPONSE)" in str(caught.value)
+    assert not caught.value.retriable
+    assert fake.subscriptions == 0
 
 
 async def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
