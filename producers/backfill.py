@@ -20,7 +20,7 @@ from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from marketdata.topics import Topics
 from producers.process import publishing
-from producers.publisher import Publisher
+from producers.publisher import Envelope, Publisher
 
 Progress = Callable[[int, int], None]
 Opener = Callable[[], AbstractAsyncContextManager[Publisher]]
@@ -29,10 +29,15 @@ Opener = Callable[[], AbstractAsyncContextManager[Publisher]]
 @dataclass(frozen=True, slots=True)
 class Page:
     """What one request or read brought: records, and the payloads that did not normalise,
-    each as it came, with why."""
+    each as it came, with why; records may come already encoded, in ``envelopes``."""
 
     records: Sequence[Tick | Bar]
     rejected: Sequence[tuple[bytes, str]] = ()
+    envelopes: Sequence[Envelope] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.records) + sum(envelope.count for envelope in self.envelopes)
 
 
 def json_rows(rejected: Iterable[tuple[Any, str]]) -> list[tuple[bytes, str]]:
@@ -99,6 +104,8 @@ async def publish_pages(
     async with opener() as publisher:
         async for page in pages:
             await publisher.add(page.records)
+            for envelope in page.envelopes:
+                await publisher.add_encoded(envelope)
             await publisher.flush()
             for raw, reason in page.rejected:
                 await publisher.dead(raw, reason, origin)
@@ -113,9 +120,10 @@ async def publish_pages(
 
 
 def _counted(result: BackfillResult, page: Page) -> BackfillResult:
+    # Encoded records are not decoded again for their times: an import does not report them.
     times = [record.timestamp for record in page.records]
     first = min([*times, result.first] if result.first else times, default=None)
     last = max([*times, result.last] if result.last else times, default=None)
-    return replace(result, records=result.records + len(page.records), first=first, last=last,
+    return replace(result, records=result.records + page.count, first=first, last=last,
                    rejected=result.rejected + len(page.rejected), pages=result.pages + 1,
                    requests=result.requests + 1)  # fmt: skip

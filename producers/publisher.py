@@ -17,7 +17,8 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -35,7 +36,18 @@ log = logging.getLogger(__name__)
 # 2 s a producer has to exit (the rest is for stopping the Kafka client and the interpreter).
 DRAIN_S = 1.0
 
-_Pending = tuple["asyncio.Future[Any]", int]  # a send's future, and how many records it carries
+_Pending = tuple["asyncio.Future[Any]", int]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One Kafka value encoded elsewhere (the dump import builds them a column at a time):
+    ``count`` records of the instrument ``key``, for the raw ticks or bars topic."""
+
+    topic: Literal["ticks", "bars"]
+    key: bytes
+    value: bytes
+    count: int  # a send's future, and how many records it carries
 
 
 class Publisher:
@@ -71,6 +83,21 @@ class Publisher:
                 bars.append(record)
                 if len(bars) >= self.max_records:
                     await self._send_bars(key, self._bars.pop(key))
+
+    async def add_encoded(self, envelope: Envelope) -> None:
+        """Send an envelope as it is, after what is buffered for its instrument (so that the
+        instrument's records keep their order); its records count as sent like any others."""
+        key = envelope.key
+        if envelope.topic == "ticks":
+            if key in self._ticks:
+                await self._send_ticks(key, self._ticks.pop(key))
+            topic = self.topics.ticks_raw
+        else:
+            if key in self._bars:
+                await self._send_bars(key, self._bars.pop(key))
+            topic = self.topics.bars_raw
+        if await self._send(topic, key, envelope.value, envelope.count):
+            self.sent_records += envelope.count
 
     async def flush(self, *, wait: bool = False) -> None:
         """Send every buffered envelope; with ``wait``, until the broker acknowledged all (or,

@@ -27,15 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from marketdata.epoch import Unit
-from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from marketdata.topics import Topics
 from producers.backfill import BackfillResult, Opener, Page, publish_pages
-from producers.binance.dumps import FIELDS, normalise_row, row_unit
+from producers.binance.columns import BLOCK_BYTES, RowPath, read_envelopes
 from producers.binance.vision import (
-    MAX_LINE,
     NO_OVERRIDES,
     SUFFIXES,
     DumpError,
@@ -132,32 +129,20 @@ def read_pages(
     path: Path, name: DumpName, state: _State, *, page_rows: int = PAGE_ROWS,
     received_at: datetime | None = None,
 ) -> Generator[Page, None, None]:  # fmt: skip
-    """The records of one file in pages, and its rows that did not normalise, each with
-    ``file:line: reason``. Raises :class:`DumpError` for the file as a whole."""
-    received_at = received_at or datetime.now(UTC)
-    # A file name need not be valid Unicode; a dead letter's reason must be.
-    label = path.name.encode("utf-8", "backslashreplace").decode()
-    unit: Unit | None = None
+    """The row path: the records of one file in pages, and its rows that did not normalise,
+    each with ``file:line: reason``, a line at a time. Raises :class:`DumpError` for the file
+    as a whole. :func:`read_encoded` gives the same, faster."""
+    rows = RowPath(path.name, name, received_at or datetime.now(UTC))
     records: list[Tick | Bar] = []
     rejected: list[tuple[bytes, str]] = []
     with DumpReader(path) as reader:
         state.reader = reader
-        for number, text, cut in _lines(reader, path, state):
-            if unit is None and reader.header:
-                _check_header(path, name, reader.header)
-            if cut:
-                rejected.append((text.encode("utf-8", "surrogateescape"),
-                                 f"{label}:{number}: row: a line of over {MAX_LINE} "
-                                 "characters (its beginning kept)"))  # fmt: skip
-                continue
-            row = text.split(",")
-            try:
-                if unit is None:
-                    unit = row_unit(name, row)
-                records += normalise_row(name, row, unit, received_at)
-            except InvalidRecord as exc:
-                raw = text.encode("utf-8", "surrogateescape")
-                rejected.append((raw, f"{label}:{number}: {exc}"))
+        for line in _lines(reader, path, state):
+            rows.header = reader.header
+            found, refused = rows.line(line)
+            records += found
+            if refused:
+                rejected.append(refused)
             if len(records) + len(rejected) >= page_rows:
                 yield Page(records, rejected)
                 records, rejected = [], []
@@ -165,17 +150,29 @@ def read_pages(
             yield Page(records, rejected)
 
 
+def read_encoded(
+    path: Path, name: DumpName, state: _State, *, page_rows: int = PAGE_ROWS,
+    received_at: datetime | None = None, block_bytes: int = BLOCK_BYTES,
+) -> Generator[Page, None, None]:  # fmt: skip
+    """The pages :func:`read_pages` gives, with their records encoded into the envelopes the
+    publisher would send, read a block of columns at a time (:mod:`producers.binance.columns`)."""
+    with DumpReader(path) as reader:
+        state.reader = reader
+        try:
+            for page in read_envelopes(
+                path.name, reader, name, received_at or datetime.now(UTC), page_rows=page_rows,
+                block_bytes=block_bytes, finished=lambda: state.finish(path),
+            ):  # fmt: skip
+                yield Page((), page.rejected, page.envelopes)
+        finally:
+            state.finish(path)
+
+
 def _lines(reader: DumpReader, path: Path, state: _State) -> Iterator[tuple[int, str, bool]]:
     try:
         yield from reader.lines()
     finally:
         state.finish(path)  # before the last page is published, so that progress shows it all
-
-
-def _check_header(path: Path, name: DumpName, header: list[str]) -> None:
-    if len(header) not in FIELDS[name.kind]:
-        raise DumpError(f"{path.name}: its header has {len(header)} columns, not those of "
-                        f"{name.kind}: {','.join(header)[:120]!r}")  # fmt: skip
 
 
 async def _pages(
@@ -202,7 +199,7 @@ async def _file_pages(
 ) -> AsyncIterator[Page]:
     name = parse_name(path, overrides)
     verified = await asyncio.to_thread(verify_checksum, path) if path.suffix == ".zip" else False
-    pages = read_pages(path, name, state, page_rows=page_rows)
+    pages = read_encoded(path, name, state, page_rows=page_rows)
     kinds = {"bars" if name.kind == "klines" else "ticks"}
     state.result = replace(state.result, kinds=state.result.kinds | kinds)
     try:

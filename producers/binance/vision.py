@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, Literal, cast
+from typing import BinaryIO, Final, Literal, TextIO, cast
 
 from marketdata.errors import MarketDataError
 
@@ -166,6 +166,49 @@ def verify_checksum(archive: Path) -> bool:
 Line = tuple[int, str, bool]
 
 
+# TextIOWrapper's own read size (io.TextIOWrapper._CHUNK_SIZE).
+_TEXT_CHUNK: Final = 8192
+DAMAGE: Final = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+class LineSplitter:
+    """The lines of a dump's text as the import numbers them: line ends ``\\n``, ``\\r\\n`` or
+    ``\\r``; an empty line is skipped (but counted); line 1 loses a byte-order mark and, when
+    its first field is not digits, is the header (kept in :attr:`header`, not yielded). Starts
+    after line ``number``, so a piece of a file is numbered as in the file."""
+
+    def __init__(self, text: TextIO, number: int = 0) -> None:
+        self._text = text
+        self.number = number
+        self.header: list[str] | None = None
+
+    def lines(self) -> Iterator[Line]:
+        while True:
+            text = self._text.readline(MAX_LINE)
+            if not text:
+                return
+            self.number += 1
+            if not text.endswith("\n") and len(text) >= MAX_LINE:
+                while (more := self._text.readline(MAX_LINE)) and not more.endswith("\n"):
+                    pass
+                yield self.number, text, True
+                continue
+            text = text.rstrip("\r\n")
+            if self.number == 1:
+                text = text.removeprefix("\ufeff")
+                if text and not text.split(",", 1)[0].strip().isdigit():
+                    self.header = text.split(",")
+                    continue
+            if text:
+                yield self.number, text, False
+
+
+def text_of(data: bytes) -> TextIO:
+    """Bytes of a dump as the reader decodes them: UTF-8, other bytes kept as surrogates."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape",
+                            newline="")  # fmt: skip
+
+
 class DumpReader:
     """The lines of one dump file, zipped or plain, streamed: :meth:`lines` yields each line's
     number, text and whether it was cut, after the header (if any, in :attr:`header`);
@@ -173,7 +216,7 @@ class DumpReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.header: list[str] | None = None
+        self._split = LineSplitter(io.StringIO())
         try:
             self._file: BinaryIO = path.open("rb")
         except OSError as exc:
@@ -208,29 +251,29 @@ class DumpReader:
             return 0
 
     def lines(self) -> Iterator[Line]:
-        number = 0
+        split = self._split = LineSplitter(self._text)
         try:
-            while True:
-                text = self._text.readline(MAX_LINE)
-                if not text:
-                    return
-                number += 1
-                if not text.endswith("\n") and len(text) >= MAX_LINE:
-                    while (more := self._text.readline(MAX_LINE)) and not more.endswith("\n"):
-                        pass
-                    yield number, text, True
-                    continue
-                text = text.rstrip("\r\n")
-                if number == 1:
-                    text = text.removeprefix("\ufeff")
-                    if text and not text.split(",", 1)[0].strip().isdigit():
-                        self.header = text.split(",")
-                        continue
-                if text:
-                    yield number, text, False
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise DumpError(f"{self.path.name}: line {number + 1}: the archive is damaged "
-                            f"or truncated: {exc}") from None  # fmt: skip
+            yield from split.lines()
+        except DAMAGE as exc:
+            raise self.damaged(split.number, exc) from None
+
+    @property
+    def header(self) -> list[str] | None:
+        """The header row :meth:`lines` found, if any."""
+        return self._split.header
+
+    def pieces(self) -> Iterator[bytes]:
+        """The member's bytes as read, in the pieces :meth:`lines` reads them in (so a damaged
+        archive fails at the same byte either way); the caller counts lines for
+        :meth:`damaged`."""
+        read1 = cast(io.BufferedIOBase, self._text.buffer).read1
+        while piece := read1(_TEXT_CHUNK):
+            yield piece
+
+    def damaged(self, lines_done: int, exc: BaseException) -> DumpError:
+        """The error of a read that failed after ``lines_done`` lines."""
+        return DumpError(f"{self.path.name}: line {lines_done + 1}: the archive is damaged "
+                         f"or truncated: {exc}")  # fmt: skip
 
     def close(self) -> None:
         if (text := getattr(self, "_text", None)) is not None:
