@@ -12,13 +12,14 @@ input, however deep, long or malformed, raises anything else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
 import msgspec
 
 from marketdata.errors import DecodeError
-from marketdata.records import Bar, Tick
+from marketdata.records import Bar, RecordDecoder, Tick
 
 SCHEMA_VERSION: Final = 1
 # Far above any batch the pipeline makes (Kafka's default message limit is 1 MiB).
@@ -39,7 +40,10 @@ class BarBatch(msgspec.Struct, frozen=True, tag="bars", tag_field="kind"):
 Batch = TickBatch | BarBatch
 
 _encoder: Final = msgspec.json.Encoder()
-_decoder: Final = msgspec.json.Decoder(Batch)
+_decoder: Final = RecordDecoder[Batch](Batch)
+# msgspec's constraint errors end with the path of the field: the reason names it up front,
+# as the records' own errors do ("symbol: ...").
+_FIELD_PATH: Final = re.compile(r" - at `\$\.records\[\d+\]\.(\w+)[^`]*`$")
 
 
 def encode_ticks(records: Sequence[Tick]) -> bytes:
@@ -50,7 +54,14 @@ def encode_bars(records: Sequence[Bar]) -> bytes:
     return _encoder.encode(BarBatch(v=SCHEMA_VERSION, records=list(records)))
 
 
-def _short(exc: BaseException) -> str:
+def _named(problem: str) -> str:
+    field = _FIELD_PATH.search(problem)
+    if field is None or problem.startswith(f"{field[1]}: "):
+        return problem
+    return f"{field[1]}: {problem}"
+
+
+def _short(exc: BaseException | str) -> str:
     text = str(exc)
     return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "…"
 
@@ -64,7 +75,7 @@ def decode(data: bytes | None) -> Batch:
     try:
         batch: Batch = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise DecodeError(f"invalid record: {_short(exc)}") from None
+        raise DecodeError(f"invalid record: {_short(_named(str(exc)))}") from None
     except msgspec.DecodeError as exc:
         raise DecodeError(f"malformed JSON: {_short(exc)}") from None
     except RecursionError:

@@ -3,6 +3,17 @@
 Prices and sizes are ``Decimal`` so that an exchange's decimal strings survive unchanged from
 the venue to the database. Every record is checked when it is built, whether by a producer or by
 the codec, and a broken one raises :class:`InvalidRecord` naming the field.
+
+Validation has two paths with one outcome. A record the codec decodes (through
+:class:`RecordDecoder`) has had its types, text lengths, awareness of its times, side and trade
+count checked by msgspec's constraints in C; its ``__post_init__`` does only what they cannot
+express (whitespace-only text, NUL, UTC and the year range, the decimal limits, extras, a bar's
+range). A record built any other way (a producer calling ``Tick(...)``,
+``msgspec.structs.replace``) gets no constraint checks from msgspec, so its ``__post_init__``
+checks everything. Both paths take fast branches for the usual values (ASCII text, UTC times,
+short plain decimals, flat extras) and fall back to the full checks below, which raise the
+error; ``tests/unit/marketdata/test_records_differential.py`` holds both paths to the checks
+as they were before.
 """
 
 from __future__ import annotations
@@ -10,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -162,34 +174,138 @@ def _utc(record: msgspec.Struct, field: str, value: object) -> None:
         msgspec.structs.force_setattr(record, field, utc)
 
 
+# The constraints msgspec checks in C when it decodes (or converts) into a record. ``__init__``
+# does not apply them, so built records check the same rules in ``__post_init__``.
+Exchange = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["exchange"])]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["symbol"])]
+Source = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["source"])]
+TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["trade_id"])]
+# Not ``Meta(pattern=...)``: msgspec's pattern check costs ~420 ns a value, a set lookup ~50.
+Interval = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["interval"])]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+TradeCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_EXTRAS_INT - 1)]
+
+# A finite Decimal whose str has no exponent and at most this many characters holds at most 26
+# digits, at most 24 after the point ("0." or "-" takes the rest) and is below 1e26: inside
+# every decimal limit, without ``as_tuple()`` (~800 ns).
+_PLAIN_CHARS: Final = 26
+# A flat extras object of at most this many plain values is within the node and depth limits.
+_FLAT_EXTRAS: Final = 64
+_USUAL_INTERVALS: Final = frozenset(
+    ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
+     "1M")
+)  # fmt: skip
+
+
+def _plain(value: Decimal) -> bool:
+    text = str(value)
+    return len(text) <= _PLAIN_CHARS and "E" not in text and value.is_finite()
+
+
+def _plain_unsigned(value: Decimal) -> bool:
+    text = str(value)
+    return len(text) <= _PLAIN_CHARS and "E" not in text and text[0] != "-" and value.is_finite()
+
+
+def _flat_json(value: dict[str, Any]) -> bool:
+    """True when decoded JSON extras are a flat object of plain values inside every extras
+    limit; False is no verdict (the caller runs the full check). JSON's keys are strings, its
+    floats finite (msgspec refuses 1e400) and its text valid Unicode; NUL is the caller's."""
+    if len(value) > _FLAT_EXTRAS:
+        return False
+    text = 0
+    for key, item in value.items():
+        kind = type(item)
+        if kind is str:
+            text += len(item)
+        elif kind is int:
+            if not -MAX_EXTRAS_INT <= item < MAX_EXTRAS_INT:
+                return False
+        elif kind is not bool and kind is not float and item is not None:
+            return False
+        text += len(key)
+    return text <= MAX_EXTRAS_TEXT
+
+
+def _flat_extras(value: object) -> bool:
+    """:func:`_flat_json` for extras a producer built: first what JSON would have guaranteed
+    (string keys, finite floats, storable text), here for ASCII only (anything else goes to
+    the full check)."""
+    if type(value) is not dict or len(value) > _FLAT_EXTRAS:
+        return False
+    for key, item in value.items():
+        kind = type(item)
+        if (
+            type(key) is not str or not _ascii_without_nul(key)
+            or (kind is str and not _ascii_without_nul(item))
+            or (kind is float and not math.isfinite(item))
+        ):  # fmt: skip
+            return False
+    return _flat_json(value)
+
+
+def _texts(record: msgspec.Struct, fields: tuple[str, ...]) -> None:
+    for field in fields:
+        _text(field, getattr(record, field))
+
+
+def _bar_range(bar: Bar) -> None:
+    if bar.high < bar.low:
+        raise InvalidRecord("high", f"is below low ({bar.high} < {bar.low})")
+    for name in ("open", "close"):
+        value = getattr(bar, name)
+        if not bar.low <= value <= bar.high:
+            raise InvalidRecord(name, f"{value} is outside [low {bar.low}, high {bar.high}]")
+
+
+_TICK_TEXT: Final = ("exchange", "symbol", "source", "trade_id")
+_BAR_TEXT: Final = ("exchange", "symbol", "source", "interval")
+_BAR_PRICES: Final = ("open", "high", "low", "close")
+
+
 class Tick(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One trade, or one top-of-book quote (``side`` ``bid``/``ask``), at exchange event time."""
 
-    exchange: str
-    symbol: str
-    timestamp: datetime
-    source: str
-    trade_id: str
+    exchange: Exchange
+    symbol: Symbol
+    timestamp: AwareTime
+    source: Source
+    trade_id: TradeId
     price: Decimal
     size: Decimal
     side: Side | None
-    received_at: datetime
+    received_at: AwareTime
     extras: dict[str, Any] | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass could loosen the field constraints the decode path relies on.
+        raise TypeError("Tick cannot be subclassed")
+
     def __post_init__(self) -> None:
-        _text("exchange", self.exchange)
-        _text("symbol", self.symbol)
-        _text("source", self.source)
-        _text("trade_id", self.trade_id)
-        _utc(self, "timestamp", self.timestamp)
-        _utc(self, "received_at", self.received_at)
-        _finite("price", self.price)
-        _non_negative("size", self.size)
-        if self.side is not None and (type(self.side) is not str or self.side not in SIDES):
-            raise InvalidRecord(
-                "side", f"must be buy, sell, bid, ask or null, got {self.side!r:.40}"
-            )
-        if self.extras is not None:
+        if sys._getframe(1).f_code is not _DECODING:
+            _built_tick(self)
+            return
+        # Decoded by RecordDecoder from JSON without a NUL: msgspec's constraints have checked
+        # types, lengths, awareness and side, and JSON holds no lone surrogate. Inline, as this
+        # runs for every record every consumer reads; each rule falls back to its full check.
+        if (
+            self.exchange.isspace() or self.symbol.isspace() or self.source.isspace()
+            or self.trade_id.isspace()
+        ):  # fmt: skip
+            _texts(self, _TICK_TEXT)
+        at = self.timestamp
+        if at.tzinfo is not UTC or not EARLIEST <= at < LATEST:
+            _utc(self, "timestamp", at)
+        at = self.received_at
+        if at.tzinfo is not UTC or not EARLIEST <= at < LATEST:
+            _utc(self, "received_at", at)
+        text = str(self.price)
+        if len(text) > _PLAIN_CHARS or "E" in text or not self.price.is_finite():
+            _finite("price", self.price)
+        text = str(self.size)
+        if len(text) > _PLAIN_CHARS or "E" in text or text[0] == "-" or not self.size.is_finite():
+            _non_negative("size", self.size)
+        if self.extras is not None and not _flat_json(self.extras):
             _extras(self.extras)
 
     @property
@@ -198,50 +314,78 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return (self.exchange, self.symbol, self.timestamp, self.source, self.trade_id)
 
 
+def _built_tick(tick: Tick) -> None:
+    """Every rule, for a tick that msgspec's constraints never saw."""
+    exchange, symbol, source, trade_id = tick.exchange, tick.symbol, tick.source, tick.trade_id
+    if not (
+        type(exchange) is str and type(symbol) is str and type(source) is str
+        and type(trade_id) is str
+        and 0 < len(exchange) <= MAX_TEXT["exchange"] and 0 < len(symbol) <= MAX_TEXT["symbol"]
+        and 0 < len(source) <= MAX_TEXT["source"] and 0 < len(trade_id) <= MAX_TEXT["trade_id"]
+        and not (exchange.isspace() or symbol.isspace() or source.isspace()
+                 or trade_id.isspace())
+        and _ascii_without_nul(exchange + symbol + source + trade_id)
+    ):  # fmt: skip
+        _texts(tick, _TICK_TEXT)
+    at = tick.timestamp
+    if type(at) is not datetime or at.tzinfo is not UTC or not EARLIEST <= at < LATEST:
+        _utc(tick, "timestamp", at)
+    at = tick.received_at
+    if type(at) is not datetime or at.tzinfo is not UTC or not EARLIEST <= at < LATEST:
+        _utc(tick, "received_at", at)
+    price, size = tick.price, tick.size
+    if type(price) is not Decimal or not _plain(price):
+        _finite("price", price)
+    if type(size) is not Decimal or not _plain_unsigned(size):
+        _non_negative("size", size)
+    side = tick.side
+    if side is not None and (type(side) is not str or side not in SIDES):
+        raise InvalidRecord("side", f"must be buy, sell, bid, ask or null, got {side!r:.40}")
+    extras = tick.extras
+    if extras is not None and not _flat_extras(extras):
+        _extras(extras)
+
+
+def _ascii_without_nul(text: str) -> bool:
+    return text.isascii() and "\x00" not in text
+
+
 class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One OHLCV bar; ``timestamp`` is its open time; ``closed`` is false while it still moves."""
 
-    exchange: str
-    symbol: str
-    interval: str
-    timestamp: datetime
+    exchange: Exchange
+    symbol: Symbol
+    interval: Interval
+    timestamp: AwareTime
     open: Decimal
     high: Decimal
     low: Decimal
     close: Decimal
     volume: Decimal
-    trade_count: int | None = None
+    trade_count: TradeCount | None = None
     closed: bool
-    source: str
+    source: Source
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass could loosen the field constraints the decode path relies on.
+        raise TypeError("Bar cannot be subclassed")
 
     def __post_init__(self) -> None:
-        _text("exchange", self.exchange)
-        _text("symbol", self.symbol)
-        _text("source", self.source)
-        _text("interval", self.interval)
-        if not _INTERVAL.fullmatch(self.interval):
-            raise InvalidRecord(
-                "interval", f"must look like 1s, 5m, 1h, 1d, 1w or 1M, got {self.interval!r}"
-            )
-        _utc(self, "timestamp", self.timestamp)
-        for name in ("open", "high", "low", "close"):
-            _finite(name, getattr(self, name))
-        _non_negative("volume", self.volume)
-        if self.high < self.low:
-            raise InvalidRecord("high", f"is below low ({self.high} < {self.low})")
-        for name in ("open", "close"):
-            value = getattr(self, name)
-            if not self.low <= value <= self.high:
-                raise InvalidRecord(name, f"{value} is outside [low {self.low}, high {self.high}]")
-        if self.trade_count is not None and (
-            type(self.trade_count) is not int or not 0 <= self.trade_count < MAX_EXTRAS_INT
-        ):
-            raise InvalidRecord(
-                "trade_count",
-                f"must be a non-negative integer below 2**63, got {self.trade_count!r:.40}",
-            )
-        if type(self.closed) is not bool:
-            raise InvalidRecord("closed", f"must be true or false, got {_type_name(self.closed)}")
+        if sys._getframe(1).f_code is not _DECODING:
+            _built_bar(self)
+            return
+        # Decoded by RecordDecoder from JSON without a NUL (see Tick.__post_init__).
+        if (
+            self.exchange.isspace() or self.symbol.isspace() or self.source.isspace()
+            or self.interval.isspace()
+        ):  # fmt: skip
+            _texts(self, _BAR_TEXT)
+        if self.interval not in _USUAL_INTERVALS:
+            _interval(self.interval)
+        at = self.timestamp
+        if at.tzinfo is not UTC or not EARLIEST <= at < LATEST:
+            _utc(self, "timestamp", at)
+        _bar_values(self)
 
     @property
     def key(self) -> BarKey:
@@ -249,7 +393,96 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return (self.exchange, self.symbol, self.interval, self.timestamp)
 
 
+def _interval(interval: str) -> None:
+    if interval not in _USUAL_INTERVALS and not _INTERVAL.fullmatch(interval):
+        raise InvalidRecord(
+            "interval", f"must look like 1s, 5m, 1h, 1d, 1w or 1M, got {interval!r}"
+        )
+
+
+def _bar_values(bar: Bar) -> None:
+    """The decimals and the range of a bar whose decimals are of type Decimal."""
+    if not (
+        _plain(bar.open) and _plain(bar.high) and _plain(bar.low) and _plain(bar.close)
+        and _plain_unsigned(bar.volume)
+    ):  # fmt: skip
+        for name in _BAR_PRICES:
+            _finite(name, getattr(bar, name))
+        _non_negative("volume", bar.volume)
+    low, high = bar.low, bar.high
+    if high < low or not low <= bar.open <= high or not low <= bar.close <= high:
+        _bar_range(bar)
+
+
+def _built_bar(bar: Bar) -> None:
+    """Every rule, for a bar that msgspec's constraints never saw."""
+    exchange, symbol, source, interval = bar.exchange, bar.symbol, bar.source, bar.interval
+    if not (
+        type(exchange) is str and type(symbol) is str and type(source) is str
+        and type(interval) is str
+        and 0 < len(exchange) <= MAX_TEXT["exchange"] and 0 < len(symbol) <= MAX_TEXT["symbol"]
+        and 0 < len(source) <= MAX_TEXT["source"] and 0 < len(interval) <= MAX_TEXT["interval"]
+        and not (exchange.isspace() or symbol.isspace() or source.isspace()
+                 or interval.isspace())
+        and _ascii_without_nul(exchange + symbol + source + interval)
+    ):  # fmt: skip
+        _texts(bar, _BAR_TEXT)
+    _interval(interval)
+    at = bar.timestamp
+    if type(at) is not datetime or at.tzinfo is not UTC or not EARLIEST <= at < LATEST:
+        _utc(bar, "timestamp", at)
+    if not (
+        type(bar.open) is Decimal and type(bar.high) is Decimal and type(bar.low) is Decimal
+        and type(bar.close) is Decimal and type(bar.volume) is Decimal
+    ):  # fmt: skip
+        for name in _BAR_PRICES:
+            _finite(name, getattr(bar, name))
+        _non_negative("volume", bar.volume)
+    _bar_values(bar)
+    trade_count = bar.trade_count
+    if trade_count is not None and (
+        type(trade_count) is not int or not 0 <= trade_count < MAX_EXTRAS_INT
+    ):
+        raise InvalidRecord(
+            "trade_count",
+            f"must be a non-negative integer below 2**63, got {trade_count!r:.40}",
+        )
+    if type(bar.closed) is not bool:
+        raise InvalidRecord("closed", f"must be true or false, got {_type_name(bar.closed)}")
+
+
 Record = Tick | Bar
+_T = TypeVar("_T")
+
+
+class RecordDecoder(Generic[_T]):
+    """A strict JSON decoder of a type that holds ticks and bars, the one decode path on which
+    records skip the checks msgspec's constraints have made.
+
+    Records know they are decoded here by their caller's frame: msgspec calls ``__post_init__``
+    from C, so the calling Python frame is :meth:`decode` (or :meth:`_decode_nul`) only when the
+    record came out of this decoder, which is strict and has no hooks. Anything else, including
+    code that runs inside a decode (a finaliser, a signal handler), has a frame of its own and
+    gets every check.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, kind: Any) -> None:
+        self._decoder: msgspec.json.Decoder[_T] = msgspec.json.Decoder(kind)
+
+    def decode(self, data: bytes) -> _T:
+        # JSON carries a NUL only as the escape \u0000 (raw control characters are malformed):
+        # a message with one is decoded from this frame, so its records get every check.
+        if b"\\u0000" in data:
+            return self._decoder.decode(data)
+        return self._decode_without_nul(data)
+
+    def _decode_without_nul(self, data: bytes) -> _T:
+        return self._decoder.decode(data)
+
+
+_DECODING: Final = RecordDecoder._decode_without_nul.__code__
 
 
 def derived_trade_id(*parts: object) -> str:

@@ -37,8 +37,10 @@ def test_decode_is_total_under_structure_aware_mutations(data: bytes) -> None:
     ("path", "fragment", "reason"),
     [
         (("records", 0, "price"), poison.LONG_DECIMAL, "significant digits"),
-        (("records", 0, "trade_id"), poison.LONG_KEY_TEXT, "trade_id: longer than 256"),
-        (("records", 0, "symbol"), poison.LONG_KEY_TEXT, "symbol: longer than 128"),
+        (("records", 0, "trade_id"), poison.LONG_KEY_TEXT,
+         "trade_id: Expected `str` of length <= 256"),
+        (("records", 0, "symbol"), poison.LONG_KEY_TEXT,
+         "symbol: Expected `str` of length <= 128"),
         (("records", 0, "extras"), b'{"deep":' + poison.DEEP_ARRAYS + b"}", "nested too deeply"),
         (("records", 0, "extras"), poison.DEEP_OBJECTS, "nested too deeply"),
         (("records", 0, "extras"), b'{"n":' + poison.BIG_INT + b"}", "out of range"),
