@@ -327,13 +327,14 @@ class _Pages:
         self.count = 0  # of the open envelope
         self.done: list[EncodedPage] = []
 
-    def texts(self, data: bytes | memoryview, count: int) -> None:
+    def texts(self, data: bytes | memoryview, count: int, *, row_ends: bool = True) -> None:
+        """``count`` records' texts; a page ends only where a row does."""
         self.parts.append(data)
         self.count += count
         self.weight += count
         if self.count >= self.limit:
             self._envelope()
-        if self.weight >= self.page_rows:
+        if row_ends and self.weight >= self.page_rows:
             self.close()
 
     def run(
@@ -437,8 +438,9 @@ class _Reading:
             records, rejected = self.rows.line(line)
             if rejected:
                 self.pages.reject(rejected)
-            for text in _record_texts(records):
-                self.pages.texts(text, 1)
+            texts = list(_record_texts(records))
+            for index, text in enumerate(texts, start=1):
+                self.pages.texts(text, 1, row_ends=index == len(texts))
         if split.header is not None:
             self.rows.header = split.header
         self.number = split.number
