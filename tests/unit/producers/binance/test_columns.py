@@ -231,7 +231,7 @@ def test_generated_files_give_what_the_row_path_gives(
             archive.writestr(NAMES[kind], data)
     else:
         path.write_bytes(data)
-    outcomes = []
+    outcomes: list[object] = []
     for read in (read_pages, read_encoded):
         try:
             pages = list(read(path, parse_name(path), _State(), page_rows=page_rows,
