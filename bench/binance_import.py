@@ -10,9 +10,10 @@ times as long. The section says how long the run took.
 
 Makes, in a temporary folder, a day of BTCUSDT spot trades and a year of 1m klines in the dumps'
 format with their .CHECKSUM files (bench/vision_files.py). Then, --repeat times, in turn:
-(a) the reader alone: a process of its own reads every file to records as the importer does
-(``producers.binance.imports.read_pages``: unzip, split, normalise), no Kafka; and the lines
-alone (unzip and split) for scale;
+(a) the reader alone: a process of its own reads every file to encoded envelopes as the importer
+does (``producers.binance.imports.read_encoded``: unzip, parse and check a block of columns with
+pyarrow, build the records' JSON, the row path for what the columns do not vouch for), no
+Kafka; and the lines alone (unzip and split) for scale;
 (b) end to end: `mdp import binance-vision FOLDER` as its own process into fresh topics, with
 `mdp process` and `mdp sink` running as processes of their own (fresh groups) into fresh tables
 (a scratch schema shaped like the real tables), from the import's launch to the sink's last row
@@ -58,7 +59,7 @@ from marketdata import migrate
 from marketdata.kafka import admin_client, ensure_topics
 from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
-from producers.binance.imports import _State, read_pages
+from producers.binance.imports import _State, read_encoded, read_pages
 from producers.binance.vision import DumpReader, parse_name
 from sinks.writer import BAR_COLUMNS, _bar_row
 
@@ -127,8 +128,8 @@ def read_files(groups: dict[str, list[str]]) -> dict[str, Figures]:
         lines_s, lines_cpu = time.perf_counter() - wall, time.process_time() - cpu
         wall, cpu, rows, rejected = time.perf_counter(), time.process_time(), 0, 0
         for path in paths:
-            for page in read_pages(path, parse_name(path), _State()):
-                rows += len(page.records) + len(page.rejected)
+            for page in read_encoded(path, parse_name(path), _State()):
+                rows += page.count + len(page.rejected)
                 rejected += len(page.rejected)
         figures[group] = {"lines": lines, "lines_s": lines_s, "lines_cpu": lines_cpu,
                           "rows": rows, "rejected": rejected, "seconds": time.perf_counter() - wall,
@@ -442,9 +443,10 @@ def render(
         f"{files.kline_rows:,} bars; {n:,} rows, {mb:.1f} MB zipped, in the dumps' format (no "
         "header, eight decimals, ms times, a price random walk), each with its `.CHECKSUM`.",
         "",
-        "**Reader alone**: a process of its own reads the files to records as the importer "
-        "does (`read_pages`: unzip, split, normalise to Tick/Bar), no Kafka; lines alone = unzip "
-        "and split only.",
+        "**Reader alone**: a process of its own reads the files to Kafka values as the importer "
+        "does (`read_encoded`: unzip, pyarrow parses and checks a block of columns and builds "
+        "the envelopes' JSON, rows it does not vouch for through the row path), no Kafka; "
+        "lines alone = unzip and split only.",
         "",
         "| files | rows | rows/s | CPU µs a row (median) | lines alone, rows/s |",
         "| --- | ---: | ---: | ---: | ---: |",
