@@ -14,7 +14,8 @@ qualification; 97 tick-by-tick and 50 real-time bars, during subscription; 20 hi
 during a gap fill), :meth:`send_error` (1100, 1101, 1102, …),
 ``silent`` (the socket stays open, nothing is answered or sent), ``pacing_errors`` (the next
 historical requests answered with 162), ``reject_ticks`` (symbols whose tick-by-tick requests
-fail with error 10190), ``send_raw`` (malformed frames).
+fail with error 10190), ``send_raw`` (malformed frames), ``history_bar_extra`` (values
+appended to every bar of a historical-data frame: a layout another server version might send).
 
 Standalone, as the sandbox venue: ``python -m sandbox.tws --port 17497``.
 """
@@ -119,6 +120,7 @@ class FakeTws:
     drop_on: dict[int, int] = field(default_factory=dict)
     # What the handshake answers: an older TWS is another version here (the frames stay 176's).
     server_version: int = SERVER_VERSION
+    history_bar_extra: tuple[Any, ...] = ()
     # What the fake saw, for tests to assert on.
     connections: int = 0
     requests: list[list[str]] = field(default_factory=list)
@@ -326,7 +328,11 @@ class FakeTws:
         lower = end - int(amount) * DURATION_UNIT[unit]
         first = -(-lower // step) * step
         rows = [
-            (self._date(t, step), *history_bar(found.localSymbol, bar_size, t))
+            (
+                self._date(t, step),
+                *history_bar(found.localSymbol, bar_size, t),
+                *self.history_bar_extra,
+            )
             for t in range(first, end, step)
             if t not in self.gaps
         ]

@@ -1,4 +1,11 @@
-"""Historical bars from ``reqHistoricalData``: paging backwards in windows, paced and retried."""
+"""Historical bars from ``reqHistoricalData``: paging backwards in windows, paced and retried.
+
+ib_async decodes the answer (message 17) with no check of its layout; :class:`HistoryClient`
+puts a check in front of its decoder's handler (``normalise.check_history_layout``): a frame
+whose field count is not the negotiated server version's, or whose values ib_async cannot read,
+ends its request with no bars, and the whole frame becomes a dead letter naming the counts,
+instead of bars read from the wrong fields or a request left waiting for its timeout.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,13 @@ from ib_async import IB, BarData, Contract, RequestError
 from marketdata.errors import InvalidRecord, MarketDataError
 from marketdata.records import Bar
 from producers.ibkr.contracts import record_symbol
-from producers.ibkr.normalise import BAR_SIZES, bar_open, historical_bar
+from producers.ibkr.normalise import (
+    BAR_SIZES,
+    HISTORICAL_DATA,
+    bar_open,
+    check_history_layout,
+    historical_bar,
+)
 from producers.ibkr.pacing import HistoricalPacer
 from producers.ibkr.session import PACING
 
@@ -91,6 +104,37 @@ class HistoryClient:
         self.retry_wait_s = retry_wait_s
         self.attempts = attempts
         self.retries = 0
+        # Frames refused by the layout check, by request id (-1: no readable id), and why.
+        self._refused: dict[int, list[tuple[list[str], str]]] = {}
+        self._guard()
+
+    def _guard(self) -> None:
+        """Check every 17 frame before ib_async's own handler reads it."""
+        decoder = self.ib.client.decoder
+        version = self.ib.client.serverVersion()
+        # ib_async's own handler (not a guard installed by an earlier client on this IB)
+        read: Callable[[list[str]], None] = decoder.historicalData
+
+        def guarded(fields: list[str]) -> None:
+            try:
+                req_id = int(fields[1])
+            except (IndexError, ValueError):
+                req_id = -1
+            try:
+                check_history_layout(fields, version)
+                read(fields)
+            except Exception as exc:  # a frame must end its request, never leave it waiting
+                reason = str(exc)
+                if not isinstance(exc, InvalidRecord):
+                    reason = (
+                        f"historical data (17) not read by ib_async: {type(exc).__name__}: {exc}"
+                    )
+                log.error("IB %s; the frame is dead-lettered", reason)
+                self._refused.setdefault(req_id, []).append((fields, reason))
+                if req_id != -1:
+                    self.ib.wrapper.historicalDataEnd(req_id, "", "")
+
+        decoder.handlers[HISTORICAL_DATA] = guarded
 
     async def bars(
         self, request: Request, end: datetime, seconds: int, now: Callable[[], datetime]
@@ -130,6 +174,9 @@ class HistoryClient:
                         retriable=True,
                     ) from None
             else:
+                refused = self._refused.pop(raw.reqId, []) + self._refused.pop(-1, [])
+                if refused:  # none of that frame's bars, which may be half read
+                    return Page([], [({"fields": f}, why) for f, why in refused])
                 return self._normalise(raw, request, end, seconds, now())
             self.retries += 1
             log.warning("%s: historical request (%s to %s) answered %s; retrying in %.0f s",

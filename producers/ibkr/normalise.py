@@ -98,6 +98,42 @@ def check_layout(fields: Sequence[str], server_version: int) -> None:
                             f" {expected} fields, got {len(fields)}")  # fmt: skip
 
 
+HISTORICAL_DATA: Final = 17
+# Below MIN_SERVER_VER_HISTORICAL_DATA_END (196, beyond ib_async 2.1's 178) a 17 frame is
+# ``17, reqId, startDate, endDate, itemCount`` and 8 fields a bar (date, open, high, low, close,
+# volume, wap, barCount), as IB's and ib_async's decoders read it; from 196 on the dates move to
+# a 108 frame, and 90 (HISTORICAL_DATA_UPDATE) comes only with keepUpToDate, never asked for.
+_HISTORY_HEAD: Final = 5
+_HISTORY_BAR: Final = 8
+
+
+def check_history_layout(fields: Sequence[str], server_version: int) -> None:
+    """Refuse a historical-data (17) frame whose field count is not ``5 + 8 x itemCount`` at
+    ``server_version``, or whose bar values ib_async could not read (it would raise inside its
+    decoder and leave the request unanswered): a dead letter naming the counts, never bars read
+    from the wrong place."""
+    what = "historical data (17)"
+    if server_version not in LAYOUT_VERSIONS:
+        raise InvalidRecord("message", f"no known layout of {what} at server version"
+                            f" {server_version} (known: {LAYOUT_VERSIONS.start}-"
+                            f"{LAYOUT_VERSIONS.stop - 1})")  # fmt: skip
+    if len(fields) < _HISTORY_HEAD:
+        raise InvalidRecord("message", f"{what} at server version {server_version} needs at"
+                            f" least {_HISTORY_HEAD} fields, got {len(fields)}")  # fmt: skip
+    _integer("reqId", fields[1])
+    count = _integer("itemCount", fields[_HISTORY_HEAD - 1])
+    expected = _HISTORY_HEAD + _HISTORY_BAR * count
+    if count < 0 or len(fields) != expected:
+        raise InvalidRecord("message", f"{what} at server version {server_version} with"
+                            f" {count} bars has {expected} fields, got {len(fields)}")  # fmt: skip
+    for start in range(_HISTORY_HEAD, len(fields), _HISTORY_BAR):
+        bar = fields[start : start + _HISTORY_BAR]
+        for name, text in zip(("open", "high", "low", "close", "volume", "wap"), bar[1:7],
+                              strict=True):  # fmt: skip
+            _decimal(name, text)
+        _integer("barCount", bar[7])
+
+
 def _arity(fields: Sequence[str], count: int, what: str) -> None:
     if len(fields) != count:
         raise InvalidRecord("message", f"{what} needs {count} fields, got {len(fields)}")

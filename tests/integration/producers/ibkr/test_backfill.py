@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 
+from marketdata.dlq import HEADER_REASON
 from marketdata.errors import MarketDataError
 from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
@@ -18,7 +20,7 @@ from marketdata.settings import Settings
 from producers.ibkr.backfill import backfill
 from producers.ibkr.contracts import parse_spec
 from sandbox.tws import FakeTws, history_bar
-from tests.integration.processors.support import read_bars
+from tests.integration.processors.support import read_bars, read_topic
 from tests.integration.producers.support import stored_bar
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
@@ -92,6 +94,42 @@ async def test_resume_continues_below_the_oldest_stored_bar(
                                 resume=True)  # fmt: skip
     assert (result.end, result.bars) == (oldest, 120)
     assert_exact(await published(ib_settings), minutes(START, oldest))
+
+
+async def test_a_historical_frame_of_another_layout_is_a_dead_letter_naming_the_counts(
+    ib_settings: Settings, fake: FakeTws
+) -> None:
+    # One more field a bar than server version 176's 17 frame has (IB's decoder: reqId,
+    # startDate, endDate, itemCount, then date, open, high, low, close, volume, wap, barCount):
+    # ib_async alone would read every bar after the first from the wrong fields.
+    fake.history_bar_extra = ("0",)
+    end = START + timedelta(hours=3)
+    result = await asyncio.wait_for(backfill(ib_settings, AAPL, "1m", START, end), 30)
+    assert (result.bars, result.rejected, fake.count(20)) == (0, 1, 1)
+    [letter] = await read_topic(ib_settings, ib_settings.topics.dlq, until=1)
+    assert dict(letter.headers)[HEADER_REASON] == (
+        b"message: historical data (17) at server version 176 with 1440 bars has 11525 fields,"
+        b" got 12965"
+    )
+    fields = json.loads(letter.value)["fields"]  # the whole frame, one window of a day
+    assert (fields[0], fields[4], len(fields)) == ("17", "1440", 12965)
+    assert await published(ib_settings) == []
+
+
+async def test_a_tws_older_than_server_version_175_is_refused_before_any_history_request(
+    ib_settings: Settings, fake: FakeTws
+) -> None:
+    fake.server_version = 174  # MIN_SERVER_VER_HMDS_MARKET_DATA_IN_SHARES - 1: volumes in lots
+    with pytest.raises(MarketDataError) as caught:
+        await backfill(ib_settings, AAPL, "1m", START, START + timedelta(hours=3))
+    assert str(caught.value) == (
+        f"TWS/IB Gateway at 127.0.0.1:{fake.port} speaks API server version 174; server"
+        " version 175 or newer is needed (bar volumes in shares, not lots): upgrade TWS/IB"
+        " Gateway"
+    )
+    assert not caught.value.retriable
+    assert (fake.count(9), fake.count(20)) == (0, 0)  # no contract details, no history asked
+    assert await published(ib_settings) == []
 
 
 async def test_an_unknown_contract_fails_naming_it(ib_settings: Settings) -> None:

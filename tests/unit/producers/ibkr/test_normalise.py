@@ -11,6 +11,7 @@ from marketdata.records import Bar, Tick
 from producers.ibkr.normalise import (
     LAYOUT_VERSIONS,
     TickIds,
+    check_history_layout,
     check_layout,
     historical_bar,
     realtime_bar,
@@ -147,6 +148,61 @@ def test_a_frame_of_another_field_count_is_refused_naming_both(
 def test_a_server_version_of_unknown_layouts_refuses_every_frame(version: int) -> None:
     with pytest.raises(InvalidRecord, match=f"no known layout .* server version {version}"):
         check_layout(trade(), version)
+
+
+# A 17 frame of server version 176 (IB's decoder, processHistoricalDataMsg, below
+# MIN_SERVER_VER_HISTORICAL_DATA_END 196): reqId, startDate, endDate, itemCount, then 8 fields a
+# bar: date, open, high, low, close, volume, wap, barCount.
+HISTORY = ["17", "4", "20240301 15:00:00", "20240301 15:01:00", "1",
+           WIRE_TIME, "189.5", "189.61", "189.42", "189.6", "1200", "189.55", "17"]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [175, 176, 178])
+def test_a_history_frame_of_the_negotiated_layout_passes(version: int) -> None:
+    check_history_layout(HISTORY, version)
+    check_history_layout([*HISTORY[:4], "0"], version)  # no bars
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ([*HISTORY, "0"], "with 1 bars has 13 fields, got 14"),  # a field added to the bar
+        (HISTORY[:-1], "with 1 bars has 13 fields, got 12"),
+        ([*HISTORY[:4], "2", *HISTORY[5:]], "with 2 bars has 21 fields, got 13"),
+        ([*HISTORY[:4], "-1"], "with -1 bars has -3 fields, got 5"),
+        (["17", "4", "1"], "needs at least 5 fields, got 3"),
+    ],
+)
+def test_a_history_frame_of_another_field_count_is_refused_naming_the_counts(
+    fields: list[str], reason: str
+) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        check_history_layout(fields, 176)
+    assert str(caught.value).startswith("message: historical data (17) at server version 176")
+    assert str(caught.value).endswith(reason)
+
+
+def test_a_history_frame_of_server_version_196s_layout_is_refused_at_176() -> None:
+    # From 196 (MIN_SERVER_VER_HISTORICAL_DATA_END) the dates leave 17 for 108: such a frame
+    # read with 176's layout would take a bar's open for the bar count.
+    with pytest.raises(InvalidRecord) as caught:
+        check_history_layout(["17", "4", "1", *HISTORY[5:]], 176)
+    assert str(caught.value) == "itemCount: must be an integer, got '189.5'"
+
+
+def test_history_values_ib_async_cannot_read_are_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        check_history_layout([*HISTORY[:7], "n/a", *HISTORY[8:]], 176)
+    assert caught.value.field == "high"
+    with pytest.raises(InvalidRecord) as caught:
+        check_history_layout([*HISTORY[:4], "one"], 176)
+    assert caught.value.field == "itemCount"
+
+
+@pytest.mark.parametrize("version", [156, 179, 196])
+def test_a_history_frame_at_a_server_version_of_unknown_layouts_is_refused(version: int) -> None:
+    with pytest.raises(InvalidRecord, match=f"no known layout of historical data .* {version}"):
+        check_history_layout(HISTORY, version)
 
 
 def test_a_realtime_bar_is_a_closed_five_second_bar_at_its_open_time() -> None:

@@ -10,10 +10,17 @@ from typing import Any, Final
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ib_async.decoder import Decoder
 
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
-from producers.ibkr.normalise import TickIds, historical_bar, realtime_bar, tick_by_tick
+from producers.ibkr.normalise import (
+    TickIds,
+    check_history_layout,
+    historical_bar,
+    realtime_bar,
+    tick_by_tick,
+)
 from sandbox import FIXTURES as RECORDINGS
 
 FIXTURES: Final = RECORDINGS / "ibkr"
@@ -96,3 +103,58 @@ def test_historical_values_give_a_bar_or_an_invalid_record(
 ) -> None:
     result = outcome(lambda: [historical_bar(when, values, "AAPL", "1m", closed=True)])
     assert isinstance(result, list | InvalidRecord)
+
+
+class _Collected:
+    """The wrapper side of ib_async's decoder: what it read from a 17 frame."""
+
+    def __init__(self) -> None:
+        self.bars: list[Any] = []
+        self.ended = False
+
+    def historicalData(self, req_id: int, bar: Any) -> None:  # noqa: N802 - ib_async's name
+        self.bars.append(bar)
+
+    def historicalDataEnd(self, req_id: int, start: str, end: str) -> None:  # noqa: N802
+        self.ended = True
+
+
+# A 17 frame as TWS 176 sends it (IB's decoder, processHistoricalDataMsg, below
+# MIN_SERVER_VER_HISTORICAL_DATA_END): reqId, startDate, endDate, itemCount, then date, open,
+# high, low, close, volume, wap, barCount per bar.
+HISTORY = ["17", "4", "20240301 15:00:00", "20240301 15:02:00", "2",
+           str(T0), "189.5", "189.61", "189.42", "189.6", "1200", "189.55", "17",
+           str(T0 + 60), "189.6", "189.7", "189.5", "189.66", "900", "189.6", "12"]  # fmt: skip
+
+
+def test_the_history_frame_is_valid_and_read_whole_by_ib_async() -> None:
+    check_history_layout(HISTORY, 176)
+    collected = _Collected()
+    Decoder(collected, 176).historicalData(HISTORY)  # type: ignore[arg-type,no-untyped-call]
+    assert (len(collected.bars), collected.ended) == (2, True)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.data())
+def test_mutated_history_frames_pass_whole_to_ib_async_or_are_refused(
+    data: st.DataObject,
+) -> None:
+    fields = list(HISTORY)
+    for index in data.draw(st.lists(st.integers(1, len(fields) - 1), max_size=4, unique=True)):
+        fields[index] = data.draw(_TEXT)
+    if data.draw(st.booleans()):
+        cut = data.draw(st.integers(1, len(fields) + 9))
+        fields = [*fields, *(data.draw(_TEXT) for _ in range(9))][:cut]
+
+    def checked() -> list[Any]:
+        check_history_layout(fields, 176)
+        return []
+
+    refused = outcome(checked)
+    if isinstance(refused, InvalidRecord):
+        assert refused.field
+        return
+    # What the check passes, ib_async reads without an error, every bar the frame announces.
+    collected = _Collected()
+    Decoder(collected, 176).historicalData(fields)  # type: ignore[arg-type,no-untyped-call]
+    assert (len(collected.bars), collected.ended) == (int(fields[4]), True)
