@@ -132,6 +132,7 @@ async def _records(
     instrument, interval = request.instrument, request.interval
     last: datetime | None = None
     final = False
+    skipped: set[int] = set()
     while not final:
         try:
             async with asyncio.timeout(timeout_s):
@@ -158,7 +159,8 @@ async def _records(
                              m.HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE):  # fmt: skip
                 if type_ == m.LOGOFF:
                     raise logged_off(message)
-                continue  # heartbeats
+                _skip(type_, skipped)
+                continue
             final = bool(message["IsFinalRecord"])
             # Sierra Chart may close the stream with an empty final record.
             stamp = message.get("StartDateTime") or message.get("DateTime")
@@ -179,6 +181,14 @@ async def _records(
                 break
         last = page.last
         yield page
+
+
+def _skip(type_: int, skipped: set[int]) -> None:
+    """A message a history response has no use for: heartbeats quietly, others logged once."""
+    if type_ != m.HEARTBEAT and type_ not in skipped:
+        skipped.add(type_)
+        log.warning("DTC message type %d (%s) in a history response is not handled: skipped "
+                    "(logged once per type)", type_, m.name_of(type_))  # fmt: skip
 
 
 def _trailer(message: Message, frame: bytes, page: Page, request: HistoryRequest) -> None:

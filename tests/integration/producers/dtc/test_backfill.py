@@ -145,6 +145,22 @@ async def test_a_trailer_whose_time_is_no_time_is_a_dead_letter_and_still_ends(
     )
 
 
+async def test_a_message_a_history_response_has_no_use_for_is_logged_once_per_type(
+    dtc_settings: Settings, fake: FakeDtc, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.history_final_flag = False
+    # s_MarketDataUpdateTrade (107, pack(8)): SymbolID 4, uint16 AtBidOrAsk 8, double Price 16,
+    # Volume 24, DateTime 32; sizeof 40. A live trade where history records are expected.
+    stray = struct.pack("<HHIH6xddd", 40, 107, 1, 2, 5123.25, 1.0, 1709303400.0)
+    fake.history_tail = stray + stray + trailer(0)
+    result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=4))
+    assert (result.records, result.requests, result.rejected) == (5, 1, 0)
+    assert [r.getMessage() for r in caplog.records if "not handled" in r.getMessage()] == [
+        "DTC message type 107 (MARKET_DATA_UPDATE_TRADE) in a history response is not handled:"
+        " skipped (logged once per type)"
+    ]
+
+
 async def test_ticks_come_with_the_ids_live_trades_get(dtc_settings: Settings) -> None:
     trades = fixture_trades()
     result = await backfill(dtc_settings, ES, "tick", START, START + timedelta(hours=1))
