@@ -26,7 +26,13 @@ from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.dtc import messages as m
 from producers.dtc import normalise
-from producers.dtc.codec import DtcDecodeError, DtcError, DtcFramingError, Message
+from producers.dtc.codec import (
+    DtcDecodeError,
+    DtcError,
+    DtcFramingError,
+    Message,
+    UnhandledMessageType,
+)
 from producers.dtc.normalise import INTERVALS, Instrument, Occurrences
 from producers.dtc.session import DtcSession, Endpoint, logged_off
 
@@ -147,6 +153,9 @@ async def _records(
         for frame in frames:
             try:
                 message = session.decode(frame)
+            except UnhandledMessageType as exc:
+                _skip(exc.type, skipped)
+                continue
             except DtcDecodeError as exc:
                 page.rejected.append((frame, f"undecodable DTC message: {exc}"))
                 continue

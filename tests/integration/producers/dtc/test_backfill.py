@@ -152,12 +152,16 @@ async def test_a_message_a_history_response_has_no_use_for_is_logged_once_per_ty
     # s_MarketDataUpdateTrade (107, pack(8)): SymbolID 4, uint16 AtBidOrAsk 8, double Price 16,
     # Volume 24, DateTime 32; sizeof 40. A live trade where history records are expected.
     stray = struct.pack("<HHIH6xddd", 40, 107, 1, 2, 5123.25, 1.0, 1709303400.0)
-    fake.history_tail = stray + stray + trailer(0)
+    # s_UserMessage (700): char UserMessage[256], uint8 IsPopupMessage; sizeof 261. A type the
+    # client has no struct for, yet the header defines.
+    note = struct.pack("<HH256sB", 261, 700, b"Data feed delayed", 1)
+    fake.history_tail = stray + note + stray + note + trailer(0)
     result = await backfill(dtc_settings, ES, "1m", START, START + timedelta(minutes=4))
     assert (result.records, result.requests, result.rejected) == (5, 1, 0)
     assert [r.getMessage() for r in caplog.records if "not handled" in r.getMessage()] == [
-        "DTC message type 107 (MARKET_DATA_UPDATE_TRADE) in a history response is not handled:"
-        " skipped (logged once per type)"
+        f"DTC message type {type_} ({name}) in a history response is not handled: skipped"
+        " (logged once per type)"
+        for type_, name in ((107, "MARKET_DATA_UPDATE_TRADE"), (700, "USER_MESSAGE"))
     ]
 
 
