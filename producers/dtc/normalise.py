@@ -233,12 +233,14 @@ def _whole_trade(
     message: dict[str, Any], instrument: Instrument, received_at: datetime,
     occurrences: Occurrences, when: datetime, *, single: bool,
 ) -> Tick:  # fmt: skip
-    """A trade whose volume is a uint32 (137, 142, 146)."""
+    """A trade whose volume is a uint32 (137, 142, 146). Its identity is written as a
+    ``HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE``'s (double price and volume), so that the
+    trade fetched again from history by a gap fill gets the id it got live."""
     price = _set_price("Price", message["Price"], single=single)
     at = message["AtBidOrAsk"]
     quote = _Quote(_AGGRESSOR.get(at), price, Decimal(message["Volume"]), TRADE)
     return _tick(instrument, received_at, occurrences, when, quote,
-                 identity=(message["Price"], message["Volume"], at))  # fmt: skip
+                 identity=(float(price), float(message["Volume"]), at))  # fmt: skip
 
 
 def last_trade_snapshot(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -200,7 +201,11 @@ AT = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 def test_a_trade_with_unbundled_indicator_has_milliseconds_and_whole_volume() -> None:
     tick = normalise.trade_unbundled_ms(decode_binary(TRADE_137), ES, RECEIVED, Occurrences())
     assert (tick.timestamp, tick.price, tick.size, tick.side, tick.source) == (
-        AT.replace(microsecond=250000), Decimal("5123.5"), Decimal(7), "sell", "dtc.trade"
+        AT.replace(microsecond=250000),
+        Decimal("5123.5"),
+        Decimal(7),
+        "sell",
+        "dtc.trade",
     )
 
 
@@ -210,12 +215,36 @@ def test_a_trade_without_timestamp_takes_the_prior_trades_and_counts_as_another(
     again = normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED, occurrences)
     # The same price, volume and side at the same time: a second real trade, another id.
     assert (again.timestamp, again.price, again.size, again.side) == (
-        first.timestamp, first.price, first.size, first.side
+        first.timestamp,
+        first.price,
+        first.size,
+        first.side,
     )
     assert again.trade_id == derived_trade_id(
-        "ESZ4", first.timestamp.isoformat(), 5123.25, 3, 2, 1
+        "ESZ4", first.timestamp.isoformat(), 5123.25, 3.0, 2, 1
     )
     assert again.trade_id != first.trade_id
+
+
+@pytest.mark.parametrize(
+    ("frame", "normaliser"),
+    [
+        # 137 at 14:30:00.250, price 5123.5, volume 7, at the bid
+        (TRADE_137, normalise.trade_unbundled_ms),
+        # 146, pack(1), the same trade in µs; a float32 price that only rounds to 5123.1
+        (struct.pack("<HHIfIqBbb", 27, 146, 1, 5123.1, 7, 1709303400_250000, 1, 0, 0),
+         normalise.trade_unbundled),
+    ],
+)  # fmt: skip
+def test_a_live_trade_and_its_history_tick_record_get_one_id(
+    frame: bytes, normaliser: Callable[..., Tick]
+) -> None:
+    live = normaliser(decode_binary(frame), ES, RECEIVED, Occurrences())
+    # s_HistoricalPriceDataTickRecordResponse (804, pack(8)): RequestID 4, double DateTime 8,
+    # uint16 AtBidOrAsk 16, double Price 24, double Volume 32, uint8 IsFinalRecord 40.
+    record = struct.pack("<HHidH6xddB7x", 48, 804, 1, 1709303400.25, 1, float(live.price), 7.0, 0)
+    again = normalise.trade(decode_binary(record), ES, RECEIVED, Occurrences())
+    assert again == live
 
 
 def test_a_trade_without_timestamp_before_any_timed_trade_is_invalid() -> None:
