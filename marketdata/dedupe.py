@@ -23,10 +23,11 @@ def supersedes(new: Bar, old: Bar) -> bool:
 
 def latest_bars(bars: Iterable[Bar]) -> list[Bar]:
     """Each bar key once: the last version in arrival order that :func:`supersedes` the others."""
-    kept: dict[tuple[str, str, str, object], Bar] = {}
+    kept: dict[BarKey, Bar] = {}
+    get = kept.get
     for bar in bars:
-        key: BarKey = bar.key
-        old = kept.get(key)
-        if old is None or supersedes(bar, old):
+        # supersedes() and Bar.key inlined: this runs for every bar in the processor and the sink.
+        key = (bar.exchange, bar.symbol, bar.interval, bar.timestamp)
+        if bar.closed or (old := get(key)) is None or not old.closed:
             kept[key] = bar
     return list(kept.values())
