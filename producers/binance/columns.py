@@ -152,8 +152,7 @@ class _Formats:
         """Which of ``column``'s texts are times of this file's unit in [1970, 2100), and
         their microseconds (0 where not)."""
         shaped = self.shaped(column)
-        micros = pc.multiply(pc.cast(pc.if_else(shaped, column, "0"), pa.int64()),
-                             _PER_US[self.unit])  # fmt: skip
+        micros = pc.multiply(pc.cast(_where(shaped, column), pa.int64()), _PER_US[self.unit])
         return pc.and_(shaped, pc.less(micros, LATEST_US)), micros
 
     def shaped(self, column: pa.Array) -> pa.Array:
@@ -161,20 +160,24 @@ class _Formats:
         low, high = _TIME_DIGITS[self.unit]
         return _digits(column, low, high)
 
-    @staticmethod
-    def timestamp(micros: pa.Array) -> _Parts:
+    def timestamp(self, micros: pa.Array) -> _Parts:
         """The RFC 3339 text msgspec writes (no fraction when the microseconds are 0), as
-        two parts: seconds and fraction, each formatted once per distinct value."""
+        two parts: seconds and fraction, each formatted once per distinct value (a second
+        holds many trades; bars have a second each)."""
         seconds = pc.divide(micros, 1_000_000)
         fraction = pc.subtract(micros, pc.multiply(seconds, 1_000_000))
-        whole = pc.dictionary_encode(seconds)
-        text = pc.cast(pc.cast(whole.dictionary, pa.timestamp("s")), pa.string())
-        text = pc.replace_substring(text, " ", "T", max_replacements=1)
+        if self.name.kind == "klines":
+            text = pc.cast(pc.cast(seconds, pa.timestamp("s")), pa.string())
+            text = pc.replace_substring(text, " ", "T", max_replacements=1)
+        else:
+            whole = pc.dictionary_encode(seconds)
+            text = pc.cast(pc.cast(whole.dictionary, pa.timestamp("s")), pa.string())
+            text = pc.take(pc.replace_substring(text, " ", "T", max_replacements=1), whole.indices)
         parts = pc.dictionary_encode(fraction)
         digits = pc.utf8_lpad(pc.cast(parts.dictionary, pa.string()), 6, "0")
         digits = pc.if_else(pc.equal(parts.dictionary, 0), "",
                             pc.binary_join_element_wise(".", digits, ""))  # fmt: skip
-        return [pc.take(text, whole.indices), pc.take(digits, parts.indices)]
+        return [text, pc.take(digits, parts.indices)]
 
     def kind(self, columns: list[pa.Array]) -> tuple[pa.Array, pa.Array]:
         """Which rows are vouched for, and the JSON text of each row's records, each ending
@@ -253,7 +256,12 @@ def _decimal(column: pa.Array) -> pa.Array:
 
 
 def _float(column: pa.Array, ok: pa.Array) -> pa.Array:
-    return pc.cast(pc.if_else(ok, column, "0"), pa.float64())
+    return pc.cast(_where(ok, column), pa.float64())
+
+
+def _where(ok: pa.Array, column: pa.Array) -> pa.Array:
+    """``column`` where ``ok``, ``0`` elsewhere, so that it casts (copied only when needed)."""
+    return column if pc.all(ok).as_py() else pc.if_else(ok, column, "0")
 
 
 def _at_most(a: tuple[pa.Array, pa.Array], b: tuple[pa.Array, pa.Array]) -> pa.Array:
