@@ -54,11 +54,13 @@ _LONGEST: Final = MAX_LINE - 96
 # Of a line longer than a block, what is kept: MAX_LINE characters of up to 4 bytes each.
 _KEEP: Final = 4 * MAX_LINE + 4
 # A decimal as Decimal prints it: at most 20 + 18 digits (within 38 digits and scale 24).
-_DECIMAL: Final = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+_DECIMAL: Final = r"(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?"
 # ... except below 1e-6, or zero with over six places, which Decimal prints as 1E-7, 0E-8.
 _EXPONENT_FORM: Final = r"^0\.0{6}(0|[0-9]*[1-9])"
-_BOOLEANS: Final = pa.array(["True", "true", "False", "false"])
 _TRUE: Final = pa.array(["True", "true"])
+_BOOLEAN: Final = "(True|true|False|false)"
+_ID: Final = "(0|[1-9][0-9]{0,17})"  # Binance's ids are signed 64-bit: below 2**63
+_ANY: Final = "[^,]*"  # a field the row path does not read
 # How many digits a time in each unit has (the kernel's magnitude rule: [1e11, 1e14) ms).
 _TIME_DIGITS: Final[dict[Unit, tuple[int, int]]] = {"ms": (12, 14), "us": (15, 17)}
 _PER_US: Final[dict[Unit, int]] = {"ms": 1000, "us": 1}
@@ -148,17 +150,26 @@ class _Formats:
         self.received = msgspec.json.encode(received_at).decode()
         self.head = f'{{"exchange":{_json(name.exchange)},"symbol":{_json(name.symbol)},'
 
-    def time(self, column: pa.Array) -> tuple[pa.Array, pa.Array]:
-        """Which of ``column``'s texts are times of this file's unit in [1970, 2100), and
-        their microseconds (0 where not)."""
-        shaped = self.shaped(column)
+    def time(self, column: pa.Array, shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """Which of ``column``'s texts (the digits of a time in this file's unit where
+        ``shaped``) are in [1970, 2100), and their microseconds (0 where not)."""
         micros = pc.multiply(pc.cast(_where(shaped, column), pa.int64()), _PER_US[self.unit])
         return pc.and_(shaped, pc.less(micros, LATEST_US)), micros
 
-    def shaped(self, column: pa.Array) -> pa.Array:
-        """Digits of a time in this file's unit by the kernel's magnitude rule."""
+    def pattern(self, width: int) -> str:
+        """The shape of a row this path vouches for, as a regular expression over its line:
+        the field count, canonical ids and decimals, times with the digits of the file's
+        unit (the kernel's magnitude rule), booleans as the row path reads them."""
         low, high = _TIME_DIGITS[self.unit]
-        return _digits(column, low, high)
+        time = f"[1-9][0-9]{{{low - 1},{high - 1}}}"
+        fields = {
+            "klines": [time, *[_DECIMAL] * 5, time, _ANY, _ID, _ANY, _ANY, _ANY],
+            "trades": [_ID, _DECIMAL, _DECIMAL, _ANY, time, _BOOLEAN],
+            "aggTrades": [_ID, _DECIMAL, _DECIMAL, _ID, _ID, time, _BOOLEAN],
+            "bookTicker": [_ID, *[_DECIMAL] * 4, time, time],
+        }[self.name.kind]
+        fields += [_ANY] * (width - len(fields))  # spot's isBestMatch
+        return "^" + ",".join(fields) + "\\r?\\n?$"
 
     def timestamp(self, micros: pa.Array) -> _Parts:
         """The RFC 3339 text msgspec writes (no fraction when the microseconds are 0), as
@@ -179,22 +190,22 @@ class _Formats:
                             pc.binary_join_element_wise(".", digits, ""))  # fmt: skip
         return [text, pc.take(digits, parts.indices)]
 
-    def kind(self, columns: list[pa.Array]) -> tuple[pa.Array, pa.Array]:
-        """Which rows are vouched for, and the JSON text of each row's records, each ending
-        with a comma."""
+    def kind(self, columns: list[pa.Array], shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """Which rows (of those ``shaped`` as :meth:`pattern` says) are vouched for, and the
+        JSON text of each row's records, each ending with a comma."""
         name = self.name.kind
         if name == "klines":
-            return self._klines(columns)
+            return self._klines(columns, shaped)
         if name == "bookTicker":
-            return self._book(columns)
-        return self._trades(columns, agg=name == "aggTrades")
+            return self._book(columns, shaped)
+        return self._trades(columns, shaped, agg=name == "aggTrades")
 
-    def _trades(self, c: list[pa.Array], *, agg: bool) -> tuple[pa.Array, pa.Array]:
+    def _trades(
+        self, c: list[pa.Array], shaped: pa.Array, *, agg: bool
+    ) -> tuple[pa.Array, pa.Array]:
         at = 5 if agg else 4
-        ok, micros = self.time(c[at])
-        ids = (0, 3, 4) if agg else (0,)
-        ok = _all(ok, *(_digits(c[i], 1, 18) for i in ids), _decimal(c[1]), _decimal(c[2]),
-                  pc.is_in(c[at + 1], value_set=_BOOLEANS))  # fmt: skip
+        ok, micros = self.time(c[at], shaped)
+        ok = _all(ok, _plain(c[1]), _plain(c[2]))
         maker = pc.is_in(c[at + 1], value_set=_TRUE)
         source = "binance.aggTrade" if agg else "binance.trade"
         side = '","side":"{}","received_at":' + self.received + ',"extras":{{"buyer_maker":{}'
@@ -207,10 +218,9 @@ class _Formats:
             parts += [',"first_trade_id":', c[3], ',"last_trade_id":', c[4]]
         return ok, _join([*parts, "}},"])
 
-    def _book(self, c: list[pa.Array]) -> tuple[pa.Array, pa.Array]:
-        ok, micros = self.time(c[5])
-        ok = _all(ok, _digits(c[0], 1, 18), *(_decimal(c[i]) for i in range(1, 5)),
-                  self.shaped(c[6]))  # fmt: skip
+    def _book(self, c: list[pa.Array], shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
+        ok, micros = self.time(c[5], shaped)
+        ok = _all(ok, *(_plain(c[i]) for i in range(1, 5)))
         stamp = self.timestamp(micros)
         parts: _Parts = []  # the ask's text follows the bid's in one row's text
         for side, price, size in (("bid", 1, 2), ("ask", 3, 4)):
@@ -221,10 +231,10 @@ class _Formats:
             ]  # fmt: skip
         return ok, _join(parts)
 
-    def _klines(self, c: list[pa.Array]) -> tuple[pa.Array, pa.Array]:
-        ok, micros = self.time(c[0])
-        closes_ok, closes = self.time(c[6])
-        ok = _all(ok, closes_ok, *(_decimal(c[i]) for i in range(1, 6)), _digits(c[8], 1, 18))
+    def _klines(self, c: list[pa.Array], shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
+        ok, micros = self.time(c[0], shaped)
+        closes_ok, closes = self.time(c[6], shaped)
+        ok = _all(ok, closes_ok, *(_plain(c[i]) for i in range(1, 6)))
         opened, high, low, close = ((c[i], _float(c[i], ok)) for i in range(1, 5))
         ok = _all(ok, _at_most(low, high), _at_most(low, opened), _at_most(opened, high),
                   _at_most(low, close), _at_most(close, high))  # fmt: skip
@@ -239,20 +249,12 @@ class _Formats:
         return ok, _join(parts)
 
 
-def _digits(column: pa.Array, shortest: int, longest: int) -> pa.Array:
-    """Digits only, ``shortest`` to ``longest`` of them, no leading zero (but ``0``)."""
-    length = pc.binary_length(column)
-    return _all(pc.ascii_is_decimal(column), pc.greater_equal(length, shortest),
-                pc.less_equal(length, longest),
-                pc.or_(pc.invert(pc.starts_with(column, "0")), pc.equal(length, 1)))  # fmt: skip
-
-
-def _decimal(column: pa.Array) -> pa.Array:
-    shaped = pc.match_substring_regex(column, _DECIMAL)
+def _plain(column: pa.Array) -> pa.Array:
+    """Which decimals (of the shape :data:`_DECIMAL`) Decimal prints as they are written."""
     tiny = pc.starts_with(column, "0.000000")
     if not pc.any(tiny).as_py():
-        return shaped
-    return pc.and_not(shaped, pc.match_substring_regex(column, _EXPONENT_FORM))
+        return pc.invert(tiny)
+    return pc.invert(pc.match_substring_regex(column, _EXPONENT_FORM))
 
 
 def _float(column: pa.Array, ok: pa.Array) -> pa.Array:
@@ -482,28 +484,36 @@ class _Reading:
             self.formats = _Formats(self.rows.name, unit, self.rows.received_at)
         columns = [table.column(i).chunk(0) if table.num_rows else pa.array([], pa.string())
                    for i in range(width)]  # fmt: skip
-        ok, texts = self.formats.kind(columns)
-        ok = pc.and_(ok, pc.less_equal(_line_length(columns), _LONGEST))
-        self._splice(block, lines, np.asarray(other, np.int64) - 1, ok, texts)
+        ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + 1
+        if len(ends) < lines:
+            ends = np.append(ends, len(block))
+        starts = np.concatenate([[0], ends[:-1]])
+        # Each line as a string (its line end included), over the block's own bytes.
+        texts_of_lines = pa.StringArray.from_buffers(
+            lines, pa.py_buffer(np.concatenate([[0], ends]).astype(np.int32)), pa.py_buffer(block)
+        )
+        shaped = pc.match_substring_regex(texts_of_lines, self.formats.pattern(width))
+        shaped = shaped.to_numpy(zero_copy_only=False) & (ends - starts <= _LONGEST)
+        other_lines = np.asarray(other, np.int64) - 1
+        parsed = np.delete(np.arange(lines), other_lines)
+        ok, texts = self.formats.kind(columns, pa.array(shaped[parsed]))
+        self._splice(block, ends, parsed, other_lines, ok=ok, texts=texts)
         return True
 
     def _splice(
-        self, block: bytes, lines: int, other: np.ndarray, ok: pa.Array, texts: pa.Array
-    ) -> None:
+        self, block: bytes, ends: np.ndarray, parsed: np.ndarray, other: np.ndarray, *,
+        ok: pa.Array, texts: pa.Array,
+    ) -> None:  # fmt: skip
         """Runs of vouched rows as slices of their texts, the other lines through the row path,
-        in the block's order."""
+        in the block's order: ``parsed`` lines are the table's rows, ``other`` lines had
+        another field count, ``ends`` are where the lines end."""
         base = self.number
-        parsed = np.delete(np.arange(lines), other)
+        lines = len(ends)
         refused = parsed[~ok.to_numpy(zero_copy_only=False)]
         fallback = np.sort(np.concatenate([other, refused])).tolist()
         buffers = texts.buffers()
         offsets = np.frombuffer(buffers[1], np.int32)[texts.offset : texts.offset + len(texts) + 1]
         data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
-        ends = np.zeros(0, np.int64)
-        if fallback:
-            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + 1
-            if len(ends) < lines:
-                ends = np.append(ends, len(block))
         unparsed = set(other.tolist())
         row = 0  # of the table, which lacks the lines of another field count
         previous = -1
@@ -516,10 +526,3 @@ class _Reading:
             previous = line
         self.pages.run(data, offsets, row, row + lines - previous - 1, self.per_row)
         self.number = base + lines
-
-
-def _line_length(columns: list[pa.Array]) -> pa.Array:
-    length = pc.binary_length(columns[0])
-    for column in columns[1:]:
-        length = pc.add(length, pc.binary_length(column))
-    return pc.add(length, len(columns) - 1)
