@@ -3,7 +3,8 @@
 Pure apart from reading the file; no Kafka. A file's member is read in blocks of a few MB (cut
 after the block's last line end, so each block's first line number is known and memory stays
 flat whatever the file's size). A clean block (ASCII, no empty lines, no bare ``\\r``) is parsed
-by pyarrow into text columns, checked by a whitelist, and every row that passes becomes the
+by pyarrow into text columns, each line checked against a whitelist (one regular expression of
+the row's shape, then ranges), and every row that passes becomes the
 JSON text of its record(s), built for the whole block at once in exactly the bytes
 :func:`marketdata.codec.encode_ticks` / ``encode_bars`` would write. The whitelist is strict:
 what it passes is a row the row path (:func:`producers.binance.dumps.normalise_row`) turns into
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 import msgspec
@@ -76,10 +77,6 @@ class EncodedPage:
     envelopes: list[Envelope] = field(default_factory=list)
     rejected: list[tuple[bytes, str]] = field(default_factory=list)
 
-    @property
-    def records(self) -> int:
-        return sum(e.count for e in self.envelopes)
-
 
 def blocks(pieces: Iterator[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
     """The bytes of ``pieces`` regrouped into blocks of about ``size`` bytes, each ending at a
@@ -128,9 +125,9 @@ def _clean(block: bytes) -> bool:
     return block.isascii() and (b"\r" not in block or block.count(b"\r") == block.count(b"\r\n"))
 
 
-def _lines_in(block: bytes, clean: bool) -> int:
-    lines = block.count(b"\n") + (not block.endswith(b"\n"))
-    return lines if clean else lines + block.count(b"\r") - block.count(b"\r\n")
+def _lines_in(block: bytes) -> int:
+    """The lines of a clean block (the last one may have no line end)."""
+    return block.count(b"\n") + (not block.endswith(b"\n"))
 
 
 def _json(value: str) -> str:
@@ -146,6 +143,7 @@ class _Formats:
     def __init__(self, name: DumpName, unit: Unit, received_at: datetime) -> None:
         self.name = name
         self.unit = unit
+        received_at = received_at.astimezone(UTC)  # as a record holds it
         self.received_us = (received_at - EPOCH) // timedelta(microseconds=1)
         self.received = msgspec.json.encode(received_at).decode()
         self.head = f'{{"exchange":{_json(name.exchange)},"symbol":{_json(name.symbol)},'
@@ -477,7 +475,7 @@ class _Reading:
             ).combine_chunks()  # fmt: skip
         except (pa.ArrowException, ValueError):
             return False
-        lines = _lines_in(block, clean=True)
+        lines = _lines_in(block)
         if 0 in other or len(other) + table.num_rows != lines:
             return False
         if self.formats is None:
