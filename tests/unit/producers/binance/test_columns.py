@@ -11,6 +11,7 @@ import zipfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import cast
 
@@ -352,3 +353,21 @@ async def test_an_encoded_envelope_is_sent_after_what_is_buffered_for_its_instru
     assert [(topic, sent) for topic, sent, _ in broker.sent][1] == (TOPICS.ticks_raw, value)
     assert decode(broker.sent[0][1]).records == [tick]
     assert publisher.sent_records == 4
+
+
+def test_bars_whose_prices_floats_cannot_order_go_through_the_row_path(tmp_path: Path) -> None:
+    """Open, high, low and close are ordered as floats where the floats differ, as text where
+    the texts are equal; otherwise (equal floats of different texts) the row path decides."""
+    rest = "1704067259999,1.0,1,1.0,2.0,0"
+    rows = [
+        f"1704067200000,61200.00000000,61200.00000000,61100.00000000,61150.00000000,1.5,{rest}",
+        f"1704067260000,61200.0,61200.00,61100.0,61150.0,1.5,{rest}",  # open == high, not as text
+        f"1704067320000,0.10000000000000001,0.1,0.1,0.1,1.5,{rest}",  # open > high, equal floats
+        f"1704067380000,61300.0,61200.0,61100.0,61150.0,1.5,{rest}",  # open > high
+    ]
+    path = tmp_path / "BTCUSDT-1m-2024-01.csv"
+    path.write_text("\n".join(rows) + "\n")
+    sent = _assert_same(path, block_bytes=16)
+    assert [bar.open for bar in _records(sent)] == [Decimal("61200"), Decimal("61200")]  # type: ignore[union-attr]
+    reasons = [headers["mdp.reason"] for topic, _, headers in sent if topic == TOPICS.dlq]
+    assert [reason.split(b":")[1] for reason in reasons] == [b"3", b"4"]
