@@ -23,7 +23,7 @@ from marketdata.epoch import Unit, epoch_unit
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick
 from producers.binance import normalise
-from producers.binance.vision import DumpName, Kind
+from producers.binance.vision import MAX_LINE, DumpError, DumpName, Kind, Line
 
 # Column counts: spot rows carry one more column (isBestMatch) than futures rows.
 FIELDS: Final[dict[Kind, frozenset[int]]] = {
@@ -134,3 +134,39 @@ def row_unit(name: DumpName, row: list[str]) -> Unit:
     if len(row) not in FIELDS[name.kind]:
         raise InvalidRecord("row", f"{len(row)} fields; not a {name.kind} row")
     return time_unit("timestamp", row[TIME_COLUMN[name.kind]])
+
+
+def check_header(path_name: str, name: DumpName, header: list[str]) -> None:
+    if len(header) not in FIELDS[name.kind]:
+        raise DumpError(f"{path_name}: its header has {len(header)} columns, not those of "
+                        f"{name.kind}: {','.join(header)[:120]!r}")  # fmt: skip
+
+
+class RowPath:
+    """The row path: one line of a file of ``name`` at a time, as text, to records or a
+    rejected row; the first row that has a time sets the file's unit."""
+
+    def __init__(self, path_name: str, name: DumpName, received_at: datetime) -> None:
+        self.path_name = path_name
+        # A file name need not be valid Unicode; a dead letter's reason must be.
+        self.label = path_name.encode("utf-8", "backslashreplace").decode()
+        self.name = name
+        self.received_at = received_at
+        self.unit: Unit | None = None
+        self.header: list[str] | None = None
+
+    def line(self, line: Line) -> tuple[list[Tick] | list[Bar], tuple[bytes, str] | None]:
+        number, text, cut = line
+        if self.unit is None and self.header:
+            check_header(self.path_name, self.name, self.header)
+        if cut:
+            return [], (text.encode("utf-8", "surrogateescape"),
+                        f"{self.label}:{number}: row: a line of over {MAX_LINE} characters "
+                        "(its beginning kept)")  # fmt: skip
+        row = text.split(",")
+        try:
+            if self.unit is None:
+                self.unit = row_unit(self.name, row)
+            return normalise_row(self.name, row, self.unit, self.received_at), None
+        except InvalidRecord as exc:
+            return [], (text.encode("utf-8", "surrogateescape"), f"{self.label}:{number}: {exc}")

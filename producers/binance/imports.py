@@ -31,7 +31,8 @@ from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from marketdata.topics import Topics
 from producers.backfill import BackfillResult, Opener, Page, publish_pages
-from producers.binance.columns import BLOCK_BYTES, RowPath, read_envelopes
+from producers.binance.columns import BLOCK_BYTES, read_envelopes
+from producers.binance.dumps import RowPath
 from producers.binance.vision import (
     NO_OVERRIDES,
     SUFFIXES,

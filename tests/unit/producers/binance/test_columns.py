@@ -25,7 +25,8 @@ from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 from producers.backfill import BackfillResult, Page, publish_pages
-from producers.binance.columns import BLOCK_BYTES, ENVELOPE_RECORDS, RowPath, blocks
+from producers.binance.columns import BLOCK_BYTES, ENVELOPE_RECORDS, blocks
+from producers.binance.dumps import RowPath
 from producers.binance.imports import _State, local_sources, read_encoded, read_pages
 from producers.binance.vision import MAX_LINE, DumpError, parse_name
 from producers.publisher import Envelope, Publisher
