@@ -49,6 +49,15 @@ ENVELOPE_RECORDS: Final = 500  # Kafka's limit is 1 MiB; a record is ~250 bytes
 _LONGEST: Final = MAX_LINE - 96
 # Of a line longer than a block, what is kept: MAX_LINE characters of up to 4 bytes each.
 _KEEP: Final = 4 * MAX_LINE + 4
+# The columns the records are made of (the others only have to be there, as the row path
+# reads them: the regular expression of Formats.pattern checks whole lines).
+_READ: Final = {
+    "klines": (0, 1, 2, 3, 4, 5, 6, 8),
+    "trades": (0, 1, 2, 4, 5),
+    "aggTrades": (0, 1, 2, 3, 4, 5, 6),
+    "bookTicker": (0, 1, 2, 3, 4, 5, 6),
+}
+
 Topic = Literal["ticks", "bars"]
 
 
@@ -266,7 +275,8 @@ class _Reading:
                 read_options=pcsv.ReadOptions(column_names=names, use_threads=False),
                 parse_options=pcsv.ParseOptions(quote_char=False, invalid_row_handler=count_off),
                 convert_options=pcsv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string()), check_utf8=False),
+                    column_types=dict.fromkeys(names, pa.string()), check_utf8=False,
+                    include_columns=[names[i] for i in _READ[kind]]),
             ).combine_chunks()  # fmt: skip
         except (pa.ArrowException, ValueError):
             return False
@@ -275,8 +285,9 @@ class _Reading:
             return False
         if self.formats is None:
             self.formats = Formats(self.rows.name, unit, self.rows.received_at)
-        columns = [table.column(i).chunk(0) if table.num_rows else pa.array([], pa.string())
-                   for i in range(width)]  # fmt: skip
+        empty = pa.array([], pa.string())
+        read = {i: table.column(f"c{i}").chunk(0) if table.num_rows else empty for i in _READ[kind]}
+        columns = [read.get(i, empty) for i in range(width)]
         ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + 1
         if len(ends) < lines:
             ends = np.append(ends, len(block))
