@@ -1,0 +1,271 @@
+"""Bars from trades, without I/O: per instrument and interval, OHLCV, trade count and VWAP.
+
+Event time decides everything but the idle close. Each instrument has a watermark, the latest
+trade time it has seen; a bar ``[start, end)`` closes once the watermark reaches
+``end + lateness``. A trade for a bar already closed revises it (a new closed version; the sink
+keeps the latest) and is counted as late. Closed bars stay in memory for ``retain`` more
+seconds of event time, so that late trades can still revise them; a trade older than that is
+counted as too late and makes no bar (it is still stored as a tick).
+
+A bar remembers the fingerprints of its trades, so adding a trade twice changes nothing: a
+restart rebuilds the bars from ``md.ticks`` and then replays its uncommitted input, whose
+trades were partly emitted already, without counting any twice. Open and close are the prices
+of the first and last trade in an order that does not depend on arrival (time, then trade id,
+then source), so that the same trades give the same bar whatever order they came in.
+
+Quotes (side ``bid``/``ask``) never count.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Final
+
+from marketdata.errors import InvalidRecord
+from marketdata.records import Bar, Tick
+from marketdata.topics import instrument_key
+from marketdata.window import fingerprint
+
+DERIVED_SOURCE: Final = "derived.trades"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_QUOTES: Final = frozenset(("bid", "ask"))
+# Sums of at most 38-digit decimals (and their products) stay exact at this precision, so a
+# bar's volume and notional do not depend on the order its trades were added in.
+_EXACT: Final = decimal.Context(prec=200, Emax=999_999, Emin=-999_999)
+# VWAP is a quotient: rounded to what a record's decimal holds.
+_VWAP: Final = decimal.Context(prec=28)
+
+OrderKey = tuple[int, int, str, str]
+
+
+def interval_seconds(interval: str) -> int:
+    """``1s``, ``5s``, ``1m``, ``15m``, ``1h``, ``1d`` in seconds (weeks and months have no fixed
+    length or alignment, so no derived bars of them)."""
+    count, unit = interval[:-1], interval[-1:]
+    if unit not in _UNITS or not count.isdigit() or count.startswith("0") or len(count) > 6:
+        raise ValueError(f"an interval looks like 1s, 5s, 1m, 1h or 1d, got {interval!r}")
+    return int(count) * _UNITS[unit]
+
+
+def parse_intervals(text: str) -> tuple[str, ...]:
+    """A comma-separated list of intervals, checked, each once, in the order given."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("at least one interval is needed")
+    for name in names:
+        interval_seconds(name)
+    return tuple(dict.fromkeys(names))
+
+
+def micros(when: datetime) -> int:
+    return (when - _EPOCH) // _US
+
+
+def order_key(tick: Tick, at_us: int) -> OrderKey:
+    """Trades of one microsecond ordered by trade id (numeric ids by value, as shorter ones are
+    smaller), then source: arrival order plays no part."""
+    return (at_us, len(tick.trade_id), tick.trade_id, tick.source)
+
+
+@dataclass(slots=True)
+class BarState:
+    start_us: int
+    end_us: int
+    first: OrderKey
+    open: Decimal
+    last: OrderKey
+    close: Decimal
+    high: Decimal
+    low: Decimal
+    volume: Decimal
+    notional: Decimal
+    count: int
+    seen: set[int] = field(default_factory=set)
+    closed: bool = False
+    dirty: bool = True
+
+    @property
+    def vwap(self) -> Decimal | None:
+        """Volume-weighted average price; None for a bar of zero volume."""
+        if not self.volume:
+            return None
+        return _VWAP.divide(self.notional, self.volume)
+
+
+@dataclass(slots=True)
+class Instrument:
+    exchange: str
+    symbol: str
+    watermark_us: int = -(2**62)
+    last_arrival: float = 0.0
+    bars: dict[tuple[str, int], BarState] = field(default_factory=dict)
+    # Per interval: bars opening before this were forgotten (or are incomplete after a
+    # rebuild), so a trade for one of them is too late rather than the start of a wrong bar.
+    floor_us: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Added:
+    """What one call of :meth:`BarBuilder.add` saw."""
+
+    trades: int = 0
+    late: int = 0  # trades that revised a closed bar
+    too_late: int = 0  # trades for bars no longer held
+    duplicates: int = 0  # trades already in their bar
+
+
+class BarBuilder:
+    def __init__(
+        self, intervals: Sequence[str], *, lateness_s: float, retain_s: float,
+        idle_close_s: float, source: str = DERIVED_SOURCE,
+    ) -> None:  # fmt: skip
+        self.intervals = tuple((name, interval_seconds(name) * 1_000_000) for name in intervals)
+        self.lateness_us = round(lateness_s * 1_000_000)
+        self.retain_us = round(retain_s * 1_000_000)
+        self.idle_close_s = idle_close_s
+        self.source = source
+        self.instruments: dict[bytes, Instrument] = {}
+
+    def add(self, ticks: Iterable[Tick], now: float) -> Added:
+        """Add trades (quotes are skipped) arriving at monotonic time ``now``."""
+        added = Added()
+        touched: dict[bytes, Instrument] = {}
+        with decimal.localcontext(_EXACT):
+            for tick in ticks:
+                if tick.side in _QUOTES:
+                    continue
+                added.trades += 1
+                key = instrument_key(tick.exchange, tick.symbol)
+                instrument = self.instruments.get(key)
+                if instrument is None:
+                    instrument = self.instruments[key] = Instrument(tick.exchange, tick.symbol)
+                instrument.last_arrival = now
+                touched[key] = instrument
+                self._add(instrument, tick, added)
+        for instrument in touched.values():
+            self._close_by_watermark(instrument)
+        return added
+
+    def _add(self, instrument: Instrument, tick: Tick, added: Added) -> None:
+        at = micros(tick.timestamp)
+        order = order_key(tick, at)
+        price, size = tick.price, tick.size
+        print_id = fingerprint(tick)
+        for name, length in self.intervals:
+            start = at - at % length
+            bar = instrument.bars.get((name, start))
+            if bar is None:
+                too_old = start + length + self.lateness_us + self.retain_us <= (
+                    instrument.watermark_us
+                )
+                if too_old or start < instrument.floor_us.get(name, start):
+                    added.too_late += 1
+                    continue
+                if start + length + self.lateness_us <= instrument.watermark_us:
+                    added.late += 1
+                instrument.bars[(name, start)] = BarState(
+                    start, start + length, order, price, order, price, price, price, size,
+                    price * size, 1, {print_id},
+                )  # fmt: skip
+                continue
+            if print_id in bar.seen:
+                added.duplicates += 1
+                continue
+            bar.seen.add(print_id)
+            if bar.closed or bar.end_us + self.lateness_us <= instrument.watermark_us:
+                added.late += 1
+            if order < bar.first:
+                bar.first, bar.open = order, price
+            if order > bar.last:
+                bar.last, bar.close = order, price
+            bar.high = max(bar.high, price)
+            bar.low = min(bar.low, price)
+            bar.volume += size
+            bar.notional += price * size
+            bar.count += 1
+            bar.dirty = True
+        instrument.watermark_us = max(instrument.watermark_us, at)
+
+    def _close_by_watermark(self, instrument: Instrument) -> None:
+        horizon = instrument.watermark_us - self.lateness_us
+        for bar in instrument.bars.values():
+            if not bar.closed and bar.end_us <= horizon:
+                bar.closed = bar.dirty = True
+
+    def close_idle(self, now: float, wall_us: int) -> int:
+        """Close the open bars of instruments without a trade for ``idle_close_s`` (monotonic
+        ``now``) whose end plus the lateness has passed on the wall clock ``wall_us``; return
+        how many were closed."""
+        closed = 0
+        for instrument in self.instruments.values():
+            if now - instrument.last_arrival < self.idle_close_s:
+                continue
+            for bar in instrument.bars.values():
+                if not bar.closed and bar.end_us + self.lateness_us <= wall_us:
+                    bar.closed = bar.dirty = True
+                    closed += 1
+        return closed
+
+    def freeze_before(self, key: bytes, at_us: int) -> None:
+        """Forget the bars of ``key`` holding ``at_us`` or earlier, and refuse trades for them
+        (after a rebuild that may have missed their first trades)."""
+        instrument = self.instruments.get(key)
+        if instrument is None:
+            return
+        for name, length in self.intervals:
+            floor = at_us - at_us % length + length
+            instrument.floor_us[name] = max(instrument.floor_us.get(name, floor), floor)
+        instrument.bars = {
+            (name, start): bar for (name, start), bar in instrument.bars.items()
+            if start >= instrument.floor_us[name]
+        }  # fmt: skip
+
+    def mark_all(self, keys: Iterable[bytes]) -> None:
+        """Emit every bar of these instruments at the next flush (after a rebuild)."""
+        for key in keys:
+            instrument = self.instruments.get(key)
+            if instrument is not None:
+                for bar in instrument.bars.values():
+                    bar.dirty = True
+
+    def forget(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self.instruments.pop(key, None)
+
+    def flush(self) -> tuple[dict[bytes, list[Bar]], list[tuple[bytes, str]]]:
+        """The current version of every bar changed since the last flush, by instrument key;
+        closed bars past their retention are forgotten. Also the bars that no record can hold
+        (key and reason)."""
+        out: dict[bytes, list[Bar]] = {}
+        invalid: list[tuple[bytes, str]] = []
+        for key, instrument in self.instruments.items():
+            horizon = instrument.watermark_us - self.lateness_us - self.retain_us
+            expired: list[tuple[str, int]] = []
+            for (name, start), bar in instrument.bars.items():
+                if bar.dirty:
+                    bar.dirty = False
+                    try:
+                        out.setdefault(key, []).append(self._record(instrument, name, bar))
+                    except InvalidRecord as exc:
+                        invalid.append((key, f"{name} bar at {start}: {exc}"))
+                if bar.closed and bar.end_us <= horizon:
+                    expired.append((name, start))
+            for name, start in expired:
+                del instrument.bars[(name, start)]
+                end = start + dict(self.intervals)[name]
+                instrument.floor_us[name] = max(instrument.floor_us.get(name, end), end)
+        return out, invalid
+
+    def _record(self, instrument: Instrument, interval: str, bar: BarState) -> Bar:
+        return Bar(
+            exchange=instrument.exchange, symbol=instrument.symbol, interval=interval,
+            timestamp=_EPOCH + timedelta(microseconds=bar.start_us),
+            open=bar.open, high=bar.high, low=bar.low, close=bar.close,
+            volume=bar.volume, trade_count=bar.count, closed=bar.closed, source=self.source,
+        )  # fmt: skip
