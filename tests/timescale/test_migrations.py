@@ -1,0 +1,95 @@
+"""The migrations on TimescaleDB: up, down and up again, with and without compression and
+retention configured; the hypertables, compression settings and policy jobs each leaves."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from marketdata import migrate
+from marketdata.settings import Settings
+from tests.timescale.conftest import Server
+from tests.timescale.support import timescale_settings
+
+pytestmark = pytest.mark.timescale
+
+
+def _state(url: str) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        dimensions = conn.execute(
+            "SELECT hypertable_name, column_name, time_interval"
+            " FROM timescaledb_information.dimensions ORDER BY 1"
+        ).fetchall()
+        # TimescaleDB 2.23 lists every hypertable there, with NULLs until compression is set.
+        compression = conn.execute(
+            "SELECT h.hypertable_name, s.segmentby, s.orderby"
+            " FROM timescaledb_information.hypertables h"
+            " JOIN timescaledb_information.hypertable_compression_settings s"
+            " ON s.hypertable = h.hypertable_name::regclass"
+            " WHERE h.compression_enabled ORDER BY 1"
+        ).fetchall()
+        jobs = conn.execute(
+            "SELECT hypertable_name, proc_name, config - 'hypertable_id'"
+            " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL ORDER BY 1, 2"
+        ).fetchall()
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename LIKE 'market_data_%' ORDER BY 1"
+        ).fetchall()
+    return {"dimensions": dimensions, "compression": compression, "jobs": jobs, "tables": tables}
+
+
+EMPTY: dict[str, Any] = {"dimensions": [], "compression": [], "jobs": [], "tables": []}
+HYPERTABLES = [
+    ("market_data_ohlcv", "timestamp", timedelta(days=7)),
+    ("market_data_ticks", "timestamp", timedelta(days=1)),
+]
+TABLES = [("market_data_ohlcv",), ("market_data_ticks",)]
+
+
+def test_up_down_up_without_policies_gives_hypertables_only(pglite: Server) -> None:
+    plain = Settings.from_env({"MARKET_DATA_DATABASE_URL": pglite.url})
+    hypertables_only = {
+        "dimensions": HYPERTABLES, "compression": [], "jobs": [], "tables": TABLES,
+    }  # fmt: skip
+    migrate.upgrade(plain)
+    migrate.upgrade(plain)  # idempotent
+    assert _state(pglite.url) == hypertables_only
+    migrate.downgrade(plain, "base")
+    assert migrate.current_revision(plain) is None
+    assert _state(pglite.url) == EMPTY
+    migrate.upgrade(plain)
+    assert _state(pglite.url) == hypertables_only
+
+
+def test_up_down_up_with_policies_configures_compression_and_retention(pglite: Server) -> None:
+    settings = timescale_settings(pglite.url, MDP_TICKS_CHUNK_INTERVAL="2 days")
+    expected = {
+        "dimensions": [
+            ("market_data_ohlcv", "timestamp", timedelta(days=7)),
+            ("market_data_ticks", "timestamp", timedelta(days=2)),
+        ],
+        "compression": [
+            ("market_data_ohlcv", "exchange,symbol", '"timestamp" DESC,"interval"'),
+            ("market_data_ticks", "exchange,symbol", '"timestamp" DESC,source,trade_id'),
+        ],
+        "jobs": [
+            ("market_data_ohlcv", "policy_compression", {"compress_after": "7 days"}),
+            ("market_data_ohlcv", "policy_retention", {"drop_after": "400 days"}),
+            ("market_data_ticks", "policy_compression", {"compress_after": "7 days"}),
+            ("market_data_ticks", "policy_retention", {"drop_after": "30 days"}),
+        ],
+        "tables": TABLES,
+    }
+    for _ in range(2):
+        migrate.downgrade(settings, "base")
+        assert _state(pglite.url) == EMPTY
+        migrate.upgrade(settings)
+        assert migrate.current_revision(settings) is not None
+        assert _state(pglite.url) == expected
+    # Back to the suite's shared state (default chunking) for the tests that follow.
+    migrate.downgrade(settings, "base")
+    migrate.upgrade(timescale_settings(pglite.url))
