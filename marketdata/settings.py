@@ -31,6 +31,8 @@ IBKR_FAKE_PORT: Final = 17497
 DTC_OFFICIAL_PORTS: Final = (11099, 11098)  # Sierra Chart's default DTC server ports
 DTC_FAKE_PORTS: Final = (18099, 18098)
 _INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
+# Derived bars: seconds, minutes, hours or days (weeks and months have no fixed length).
+_BAR_INTERVALS = r"^ *[1-9][0-9]{0,5}[smhd]( *, *[1-9][0-9]{0,5}[smhd])* *$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
 # Variables under these prefixes are ours: one the settings do not know is most likely misspelt.
 PREFIXES: Final = (
@@ -118,6 +120,13 @@ class Settings(BaseModel):
     process_commit_interval_s: float = Field(
         1.0, alias="MDP_PROCESS_COMMIT_INTERVAL_S", gt=0, le=60
     )
+    # Bars derived from trades (processors/bars.py). Off by default: the bars table's key has no
+    # source, so a derived 1m bar would overwrite a venue's own 1m kline of the same instrument.
+    bars_enabled: bool = Field(False, alias="MDP_BARS_ENABLED")
+    bars_intervals: str = Field("1s,1m", alias="MDP_BARS_INTERVALS", pattern=_BAR_INTERVALS)
+    bars_lateness_ms: int = Field(2000, alias="MDP_BARS_LATENESS_MS", ge=0, le=86_400_000)
+    bars_idle_close_s: float = Field(5.0, alias="MDP_BARS_IDLE_CLOSE_S", gt=0, le=86_400)
+    bars_revise_s: float = Field(600.0, alias="MDP_BARS_REVISE_S", ge=0, le=7 * 86_400)
 
     # Webhook (`mdp webhook`).
     webhook_auth: str = Field(

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from marketdata.dlq import dead_letter_headers, log_dead_letter
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
+from processors.derive import derived_bars
 from processors.metrics import ProcessorMetrics
 from processors.rebuild import load_window
 
@@ -83,16 +84,19 @@ def create_app(
         producer_max_batch_size=256 * 1024,
     )
     topics = settings.topics
+    # Bars from trades (issue #19), kept apart in derive.py: a pass-through when they are off.
+    bars = derived_bars(settings, metrics.registry)
     processor = BatchProcessor(
         topics, max_records=settings.process_batch_records,
         window_keys=settings.dedupe_window_keys, window_s=settings.dedupe_window_s,
+        decode=bars.decode,
     )  # fmt: skip
 
     def raw(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw")  # fmt: skip
 
-    outputs = {name: raw(name) for name in (topics.ticks, topics.bars, topics.dlq)}
+    outputs = {name: raw(name) for name in topics.all() if name != topics.ticks_raw}
 
     async def handle(events: Sequence[faust.EventT[Any]]) -> None:
         messages = [event.message for event in events]
@@ -100,7 +104,7 @@ def create_app(
             if partition not in processor.windows:
                 loaded = await load_window(settings, partition, processor.window(partition))
                 metrics.window_loads.inc(loaded)
-        result = processor.process(messages)
+        result = await bars.process(processor, messages)
         sent: list[Awaitable[Any]] = []
         for output in result.outputs:
             sent.append(await outputs[output.topic].send(key=output.key, value=output.value))
@@ -148,6 +152,9 @@ def create_app(
     async def forget(_: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else set()
         processor.forget(tp.partition for tp in revoked if tp.topic == topics.ticks_raw)
+        bars.forget(tp.partition for tp in revoked if tp.topic == topics.ticks_raw)
+
+    bars.install_timer(app, outputs, on_failure)
 
     @app.page("/metrics")
     async def serve_metrics(view: View, request: Request) -> Response:
