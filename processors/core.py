@@ -62,8 +62,8 @@ class BatchProcessor:
 
     def process(self, messages: Sequence[SourceMessage]) -> Result:
         result = Result()
-        ticks: dict[bytes, list[Tick]] = {}
-        bars: dict[bytes, list[Bar]] = {}
+        ticks: dict[tuple[str, str], list[Tick]] = {}
+        bars: dict[tuple[str, str], list[Bar]] = {}
         for message in messages:
             # One message's failure, of whatever kind, is that message's dead letter: raised
             # out of here, it would end the agent with the whole buffer in hand (see app.py).
@@ -79,16 +79,16 @@ class BatchProcessor:
             if isinstance(batch, TickBatch):
                 fresh = self.window(message.partition).admit(batch.records)
                 result.duplicates += len(batch.records) - len(fresh)
-                for tick in fresh:
-                    ticks.setdefault(instrument_key(tick.exchange, tick.symbol), []).append(tick)
+                _group(ticks, fresh)
             else:
-                for bar in batch.records:
-                    bars.setdefault(instrument_key(bar.exchange, bar.symbol), []).append(bar)
-        for key, group in ticks.items():
+                _group(bars, batch.records)
+        for (exchange, symbol), group in ticks.items():
+            key = instrument_key(exchange, symbol)
             result.ticks_out += len(group)
             for chunk in _chunks(group, self.max_records):
                 result.outputs.append(Output(self.topics.ticks, key, encode_ticks(chunk)))
-        for key, versions in bars.items():
+        for (exchange, symbol), versions in bars.items():
+            key = instrument_key(exchange, symbol)
             kept = latest_bars(versions)
             result.duplicates += len(versions) - len(kept)
             result.bars_out += len(kept)
@@ -106,6 +106,26 @@ def _unexpected(exc: Exception) -> str:
     return reason if len(reason) <= _REASON_CHARS else reason[:_REASON_CHARS] + "…"
 
 
+R = TypeVar("R", Tick, Bar)
+
+
+def _group(groups: dict[tuple[str, str], list[R]], records: list[R]) -> None:
+    """Add ``records`` to their instruments' groups, in arrival order."""
+    if not records:
+        return
+    exchange, symbol = records[0].exchange, records[0].symbol
+    # A message normally holds one instrument's records (producers key and batch by instrument):
+    # then the whole list joins its group at once, without a dict lookup per record.
+    if all(r.symbol == symbol and r.exchange == exchange for r in records):
+        groups.setdefault((exchange, symbol), []).extend(records)
+        return
+    for record in records:
+        groups.setdefault((record.exchange, record.symbol), []).append(record)
+
+
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    if len(items) <= size:
+        yield items  # the usual case: no copy
+        return
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from marketdata.records import Tick
 from marketdata.window import SeenWindow, fingerprint
 from tests.clock import Clock
 from tests.strategies import sample_tick
@@ -40,3 +44,71 @@ def test_fingerprint_follows_the_key_only() -> None:
     a = sample_tick(extras={"x": 1}, received_at=sample_tick().received_at.replace(second=9))
     assert fingerprint(a) == fingerprint(sample_tick())
     assert fingerprint(sample_tick(source="other")) != fingerprint(sample_tick())
+
+
+def test_a_key_forgotten_then_taken_again_stays_until_its_own_expiry() -> None:
+    """The webhook forgets a body it could not store and takes it again on the next delivery:
+    the first entry's expiry must not remove the second."""
+    clock = Clock()
+    window = SeenWindow(max_keys=100, max_age_s=10, clock=clock)
+    assert window.seen_before(1) is False
+    window.forget(1)
+    clock.now = 6
+    assert window.seen_before(1) is False  # taken again
+    clock.now = 12  # the first entry expires, the second (at 6) does not
+    assert window.seen_before(2) is False
+    assert 1 in window
+    assert window.seen_before(1) is True
+    clock.now = 17
+    window.seen_before(3)
+    assert 1 not in window
+    assert len(window) == 2
+
+
+class _Model:
+    """The window's rules, stated plainly: every key with its time, oldest first."""
+
+    def __init__(self, max_keys: int, max_age_s: float) -> None:
+        self.max_keys, self.max_age_s = max_keys, max_age_s
+        self.keys: dict[int, float] = {}
+
+    def admit(self, ticks: list[Tick], now: float) -> list[Tick]:
+        fresh = []
+        for tick in ticks:
+            key = fingerprint(tick)
+            if key not in self.keys:
+                self.keys[key] = now
+                fresh.append(tick)
+        while len(self.keys) > self.max_keys:
+            del self.keys[next(iter(self.keys))]
+        for key, at in list(self.keys.items()):
+            if at < now - self.max_age_s:
+                del self.keys[key]
+        return fresh
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_keys=st.integers(1, 12),
+    steps=st.lists(
+        st.tuples(st.lists(st.integers(0, 20), max_size=8), st.integers(0, 4)), max_size=30
+    ),
+)
+def test_the_window_admits_what_a_plain_model_of_its_rules_admits(
+    max_keys: int, steps: list[tuple[list[int], int]]
+) -> None:
+    clock = Clock()
+    window = SeenWindow(max_keys=max_keys, max_age_s=5, clock=clock)
+    model = _Model(max_keys, 5)
+    ticks = [sample_tick(trade_id=str(n)) for n in range(21)]
+    for ids, advance in steps:
+        clock.now += advance
+        batch = [ticks[n] for n in ids]
+        assert window.admit(batch) == model.admit(batch, clock.now)
+        assert len(window) == len(model.keys)
+        assert all(key in window for key in model.keys)
+
+
+def test_the_fingerprint_is_one_hash_of_the_unique_key() -> None:
+    tick = sample_tick()
+    assert fingerprint(tick) == hash(tick.key)

@@ -104,3 +104,21 @@ def test_a_reason_quoting_a_huge_exception_is_cut_to_a_readable_header() -> None
     ((_, reason),) = processor.process([_message(b"x")]).dead
     assert reason.startswith("could not process: ValueError: 999")
     assert len(reason) == 501
+
+
+def test_a_message_mixing_instruments_is_regrouped_per_instrument_in_order() -> None:
+    btc = [sample_tick(trade_id=str(n)) for n in range(3)]
+    eth = [sample_tick(symbol="ETHUSDT", trade_id=str(n)) for n in range(2)]
+    other = sample_tick(exchange="COINBASE", trade_id="0")
+    mixed = [btc[0], eth[0], btc[1], other, eth[1], btc[2]]
+    result = _processor().process([_message(encode_ticks(btc[:1])), _message(encode_ticks(mixed))])
+    assert result.duplicates == 1
+    groups = {o.key: decode(o.value).records for o in result.outputs}
+    assert groups == {
+        b"BINANCE:BTCUSDT": btc,
+        b"BINANCE:ETHUSDT": eth,
+        b"COINBASE:BTCUSDT": [other],
+    }
+    assert [o.key for o in result.outputs] == [
+        b"BINANCE:BTCUSDT", b"BINANCE:ETHUSDT", b"COINBASE:BTCUSDT"
+    ]  # fmt: skip
