@@ -115,8 +115,8 @@ class Added:
     """What one call of :meth:`BarBuilder.add` saw."""
 
     trades: int = 0
-    late: int = 0  # trades that revised a closed bar
-    too_late: int = 0  # trades for bars no longer held
+    late: int = 0  # trades past some bar's end plus the lateness: that bar is revised
+    too_late: int = 0  # trades for some bar no longer held (no bar of that interval made)
     duplicates: int = 0  # trades already in their bar
 
 
@@ -157,6 +157,7 @@ class BarBuilder:
         order = order_key(tick, at)
         price, size = tick.price, tick.size
         print_id = fingerprint(tick)
+        late = too_late = False
         for name, length in self.intervals:
             start = at - at % length
             bar = instrument.bars.get((name, start))
@@ -165,10 +166,9 @@ class BarBuilder:
                     instrument.watermark_us
                 )
                 if too_old or start < instrument.floor_us.get(name, start):
-                    added.too_late += 1
+                    too_late = True
                     continue
-                if start + length + self.lateness_us <= instrument.watermark_us:
-                    added.late += 1
+                late = late or start + length + self.lateness_us <= instrument.watermark_us
                 instrument.bars[(name, start)] = BarState(
                     start, start + length, order, price, order, price, price, price, size,
                     price * size, 1, {print_id},
@@ -178,8 +178,7 @@ class BarBuilder:
                 added.duplicates += 1
                 continue
             bar.seen.add(print_id)
-            if bar.closed or bar.end_us + self.lateness_us <= instrument.watermark_us:
-                added.late += 1
+            late = late or bar.closed or bar.end_us + self.lateness_us <= instrument.watermark_us
             if order < bar.first:
                 bar.first, bar.open = order, price
             if order > bar.last:
@@ -191,6 +190,8 @@ class BarBuilder:
             bar.count += 1
             bar.dirty = True
         instrument.watermark_us = max(instrument.watermark_us, at)
+        added.late += late
+        added.too_late += too_late
 
     def _close_by_watermark(self, instrument: Instrument) -> None:
         horizon = instrument.watermark_us - self.lateness_us

@@ -49,7 +49,7 @@ class BarMetrics:
         )
         self.too_late = Counter(
             "mdp_bars_too_late_trades",
-            "Trades (per interval) for derived bars no longer held: no bar is made of them",
+            "Trades for a derived bar no longer held: no bar of that interval is made of them",
             registry=registry,
         )
         self.emitted = Counter(
