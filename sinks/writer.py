@@ -142,7 +142,7 @@ class BatchWriter:
     async def prepare(self, conn: AnyConnection) -> None:
         """Create this connection's staging tables and set its jsonb dumper (once per
         connection)."""
-        conn.adapters.register_dumper(Jsonb, _JsonbDumper)
+        use_msgspec_jsonb(conn)
         async with conn.transaction():
             for statement in self._create_stages:
                 await conn.execute(statement)
@@ -196,11 +196,24 @@ class BatchWriter:
         cur: psycopg.AsyncCursor[Any], statement: sql.Composed, types: list[str],
         rows: Iterable[tuple[object, ...]],
     ) -> None:  # fmt: skip
-        async with cur.copy(statement) as copy:
-            copy.set_types(types)
-            # The formatter fills a buffer and hands it over every 32 KiB: one await per
-            # buffer, not one per row (what ``await copy.write_row(row)`` costs).
-            write_row = copy.formatter.write_row
-            for row in rows:
-                if data := write_row(row):
-                    await copy.write(data)
+        await copy_rows(cur, statement, types, rows)
+
+
+def use_msgspec_jsonb(conn: AnyConnection) -> None:
+    """Dump jsonb values of binary COPY on ``conn`` with msgspec."""
+    conn.adapters.register_dumper(Jsonb, _JsonbDumper)
+
+
+async def copy_rows(
+    cur: psycopg.AsyncCursor[Any], statement: sql.SQL | sql.Composed, types: list[str],
+    rows: Iterable[tuple[object, ...]],
+) -> None:  # fmt: skip
+    """``COPY … FROM STDIN (FORMAT BINARY)`` of ``rows``, typed by ``types``."""
+    async with cur.copy(statement) as copy:
+        copy.set_types(types)
+        # The formatter fills a buffer and hands it over every 32 KiB: one await per buffer,
+        # not one per row (what ``await copy.write_row(row)`` costs).
+        write_row = copy.formatter.write_row
+        for row in rows:
+            if data := write_row(row):
+                await copy.write(data)
