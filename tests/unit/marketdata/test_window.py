@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +111,14 @@ def test_the_window_admits_what_a_plain_model_of_its_rules_admits(
         assert all(key in window for key in model.keys)
 
 
-def test_the_fingerprint_is_one_hash_of_the_unique_key() -> None:
-    tick = sample_tick()
-    assert fingerprint(tick) == hash(tick.key)
+def test_times_a_microsecond_apart_have_different_fingerprints_across_the_years() -> None:
+    """The time is hashed as POSIX seconds: a float must still tell microseconds apart."""
+    for year in (1970, 2000, 2024, 2099):
+        at = datetime(year, 12, 31, 23, 59, 59, 999_998, tzinfo=UTC)
+        ticks = [sample_tick(timestamp=at + timedelta(microseconds=n)) for n in range(2)]
+        assert ticks[0].timestamp.timestamp() != ticks[1].timestamp.timestamp()
+        assert fingerprint(ticks[0]) != fingerprint(ticks[1])
+    same = datetime(2024, 3, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    assert fingerprint(sample_tick(timestamp=same)) == fingerprint(
+        sample_tick(timestamp=same.astimezone(UTC))
+    )
