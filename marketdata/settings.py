@@ -33,6 +33,7 @@ DTC_FAKE_PORTS: Final = (18099, 18098)
 _INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
 # Derived bars: seconds, minutes, hours or days (weeks and months have no fixed length).
 _BAR_INTERVALS = r"^ *[1-9][0-9]{0,5}[smhd]( *, *[1-9][0-9]{0,5}[smhd])* *$"
+_ROLLUP_INTERVALS = r"^ *[1-9][0-9]{0,5}[mhd]( *, *[1-9][0-9]{0,5}[mhd])* *$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
 # Variables under these prefixes are ours: one the settings do not know is most likely misspelt.
 PREFIXES: Final = (
@@ -108,6 +109,11 @@ class Settings(BaseModel):
     compress_after: str | None = Field(None, alias="MDP_COMPRESS_AFTER", pattern=_INTERVAL)
     ticks_retention: str | None = Field(None, alias="MDP_TICKS_RETENTION", pattern=_INTERVAL)
     bars_retention: str | None = Field(None, alias="MDP_BARS_RETENTION", pattern=_INTERVAL)
+    # Rollups of stored 1m bars (marketdata/rollups.py): continuous aggregates on TimescaleDB,
+    # tables kept by `mdp rollup` on plain PostgreSQL; both made by `mdp migrate`.
+    rollup_intervals: str = Field(
+        "5m,15m,1h,1d", alias="MDP_ROLLUP_INTERVALS", pattern=_ROLLUP_INTERVALS
+    )
 
     # Processors (`mdp process`).
     process_group: str = Field("mdp-processor", alias="MDP_PROCESS_GROUP", min_length=1)

@@ -16,6 +16,7 @@ from marketdata.settings import Settings
 from mdp.cli_common import fail
 from mdp.cli_import import import_group
 from mdp.cli_ops import config, dlq, migrate, services, topics
+from mdp.cli_rollup import rollup
 from mdp.cli_venues import backfill, produce
 from mdp.pipeline import ROLES
 from sinks.service import run_sink
@@ -54,6 +55,7 @@ def cli(ctx: click.Context) -> None:
       services  start/stop/inspect local Kafka and PostgreSQL
       topics    create the pipeline's Kafka topics
       migrate   create or upgrade the database tables
+      rollup    keep the 5m/15m/1h/1d rollups of 1m bars current (plain PostgreSQL)
       config    show the effective configuration (secrets masked)
 
     Configuration comes from environment variables only; see `mdp config` and the README.
@@ -186,7 +188,7 @@ def webhook_sign(settings: Settings, body: click.utils.LazyFile) -> None:
     )
 
 
-for command in (produce, backfill, import_group, migrate, topics, dlq, config, services):
+for command in (produce, backfill, import_group, migrate, rollup, topics, dlq, config, services):
     cli.add_command(command)
 
 

@@ -19,6 +19,7 @@ from marketdata.settings import Settings
 from tests.services import Found
 
 ROOT = Path(__file__).resolve().parents[2]
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -71,12 +72,21 @@ def test_upgrade_creates_both_tables_with_their_keys(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="marketdata.migrations"):
         migrate.upgrade(fresh)
-    assert migrate.current_revision(fresh) == "0001"
+    assert migrate.current_revision(fresh) == HEAD
+    rollup_columns = ["exchange", "symbol", "timestamp", "open", "high", "low", "close", "volume",
+                      "trade_count", "bars"]  # fmt: skip
+    # Rollups of 1m bars (0002): continuous aggregates (views) on TimescaleDB, tables and the
+    # job's marks on plain PostgreSQL; the same columns either way.
+    marks = (
+        {} if _has_timescaledb(fresh) else {"market_data_rollup_marks": ["rollup", "scanned_to"]}
+    )
     assert _tables(fresh) == {
         "market_data_ticks": ["exchange", "symbol", "timestamp", "source", "trade_id", "price",
                               "size", "side", "received_at", "extras"],
         "market_data_ohlcv": ["exchange", "symbol", "interval", "timestamp", "open", "high", "low",
                               "close", "volume", "trade_count", "closed", "source", "updated_at"],
+        **{f"market_data_ohlcv_{name}": rollup_columns for name in ("5m", "15m", "1h", "1d")},
+        **marks,
     }  # fmt: skip
     assert _primary_key(fresh, "market_data_ticks") == [
         "exchange", "symbol", "timestamp", "source", "trade_id"
@@ -100,12 +110,14 @@ def test_upgrade_creates_both_tables_with_their_keys(
 def test_upgrade_is_idempotent_and_downgrade_drops_everything(fresh: Settings) -> None:
     migrate.upgrade(fresh)
     migrate.upgrade(fresh)
-    assert migrate.current_revision(fresh) == "0001"
+    assert migrate.current_revision(fresh) == HEAD
     migrate.downgrade(fresh, "base")
     assert migrate.current_revision(fresh) is None
     assert _tables(fresh) == {}
-    migrate.upgrade(fresh)
+    migrate.upgrade(fresh, "0001")
     assert set(_tables(fresh)) == {"market_data_ticks", "market_data_ohlcv"}
+    migrate.upgrade(fresh)
+    assert {"market_data_ohlcv_5m", "market_data_ohlcv_1d"} <= set(_tables(fresh))
 
 
 def test_plain_alembic_command_uses_the_environment(fresh: Settings) -> None:
@@ -115,7 +127,7 @@ def test_plain_alembic_command_uses_the_environment(fresh: Settings) -> None:
         env={**os.environ, "MARKET_DATA_DATABASE_URL": fresh.database},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert migrate.current_revision(fresh) == "0001"
+    assert migrate.current_revision(fresh) == HEAD
 
 
 @pytest.mark.parametrize(

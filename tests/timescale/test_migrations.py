@@ -1,5 +1,6 @@
 """The migrations on TimescaleDB: up, down and up again, with and without compression and
-retention configured; the hypertables, compression settings and policy jobs each leaves."""
+retention configured; the hypertables, compression settings, continuous aggregates (rollups) and
+policy jobs each leaves."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _state(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         dimensions = conn.execute(
             "SELECT hypertable_name, column_name, time_interval"
-            " FROM timescaledb_information.dimensions ORDER BY 1"
+            " FROM timescaledb_information.dimensions WHERE hypertable_schema = 'public'"
+            " ORDER BY 1"
         ).fetchall()
         # TimescaleDB 2.23 lists every hypertable there, with NULLs until compression is set.
         compression = conn.execute(
@@ -32,17 +34,42 @@ def _state(url: str) -> dict[str, Any]:
             " WHERE h.compression_enabled ORDER BY 1"
         ).fetchall()
         jobs = conn.execute(
-            "SELECT hypertable_name, proc_name, config - 'hypertable_id'"
+            "SELECT hypertable_name, proc_name, config - 'hypertable_id' - 'mat_hypertable_id'"
             " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL ORDER BY 1, 2"
         ).fetchall()
         tables = conn.execute(
             "SELECT tablename FROM pg_tables"
             " WHERE schemaname = 'public' AND tablename LIKE 'market_data_%' ORDER BY 1"
         ).fetchall()
-    return {"dimensions": dimensions, "compression": compression, "jobs": jobs, "tables": tables}
+        rollups = conn.execute(
+            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+            " ORDER BY 1"
+        ).fetchall()
+    return {
+        "dimensions": dimensions, "compression": compression, "jobs": jobs, "tables": tables,
+        "rollups": rollups,
+    }  # fmt: skip
 
 
-EMPTY: dict[str, Any] = {"dimensions": [], "compression": [], "jobs": [], "tables": []}
+def _refresh(view: str, start: str, end: str) -> tuple[str, str, dict[str, str]]:
+    return (
+        f"market_data_ohlcv_{view}", "policy_refresh_continuous_aggregate",
+        {"start_offset": start, "end_offset": end},
+    )  # fmt: skip
+
+
+EMPTY: dict[str, Any] = {
+    "dimensions": [], "compression": [], "jobs": [], "tables": [], "rollups": [],
+}  # fmt: skip
+# Real-time continuous aggregates of 1m bars, refreshed from 3 days (or 3 buckets) back to one
+# bucket back: the default MDP_ROLLUP_INTERVALS.
+ROLLUP_JOBS = [
+    _refresh("15m", "72:00:00", "00:15:00"),
+    _refresh("1d", "72:00:00", "24:00:00"),
+    _refresh("1h", "72:00:00", "01:00:00"),
+    _refresh("5m", "72:00:00", "00:05:00"),
+]
+ROLLUPS = [(f"market_data_ohlcv_{name}", False) for name in ("15m", "1d", "1h", "5m")]
 HYPERTABLES = [
     ("market_data_ohlcv", "timestamp", timedelta(days=7)),
     ("market_data_ticks", "timestamp", timedelta(days=1)),
@@ -53,7 +80,8 @@ TABLES = [("market_data_ohlcv",), ("market_data_ticks",)]
 def test_up_down_up_without_policies_gives_hypertables_only(pglite: Server) -> None:
     plain = Settings.from_env({"MARKET_DATA_DATABASE_URL": pglite.url})
     hypertables_only = {
-        "dimensions": HYPERTABLES, "compression": [], "jobs": [], "tables": TABLES,
+        "dimensions": HYPERTABLES, "compression": [], "jobs": ROLLUP_JOBS, "tables": TABLES,
+        "rollups": ROLLUPS,
     }  # fmt: skip
     migrate.upgrade(plain)
     migrate.upgrade(plain)  # idempotent
@@ -66,7 +94,9 @@ def test_up_down_up_without_policies_gives_hypertables_only(pglite: Server) -> N
 
 
 def test_up_down_up_with_policies_configures_compression_and_retention(pglite: Server) -> None:
-    settings = timescale_settings(pglite.url, MDP_TICKS_CHUNK_INTERVAL="2 days")
+    settings = timescale_settings(
+        pglite.url, MDP_TICKS_CHUNK_INTERVAL="2 days", MDP_ROLLUP_INTERVALS="4h,10m"
+    )
     expected = {
         "dimensions": [
             ("market_data_ohlcv", "timestamp", timedelta(days=7)),
@@ -79,10 +109,13 @@ def test_up_down_up_with_policies_configures_compression_and_retention(pglite: S
         "jobs": [
             ("market_data_ohlcv", "policy_compression", {"compress_after": "7 days"}),
             ("market_data_ohlcv", "policy_retention", {"drop_after": "400 days"}),
+            _refresh("10m", "72:00:00", "00:10:00"),
+            _refresh("4h", "72:00:00", "04:00:00"),
             ("market_data_ticks", "policy_compression", {"compress_after": "7 days"}),
             ("market_data_ticks", "policy_retention", {"drop_after": "30 days"}),
         ],
         "tables": TABLES,
+        "rollups": [("market_data_ohlcv_10m", False), ("market_data_ohlcv_4h", False)],
     }
     for _ in range(2):
         migrate.downgrade(settings, "base")
