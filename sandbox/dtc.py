@@ -14,7 +14,8 @@ message), ``logoff``, ``history_busy`` (reject with a retry time),
 ``history_cut_after`` (close the connection after that many records, and ``history_garbage``
 written in the same write as the last of them, uncompressed), ``history_final_flag = False``
 (no record says it is the last) and ``history_tail`` (a test's own bytes after the records,
-such as a ``HISTORICAL_PRICE_DATA_RESPONSE_TRAILER`` built from the header by hand).
+such as a ``HISTORICAL_PRICE_DATA_RESPONSE_TRAILER`` built from the header by hand), or
+``history_records`` (a test's own record bytes instead of the series).
 
     python -m sandbox.dtc --port 18099 --historical-port 18098 --rate 20
 """
@@ -104,6 +105,8 @@ class FakeDtc:
     # False: no record says IsFinalRecord (a server that ends with the trailer alone)
     history_final_flag: bool = True
     history_tail: bytes = b""  # raw bytes after the records, in the zlib stream if compressed
+    # a test's own record bytes (packed by hand from the header) served instead of the series
+    history_records: bytes | None = None
     # 1_000_000: bar times as the current header's t_DateTimeWithMicrosecondsInt, not seconds
     history_time_scale: int = 1
     protocol_version: int = m.PROTOCOL_VERSION  # said in ENCODING_RESPONSE and LOGON_RESPONSE
@@ -318,11 +321,13 @@ class FakeDtc:
             return
         records = [{**r, "StartDateTime": r["StartDateTime"] * self.history_time_scale}
                    if "StartDateTime" in r else r for r in self._records(request)]  # fmt: skip
+        if self.history_records is not None:
+            records = []
         compress = bool(request["UseZLibCompression"]) and self.compress and conn.codec is BINARY
         await conn.send({
             "Type": m.HISTORICAL_PRICE_DATA_RESPONSE_HEADER, "RequestID": request_id,
             "RecordInterval": request["RecordInterval"], "UseZLibCompression": int(compress),
-            "NoRecordsToReturn": int(not records),
+            "NoRecordsToReturn": int(not records and not self.history_records),
         })  # fmt: skip
         cut, self.history_cut_after = self.history_cut_after, None
         if cut is not None:  # the connection breaks before the final record
@@ -331,6 +336,8 @@ class FakeDtc:
             records[-1:] = [{**r, "IsFinalRecord": 1} for r in records[-1:]]
         body = [(encode_binary if compress else conn.codec.encode)({**r, "RequestID": request_id})
                 for r in records]  # fmt: skip
+        if self.history_records:
+            body.append(self.history_records)
         if cut is None and self.history_tail:
             body.append(self.history_tail)
         if compress:

@@ -21,6 +21,7 @@ from marketdata.settings import Settings
 from producers.dtc.backfill import backfill
 from producers.dtc.normalise import Instrument
 from sandbox.dtc import FakeDtc, bar_record, fixture_trades
+from tests.dtc_frames import trailer_807 as trailer
 from tests.integration.processors.support import read_bars, read_ticks, read_topic
 from tests.integration.producers.support import stored_bar
 
@@ -89,13 +90,6 @@ async def test_bars_with_microsecond_times_are_stored_as_with_seconds(
     assert result.records == 10
     bars = await read_bars(dtc_settings, dtc_settings.topics.bars_raw, key=b"CME:ESZ4")
     assert summary(bars) == expected_bars(range(10))
-
-
-def trailer(final_record_time: int) -> bytes:
-    """s_HistoricalPriceDataResponseTrailer of the current header (navas8889/dtc-sdk @40077a08,
-    DTC/DTCProtocol.h), by hand: uint16 Size, uint16 Type 807, int32 RequestID (1, the
-    client's), t_DateTimeWithMicrosecondsInt FinalRecordLastDateTime at 8; sizeof 16."""
-    return struct.pack("<HHiq", 16, 807, 1, final_record_time)
 
 
 @pytest.mark.parametrize("compress", [True, False])

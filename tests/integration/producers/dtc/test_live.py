@@ -28,6 +28,7 @@ from producers.dtc.normalise import Instrument, Occurrences, trade
 from producers.dtc.session import DtcSession, Endpoint
 from producers.publisher import Publisher
 from sandbox.dtc import FakeDtc, fixture, fixture_trades
+from tests import dtc_frames as f
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_ticks, read_topic
 from tests.integration.roles import role_process
@@ -298,16 +299,12 @@ async def test_the_current_headers_microsecond_trade_and_quote_are_stored(
     runner: Live, fake: FakeDtc, settings: Settings
 ) -> None:
     live = await runner.start()
-    # Built by hand from the current header (navas8889/dtc-sdk @40077a08, DTC/DTCProtocol.h),
-    # #pragma pack(push, 1), SymbolID 1 (ESZ4): s_MarketDataUpdateTradeWithUnbundledIndicator2
-    # (uint16 Size, uint16 Type, uint32 SymbolID, float Price, uint32 Volume, int64 DateTime µs,
-    # uint8 AtBidOrAsk, int8 UnbundledTradeIndicator, int8 TradeCondition) and
-    # s_MarketDataUpdateBidAskFloatWithMicroseconds (Size, Type, SymbolID, float BidPrice,
-    # BidQuantity, AskPrice, AskQuantity, int64 DateTime µs).
-    await fake.send_raw(struct.pack("<HHIfIqBbb", 27, 146, 1, 5123.25, 3, 1709303400_123456,
-                                    1, 0, 0))  # fmt: skip
-    await fake.send_raw(struct.pack("<HHIffffq", 32, 144, 1, 5123.0, 7.0, 5123.5, 2.0,
-                                    1709303400_654321))  # fmt: skip
+    # Built by hand from the current header (tests/dtc_frames.py), SymbolID 1 (ESZ4).
+    trade_146 = f.trade_146(1, price=5123.25, volume=3, time_us=1709303400_123456, at=m.AT_BID)
+    quote_144 = f.bid_ask_144(1, bid=5123.0, bid_size=7.0, ask=5123.5, ask_size=2.0,
+                              time_us=1709303400_654321)  # fmt: skip
+    await fake.send_raw(trade_146)
+    await fake.send_raw(quote_144)
     await wait_until(lambda: live.stats.records >= 3, within=15, step=0.02)
     ticks = await read_ticks(settings, settings.topics.ticks_raw, key=b"CME:ESZ4")
     at = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -323,21 +320,14 @@ async def test_the_current_headers_other_trade_quote_and_snapshot_variants_are_p
     runner: Live, fake: FakeDtc, settings: Settings
 ) -> None:
     live = await runner.start()
-    # By hand from the current header (navas8889/dtc-sdk @40077a08, DTC/DTCProtocol.h),
-    # SymbolID 1 (ESZ4). pack(8): s_MarketDataUpdateLastTradeSnapshot (134: SymbolID, double
-    # LastTradePrice, LastTradeVolume, LastTradeDateTime) and
-    # s_MarketDataUpdateTradeWithUnbundledIndicator (137: SymbolID 4, uint8 AtBidOrAsk 8, int8
-    # Unbundled 9, uint8 TradeCondition 10, Reserve_1 11, uint32 Reserve_2 12, double Price 16,
-    # uint32 Volume 24, uint32 Reserve_3 28, double DateTime 32). pack(1):
-    # s_MarketDataUpdateTradeNoTimestamp (142: SymbolID, float Price, uint32 Volume, uint8
-    # AtBidOrAsk, int8, int8), s_MarketDataUpdateBidAskNoTimeStamp (143: SymbolID, float, uint32,
-    # float, uint32), s_MarketDataUpdateBidAskFloatWithMicroseconds (144).
-    last_134 = struct.pack("<HHIddd", 32, 134, 1, 5122.75, 2.0, 1709303399.875)
-    no_time_142 = struct.pack("<HHIfIBbb", 19, 142, 1, 5123.0, 4, 2, 0, 0)
-    trade_137 = struct.pack("<HHIBbBBIdIId", 40, 137, 1, 1, 1, 0, 0, 0, 5123.5, 7, 0,
-                            1709303400.25)  # fmt: skip
-    quote_143 = struct.pack("<HHIfIfI", 24, 143, 1, 5123.25, 12, 5123.5, 30)
-    quote_144 = struct.pack("<HHIffffq", 32, 144, 1, 5123.0, 7.0, 5123.5, 2.0, 1709303400_654321)
+    # By hand from the current header (tests/dtc_frames.py), SymbolID 1 (ESZ4).
+    last_134 = f.last_trade_134(1, price=5122.75, volume=2.0, time_s=1709303399.875)
+    no_time_142 = f.trade_142(1, price=5123.0, volume=4, at=m.AT_ASK)
+    trade_137 = f.trade_137(1, price=5123.5, volume=7, time_s=1709303400.25, at=m.AT_BID,
+                            unbundled=1)  # fmt: skip
+    quote_143 = f.bid_ask_143(1, bid=5123.25, bid_size=12, ask=5123.5, ask_size=30)
+    quote_144 = f.bid_ask_144(1, bid=5123.0, bid_size=7.0, ask=5123.5, ask_size=2.0,
+                              time_us=1709303400_654321)  # fmt: skip
     # A 143 before any timed quote has no time to take: a dead letter, the rest goes on.
     await fake.send_raw(last_134 + no_time_142 + trade_137 + no_time_142 + quote_143)
     await fake.send_raw(quote_144 + quote_143)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,6 +15,7 @@ from producers.dtc import normalise
 from producers.dtc.codec import decode_binary, decode_json, encode_binary, encode_json
 from producers.dtc.normalise import Instrument, Occurrences
 from sandbox.dtc import fixture, fixture_trades
+from tests import dtc_frames as f
 
 ES = Instrument("ESZ4", "CME")
 RECEIVED = datetime(2024, 3, 1, 14, 30, 5, 500000, tzinfo=UTC)
@@ -155,16 +155,11 @@ def test_a_historical_bar_time_in_seconds_or_microseconds_by_value(start: int, m
     assert bar.timestamp == expected.replace(microsecond=micros)
 
 
-# Frames built by hand from the current header (navas8889/dtc-sdk @40077a08,
-# DTC/DTCProtocol.h), not through the project's table: both structs sit in #pragma pack(push, 1).
-# s_MarketDataUpdateTradeWithUnbundledIndicator2: uint16 Size, uint16 Type, uint32 SymbolID,
-# float Price, uint32 Volume, t_DateTimeWithMicrosecondsInt DateTime (int64), AtBidOrAskEnum8
-# (uint8), UnbundledTradeIndicatorEnum (int8), TradeConditionEnum (int8).
-TRADE_146 = struct.pack("<HHIfIqBbb", 27, 146, 1, 5123.25, 3, 1709303400_123456, 2, 0, 0)
-# s_MarketDataUpdateBidAskFloatWithMicroseconds: uint16 Size, uint16 Type, uint32 SymbolID,
-# float BidPrice, float BidQuantity, float AskPrice, float AskQuantity, int64 DateTime (µs).
-QUOTE_144 = struct.pack("<HHIffffq", 32, 144, 1, 5123.0, 7.0, 3.4028234663852886e38, 0.0,
-                        1709303400_654321)  # fmt: skip
+# Frames built by hand from the current header (tests/dtc_frames.py), not through the
+# project's table.
+TRADE_146 = f.trade_146(1, price=5123.25, volume=3, time_us=1709303400_123456, at=m.AT_ASK)
+QUOTE_144 = f.bid_ask_144(1, bid=5123.0, bid_size=7.0, ask=3.4028234663852886e38, ask_size=0.0,
+                          time_us=1709303400_654321)  # fmt: skip
 
 
 def test_a_trade_with_unbundled_indicator_2_has_microseconds_and_whole_volume() -> None:
@@ -182,19 +177,12 @@ def test_a_float_bid_ask_with_microseconds_skips_the_unset_side() -> None:
     ]
 
 
-# More of the same header, by hand. pack(1): s_MarketDataUpdateTradeNoTimestamp (SymbolID, float
-# Price, uint32 Volume, uint8 AtBidOrAsk, int8 UnbundledTradeIndicator, int8 TradeCondition) and
-# s_MarketDataUpdateBidAskNoTimeStamp (SymbolID, float BidPrice, uint32 BidQuantity, float
-# AskPrice, uint32 AskQuantity). pack(8): s_MarketDataUpdateTradeWithUnbundledIndicator
-# (SymbolID 4, uint8 AtBidOrAsk 8, int8 Unbundled 9, uint8 TradeCondition 10, uint8 Reserve_1
-# 11, uint32 Reserve_2 12, double Price 16, uint32 Volume 24, uint32 Reserve_3 28, double
-# DateTime 32) and s_MarketDataUpdateLastTradeSnapshot (SymbolID 4, double LastTradePrice 8,
-# double LastTradeVolume 16, double LastTradeDateTime 24).
-TRADE_142 = struct.pack("<HHIfIBbb", 19, 142, 1, 5123.25, 3, 2, 0, 0)
-QUOTE_143 = struct.pack("<HHIfIfI", 24, 143, 1, 5123.0, 12, 5123.5, 4_000_000)
-TRADE_137 = struct.pack("<HHIBbBBIdIId", 40, 137, 1, 1, 1, 0, 0, 0, 5123.5, 7, 0,
-                        1709303400.25)  # fmt: skip
-LAST_134 = struct.pack("<HHIddd", 32, 134, 1, 5122.75, 2.0, 1709303399.875)
+# More of the same header, by hand.
+TRADE_142 = f.trade_142(1, price=5123.25, volume=3, at=m.AT_ASK)
+QUOTE_143 = f.bid_ask_143(1, bid=5123.0, bid_size=12, ask=5123.5, ask_size=4_000_000)
+TRADE_137 = f.trade_137(1, price=5123.5, volume=7, time_s=1709303400.25, at=m.AT_BID,
+                        unbundled=1)  # fmt: skip
+LAST_134 = f.last_trade_134(1, price=5122.75, volume=2.0, time_s=1709303399.875)
 AT = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 
 
@@ -232,7 +220,7 @@ def test_a_trade_without_timestamp_takes_the_prior_trades_and_counts_as_another(
         # 137 at 14:30:00.250, price 5123.5, volume 7, at the bid
         (TRADE_137, normalise.trade_unbundled_ms),
         # 146, pack(1), the same trade in µs; a float32 price that only rounds to 5123.1
-        (struct.pack("<HHIfIqBbb", 27, 146, 1, 5123.1, 7, 1709303400_250000, 1, 0, 0),
+        (f.trade_146(1, price=5123.1, volume=7, time_us=1709303400_250000, at=m.AT_BID),
          normalise.trade_unbundled),
     ],
 )  # fmt: skip
@@ -240,9 +228,8 @@ def test_a_live_trade_and_its_history_tick_record_get_one_id(
     frame: bytes, normaliser: Callable[..., Tick]
 ) -> None:
     live = normaliser(decode_binary(frame), ES, RECEIVED, Occurrences())
-    # s_HistoricalPriceDataTickRecordResponse (804, pack(8)): RequestID 4, double DateTime 8,
-    # uint16 AtBidOrAsk 16, double Price 24, double Volume 32, uint8 IsFinalRecord 40.
-    record = struct.pack("<HHidH6xddB7x", 48, 804, 1, 1709303400.25, 1, float(live.price), 7.0, 0)
+    # The same trade as a gap fill fetches it: a HISTORICAL_PRICE_DATA_TICK_RECORD_RESPONSE.
+    record = f.tick_804(1709303400.25, at=m.AT_BID, price=float(live.price), volume=7.0)
     again = normalise.trade(decode_binary(record), ES, RECEIVED, Occurrences())
     assert again == live
 
@@ -287,7 +274,7 @@ def test_the_last_trade_snapshot_is_the_snapshots_last_trade_and_times_a_later_1
     assert same.trade_id == tick.trade_id
     assert normalise.trade_no_timestamp(decode_binary(TRADE_142), ES, RECEIVED,
                                         occurrences).timestamp == traded_at  # fmt: skip
-    unset = struct.pack("<HHIddd", 32, 134, 1, m.DBL_MAX, 0.0, 0.0)
+    unset = f.last_trade_134(1, price=m.DBL_MAX, volume=0.0, time_s=0.0)
     assert normalise.last_trade_snapshot(decode_binary(unset), ES, RECEIVED, occurrences) == []
 
 
@@ -307,14 +294,12 @@ def test_an_older_snapshot_time_does_not_rewind_the_prior_trade_time() -> None:
 def test_the_history_trailers_time_is_seconds_or_microseconds_by_value(
     value: int, expected: datetime | None
 ) -> None:
-    # s_HistoricalPriceDataResponseTrailer: RequestID int32 at 4, t_DateTimeWithMicrosecondsInt
-    # FinalRecordLastDateTime at 8 (pack(8)), sizeof 16.
-    trailer = decode_binary(struct.pack("<HHiq", 16, 807, 1, value))
+    trailer = decode_binary(f.trailer_807(value))
     assert normalise.trailer_time(trailer) == expected
 
 
 def test_a_history_trailer_time_out_of_range_is_invalid() -> None:
-    trailer = decode_binary(struct.pack("<HHiq", 16, 807, 1, -5))
+    trailer = decode_binary(f.trailer_807(-5))
     with pytest.raises(InvalidRecord, match="FinalRecordLastDateTime"):
         normalise.trailer_time(trailer)
 
