@@ -136,6 +136,8 @@ async def test_a_backfill_with_bars_in_microseconds_and_in_seconds_is_stored(
     assert backfill.returncode == 0, err.decode()
     assert "3 bars of ESZ4@CME 1m" in out.decode()
     assert "in 1 request" in out.decode()  # ended by the trailer, not asked again
+    assert "dead-lettered" not in out.decode()
+    assert "trailer" not in err.decode()  # its time is the last bar's: nothing went missing
     [request] = fake.history_requests
     assert request["UseZLibCompression"] == 1  # the records came in the zlib stream
     window = ("ESZ4", t0, t0 + timedelta(minutes=3))
