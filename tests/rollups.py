@@ -3,15 +3,21 @@ the oracle that the plain-PostgreSQL job and TimescaleDB's continuous aggregates
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
 from psycopg import sql
 
+from marketdata import migrate
+from marketdata.database import connect
 from marketdata.records import Bar
+from marketdata.settings import Settings
+from sinks.writer import BatchWriter
 
 ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # time_bucket's, for timestamptz
 Row = tuple[object, ...]
@@ -80,3 +86,35 @@ def stored(url: str, table: str) -> list[Row]:
                 " trade_count, bars FROM {} ORDER BY 1, 2, 3"
             ).format(sql.Identifier(table))
         ).fetchall()
+
+
+def write(url: str, bars: list[Bar]) -> None:
+    """Store ``bars`` as the sink does (its BatchWriter), on a connection of its own."""
+
+    async def run() -> None:
+        conn = await connect(url)
+        try:
+            writer = BatchWriter()
+            await writer.prepare(conn)
+            await writer.write(conn, [], bars)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def plain_database(server_url: str, name: str, spec: str) -> Iterator[Settings]:
+    """A migrated database ``name`` on the plain PostgreSQL at ``server_url``, dropped after."""
+    base, _, _ = server_url.rpartition("/")
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        settings = Settings.from_env(
+            {"MARKET_DATA_DATABASE_URL": f"{base}/{name}", "MDP_ROLLUP_INTERVALS": spec}
+        )
+        migrate.upgrade(settings)
+        yield settings
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -3,7 +3,6 @@ the 1m bars, and late bars and revisions of any age reach them at the next run."
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,15 +11,11 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from marketdata import migrate
-from marketdata.database import connect
 from marketdata.records import Bar
 from marketdata.rollups import refresh, rollups
 from marketdata.settings import Settings
-from sinks.writer import BatchWriter
-from tests.rollups import expected, sample_bars, stored
+from tests.rollups import expected, plain_database, sample_bars, stored, write
 from tests.services import Found
 
 SPEC = "5m,15m,1h,1d"
@@ -29,29 +24,8 @@ SPEC = "5m,15m,1h,1d"
 @pytest.fixture
 def plain(services: Found, unique: str) -> Iterator[Settings]:
     """A migrated database of this test's own on the session's PostgreSQL, dropped afterwards."""
-    base, _, _ = services.database_url.rpartition("/")
-    with psycopg.connect(services.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(unique)))
-    settings = Settings.from_env(
-        {"MARKET_DATA_DATABASE_URL": f"{base}/{unique}", "MDP_ROLLUP_INTERVALS": SPEC}
-    )
-    migrate.upgrade(settings)
-    yield settings
-    with psycopg.connect(services.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(unique)))
-
-
-def write(url: str, bars: list[Bar]) -> None:
-    async def run() -> None:
-        conn = await connect(url)
-        try:
-            writer = BatchWriter()
-            await writer.prepare(conn)
-            await writer.write(conn, [], bars)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    with plain_database(services.database_url, unique, SPEC) as settings:
+        yield settings
 
 
 def run_rollup(settings: Settings) -> dict[str, int]:

@@ -1,0 +1,93 @@
+"""The rollups on TimescaleDB: continuous aggregates refreshed by their policies (run by hand:
+PGlite has no background workers) equal the plain-PostgreSQL rollups of `mdp rollup` and the
+rollups computed independently, on the same bars; a revision and a late bar reach them at the
+next refresh and not before."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from marketdata.records import Bar
+from marketdata.rollups import refresh, rollups
+from marketdata.settings import Settings
+from tests.rollups import Row, expected, plain_database, sample_bars, stored, write
+from tests.services import Found
+from tests.timescale.support import job_ids, run_job
+
+pytestmark = pytest.mark.timescale
+SPEC = "5m,15m,1h,1d"
+
+
+@pytest.fixture
+def plain(services: Found, unique: str) -> Iterator[Settings]:
+    with plain_database(services.database_url, unique, SPEC) as settings:
+        yield settings
+
+
+def _refresh_all(url: str) -> None:
+    for rollup in rollups(SPEC):
+        (job,) = job_ids(url, "policy_refresh_continuous_aggregate", rollup.table)
+        run_job(url, job)
+
+
+def _materialized(url: str, view: str) -> list[Row]:
+    """What the refresh stored, without the real-time part computed at query time."""
+    with psycopg.connect(url) as conn:
+        schema, table = conn.execute(
+            "SELECT materialization_hypertable_schema, materialization_hypertable_name"
+            " FROM timescaledb_information.continuous_aggregates WHERE view_name = %s",
+            (view,),
+        ).fetchone() or ("", "")
+        return conn.execute(
+            sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema, table))
+        ).fetchall()
+
+
+def _revise(bar: Bar, **changes: object) -> Bar:
+    return Bar(**{**{f: getattr(bar, f) for f in bar.__struct_fields__}, **changes})
+
+
+def test_continuous_aggregates_equal_the_plain_rollups_and_take_revisions_when_refreshed(
+    empty: Settings, plain: Settings
+) -> None:
+    # Two days back, within every policy's window (3 days back to one bucket, a day at most).
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = day - timedelta(days=2) + timedelta(hours=10, minutes=31)
+    bars = sample_bars(start, 200)
+    for url in (empty.database, plain.database):
+        write(url, bars)
+    _refresh_all(empty.database)
+    with psycopg.connect(plain.database) as conn:
+        refresh(conn, SPEC)
+    for rollup in rollups(SPEC):
+        rows = expected(bars, rollup.width)
+        assert stored(plain.database, rollup.table) == rows
+        assert stored(empty.database, rollup.table) == rows
+        assert len(_materialized(empty.database, rollup.table)) == len(rows)
+
+    old = next(b for b in bars if b.symbol == "BTCUSDT" and b.interval == "1m")
+    revised = _revise(old, close=old.close + 1, high=old.high + 5)
+    stamps = {b.timestamp for b in bars if b.symbol == "BTCUSDT"}
+    gap = next(start + timedelta(minutes=m) for m in range(200)
+               if start + timedelta(minutes=m) not in stamps)  # fmt: skip
+    late = _revise(old, timestamp=gap, volume=Decimal("3.25"))
+    for url in (empty.database, plain.database):
+        write(url, [revised, late])
+    everything = [*bars, revised, late]
+    five = rollups("5m")[0]
+    # Materialized buckets keep the old values until the policy runs again.
+    assert stored(empty.database, five.table) == expected(bars, five.width)
+    _refresh_all(empty.database)
+    with psycopg.connect(plain.database) as conn:
+        refresh(conn, SPEC)
+    for rollup in rollups(SPEC):
+        rows = expected(everything, rollup.width)
+        assert rows != expected(bars, rollup.width)
+        assert stored(plain.database, rollup.table) == rows
+        assert stored(empty.database, rollup.table) == rows
