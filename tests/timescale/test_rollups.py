@@ -5,6 +5,8 @@ next refresh and not before."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -91,3 +93,14 @@ def test_continuous_aggregates_equal_the_plain_rollups_and_take_revisions_when_r
         assert rows != expected(bars, rollup.width)
         assert stored(plain.database, rollup.table) == rows
         assert stored(empty.database, rollup.table) == rows
+
+
+def test_mdp_rollup_leaves_timescaledb_to_its_policies(migrated: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mdp", "rollup"], capture_output=True, text=True, timeout=120,
+        check=False, env={**migrated.to_env(), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "TimescaleDB: the rollups are continuous aggregates, kept by policy"
+    )
