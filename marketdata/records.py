@@ -191,6 +191,7 @@ TradeCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_EXTRAS_INT - 1)]
 _PLAIN_CHARS: Final = 26
 # A flat extras object of at most this many plain values is within the node and depth limits.
 _FLAT_EXTRAS: Final = 64
+_FLAT_KINDS: Final = frozenset((bool, float, type(None)))
 _USUAL_INTERVALS: Final = frozenset(
     ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
      "1M")
@@ -214,16 +215,17 @@ def _flat_json(value: dict[str, Any]) -> bool:
     if len(value) > _FLAT_EXTRAS:
         return False
     text = 0
-    for key, item in value.items():
+    # Keys, then a lookup: cheaper than .items() here (~370 CPU instructions a record).
+    for key in value:  # noqa: PLC0206
+        text += len(key)
+        item = value[key]
         kind = type(item)
+        if kind in _FLAT_KINDS:
+            continue
         if kind is str:
             text += len(item)
-        elif kind is int:
-            if not -MAX_EXTRAS_INT <= item < MAX_EXTRAS_INT:
-                return False
-        elif kind is not bool and kind is not float and item is not None:
+        elif kind is not int or not -MAX_EXTRAS_INT <= item < MAX_EXTRAS_INT:
             return False
-        text += len(key)
     return text <= MAX_EXTRAS_TEXT
 
 
@@ -258,6 +260,7 @@ def _bar_range(bar: Bar) -> None:
             raise InvalidRecord(name, f"{value} is outside [low {bar.low}, high {bar.high}]")
 
 
+_caller: Final = sys._getframe
 _TICK_TEXT: Final = ("exchange", "symbol", "source", "trade_id")
 _BAR_TEXT: Final = ("exchange", "symbol", "source", "interval")
 _BAR_PRICES: Final = ("open", "high", "low", "close")
@@ -282,7 +285,7 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         raise TypeError("Tick cannot be subclassed")
 
     def __post_init__(self) -> None:
-        if sys._getframe(1).f_code is not _DECODING:
+        if _caller(1).f_code is not _DECODING:
             _built_tick(self)
             return
         # Decoded by RecordDecoder from JSON without a NUL: msgspec's constraints have checked
@@ -371,7 +374,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         raise TypeError("Bar cannot be subclassed")
 
     def __post_init__(self) -> None:
-        if sys._getframe(1).f_code is not _DECODING:
+        if _caller(1).f_code is not _DECODING:
             _built_bar(self)
             return
         # Decoded by RecordDecoder from JSON without a NUL (see Tick.__post_init__).
@@ -401,16 +404,20 @@ def _interval(interval: str) -> None:
 
 
 def _bar_values(bar: Bar) -> None:
-    """The decimals and the range of a bar whose decimals are of type Decimal."""
-    if not (
-        _plain(bar.open) and _plain(bar.high) and _plain(bar.low) and _plain(bar.close)
-        and _plain_unsigned(bar.volume)
+    """The decimals and the range of a bar whose decimals are all of type Decimal."""
+    o, h, lo, c, v = str(bar.open), str(bar.high), str(bar.low), str(bar.close), str(bar.volume)
+    joined = o + h + lo + c + v
+    # Plain notation ("E"), finite ("NaN", "sNaN", "Infinity"), short and a volume not signed.
+    if (
+        "E" in joined or "N" in joined or "I" in joined or v[0] == "-"
+        or len(o) > _PLAIN_CHARS or len(h) > _PLAIN_CHARS or len(lo) > _PLAIN_CHARS
+        or len(c) > _PLAIN_CHARS or len(v) > _PLAIN_CHARS
     ):  # fmt: skip
         for name in _BAR_PRICES:
             _finite(name, getattr(bar, name))
         _non_negative("volume", bar.volume)
-    low, high = bar.low, bar.high
-    if high < low or not low <= bar.open <= high or not low <= bar.close <= high:
+    # These four hold only if high >= low too.
+    if not (bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high):
         _bar_range(bar)
 
 
@@ -473,8 +480,9 @@ class RecordDecoder(Generic[_T]):
 
     def decode(self, data: bytes) -> _T:
         # JSON carries a NUL only as the escape \u0000 (raw control characters are malformed):
-        # a message with one is decoded from this frame, so its records get every check.
-        if b"\\u0000" in data:
+        # a message with one is decoded from this frame, so its records get every check. Most
+        # messages hold no backslash at all, which memchr finds out faster than the escape.
+        if b"\\" in data and b"\\u0000" in data:
             return self._decoder.decode(data)
         return self._decode_without_nul(data)
 
