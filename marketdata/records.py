@@ -467,10 +467,10 @@ class RecordDecoder(Generic[_T]):
     records skip the checks msgspec's constraints have made.
 
     Records know they are decoded here by their caller's frame: msgspec calls ``__post_init__``
-    from C, so the calling Python frame is :meth:`decode` (or :meth:`_decode_nul`) only when the
-    record came out of this decoder, which is strict and has no hooks. Anything else, including
-    code that runs inside a decode (a finaliser, a signal handler), has a frame of its own and
-    gets every check.
+    from C, so the calling Python frame is :meth:`_decode_without_nul` only when the record came
+    out of this decoder (strict, no hooks, the records' own constraints) from JSON without a
+    NUL escape. Anything else, including code that runs inside a decode (a finaliser, a signal
+    handler) and a message holding ``\\u0000``, has another frame and gets every check.
     """
 
     __slots__ = ("_decoder",)

@@ -516,3 +516,22 @@ def test_the_records_cannot_be_subclassed_to_loosen_the_decoders_constraints() -
         type("Loose", (Tick,), {"__annotations__": {"symbol": "str"}})
     with pytest.raises(TypeError, match="cannot be subclassed"):
         type("Loose", (Bar,), {})
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda fields: msgspec.json.decode(json.dumps(fields), type=Tick),
+        lambda fields: msgspec.convert(fields, Tick),
+        lambda fields: msgspec.json.Decoder(list[Tick]).decode(json.dumps([fields]))[0],
+    ],
+)
+def test_records_decoded_or_converted_elsewhere_get_every_check(build: Any) -> None:
+    # Only RecordDecoder's own frame skips what its constraints checked; the NUL check is not
+    # one of them, so a NUL in a message read by any other decoder must still be refused.
+    fields = json.loads(encode_ticks([sample_tick()]))["records"][0]
+    assert build(fields) == sample_tick()
+    with pytest.raises(msgspec.ValidationError, match="symbol: must not contain NUL"):
+        build({**fields, "symbol": "BTC\x00"})
+    with pytest.raises(msgspec.ValidationError, match="symbol: must be a non-empty string"):
+        build({**fields, "symbol": " "})
