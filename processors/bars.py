@@ -73,7 +73,7 @@ def order_key(tick: Tick, at_us: int) -> OrderKey:
     return (at_us, len(tick.trade_id), tick.trade_id, tick.source)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class BarState:
     start_us: int
     end_us: int
@@ -88,7 +88,6 @@ class BarState:
     count: int
     seen: set[int] = field(default_factory=set)
     closed: bool = False
-    dirty: bool = True
 
     @property
     def vwap(self) -> Decimal | None:
@@ -98,13 +97,19 @@ class BarState:
         return _VWAP.divide(self.notional, self.volume)
 
 
-@dataclass(slots=True)
+BarId = tuple[str, int]  # interval, start (µs)
+
+
+@dataclass(slots=True, eq=False)
 class Instrument:
+    key: bytes
     exchange: str
     symbol: str
     watermark_us: int = -(2**62)
     last_arrival: float = 0.0
-    bars: dict[tuple[str, int], BarState] = field(default_factory=dict)
+    # Every bar held, in the order they were made (so, mostly, oldest first), and the open ones.
+    bars: dict[BarId, BarState] = field(default_factory=dict)
+    open: dict[BarId, BarState] = field(default_factory=dict)
     # Per interval: bars opening before this were forgotten (or are incomplete after a
     # rebuild), so a trade for one of them is too late rather than the start of a wrong bar.
     floor_us: dict[str, int] = field(default_factory=dict)
@@ -121,16 +126,23 @@ class Added:
 
 
 class BarBuilder:
+    """Bars of every instrument. Work per round is proportional to what changed: open bars,
+    changed bars and instruments with trades are tracked apart from the bars held for revision
+    (600 one-second bars an instrument with the default retention)."""
+
     def __init__(
         self, intervals: Sequence[str], *, lateness_s: float, retain_s: float,
         idle_close_s: float, source: str = DERIVED_SOURCE,
     ) -> None:  # fmt: skip
         self.intervals = tuple((name, interval_seconds(name) * 1_000_000) for name in intervals)
+        self.lengths = dict(self.intervals)
         self.lateness_us = round(lateness_s * 1_000_000)
         self.retain_us = round(retain_s * 1_000_000)
         self.idle_close_s = idle_close_s
         self.source = source
         self.instruments: dict[bytes, Instrument] = {}
+        self._changed: dict[tuple[bytes, str, int], tuple[Instrument, str, BarState]] = {}
+        self._traded: dict[bytes, Instrument] = {}  # instruments with trades since the flush
 
     def add(self, ticks: Iterable[Tick], now: float) -> Added:
         """Add trades (quotes are skipped) arriving at monotonic time ``now``."""
@@ -144,13 +156,17 @@ class BarBuilder:
                 key = instrument_key(tick.exchange, tick.symbol)
                 instrument = self.instruments.get(key)
                 if instrument is None:
-                    instrument = self.instruments[key] = Instrument(tick.exchange, tick.symbol)
+                    instrument = self.instruments[key] = Instrument(key, tick.exchange, tick.symbol)
                 instrument.last_arrival = now
                 touched[key] = instrument
                 self._add(instrument, tick, added)
         for instrument in touched.values():
-            self._close_by_watermark(instrument)
+            self._close_open(instrument, instrument.watermark_us - self.lateness_us)
+        self._traded.update(touched)
         return added
+
+    def _changes(self, instrument: Instrument, name: str, bar: BarState) -> None:
+        self._changed[(instrument.key, name, bar.start_us)] = (instrument, name, bar)
 
     def _add(self, instrument: Instrument, tick: Tick, added: Added) -> None:
         at = micros(tick.timestamp)
@@ -169,10 +185,12 @@ class BarBuilder:
                     too_late = True
                     continue
                 late = late or start + length + self.lateness_us <= instrument.watermark_us
-                instrument.bars[(name, start)] = BarState(
+                bar = BarState(
                     start, start + length, order, price, order, price, price, price, size,
                     price * size, 1, {print_id},
                 )  # fmt: skip
+                instrument.bars[(name, start)] = instrument.open[(name, start)] = bar
+                self._changes(instrument, name, bar)
                 continue
             if print_id in bar.seen:
                 added.duplicates += 1
@@ -188,16 +206,20 @@ class BarBuilder:
             bar.volume += size
             bar.notional += price * size
             bar.count += 1
-            bar.dirty = True
+            self._changes(instrument, name, bar)
         instrument.watermark_us = max(instrument.watermark_us, at)
         added.late += late
         added.too_late += too_late
 
-    def _close_by_watermark(self, instrument: Instrument) -> None:
-        horizon = instrument.watermark_us - self.lateness_us
-        for bar in instrument.bars.values():
-            if not bar.closed and bar.end_us <= horizon:
-                bar.closed = bar.dirty = True
+    def _close_open(self, instrument: Instrument, horizon_us: int) -> int:
+        """Close the open bars of ``instrument`` ending at or before ``horizon_us``."""
+        ended = [(bar_id, bar) for bar_id, bar in instrument.open.items()
+                 if bar.end_us <= horizon_us]  # fmt: skip
+        for bar_id, bar in ended:
+            bar.closed = True
+            del instrument.open[bar_id]
+            self._changes(instrument, bar_id[0], bar)
+        return len(ended)
 
     def close_idle(self, now: float, wall_us: int) -> int:
         """Close the open bars of instruments without a trade for ``idle_close_s`` (monotonic
@@ -205,12 +227,8 @@ class BarBuilder:
         how many were closed."""
         closed = 0
         for instrument in self.instruments.values():
-            if now - instrument.last_arrival < self.idle_close_s:
-                continue
-            for bar in instrument.bars.values():
-                if not bar.closed and bar.end_us + self.lateness_us <= wall_us:
-                    bar.closed = bar.dirty = True
-                    closed += 1
+            if instrument.open and now - instrument.last_arrival >= self.idle_close_s:
+                closed += self._close_open(instrument, wall_us - self.lateness_us)
         return closed
 
     def freeze_before(self, key: bytes, at_us: int) -> None:
@@ -222,22 +240,25 @@ class BarBuilder:
         for name, length in self.intervals:
             floor = at_us - at_us % length + length
             instrument.floor_us[name] = max(instrument.floor_us.get(name, floor), floor)
-        instrument.bars = {
-            (name, start): bar for (name, start), bar in instrument.bars.items()
-            if start >= instrument.floor_us[name]
-        }  # fmt: skip
+        for name, start in list(instrument.bars):
+            if start < instrument.floor_us[name]:
+                del instrument.bars[(name, start)]
+                instrument.open.pop((name, start), None)
+                self._changed.pop((key, name, start), None)
 
     def mark_all(self, keys: Iterable[bytes]) -> None:
         """Emit every bar of these instruments at the next flush (after a rebuild)."""
         for key in keys:
             instrument = self.instruments.get(key)
             if instrument is not None:
-                for bar in instrument.bars.values():
-                    bar.dirty = True
+                for (name, _), bar in instrument.bars.items():
+                    self._changes(instrument, name, bar)
 
     def forget(self, keys: Iterable[bytes]) -> None:
-        for key in keys:
-            self.instruments.pop(key, None)
+        gone = {key for key in keys if self.instruments.pop(key, None) is not None}
+        if gone:
+            self._changed = {k: v for k, v in self._changed.items() if k[0] not in gone}
+            self._traded = {k: v for k, v in self._traded.items() if k not in gone}
 
     def flush(self) -> tuple[dict[bytes, list[Bar]], list[tuple[bytes, str]]]:
         """The current version of every bar changed since the last flush, by instrument key;
@@ -245,23 +266,31 @@ class BarBuilder:
         (key and reason)."""
         out: dict[bytes, list[Bar]] = {}
         invalid: list[tuple[bytes, str]] = []
-        for key, instrument in self.instruments.items():
-            horizon = instrument.watermark_us - self.lateness_us - self.retain_us
-            expired: list[tuple[str, int]] = []
-            for (name, start), bar in instrument.bars.items():
-                if bar.dirty:
-                    bar.dirty = False
-                    try:
-                        out.setdefault(key, []).append(self._record(instrument, name, bar))
-                    except InvalidRecord as exc:
-                        invalid.append((key, f"{name} bar at {start}: {exc}"))
-                if bar.closed and bar.end_us <= horizon:
-                    expired.append((name, start))
-            for name, start in expired:
-                del instrument.bars[(name, start)]
-                end = start + dict(self.intervals)[name]
-                instrument.floor_us[name] = max(instrument.floor_us.get(name, end), end)
+        changed, self._changed = self._changed, {}
+        for (key, name, start), (instrument, _, bar) in changed.items():
+            try:
+                out.setdefault(key, []).append(self._record(instrument, name, bar))
+            except InvalidRecord as exc:
+                invalid.append((key, f"{name} bar at {start}: {exc}"))
+        traded, self._traded = self._traded, {}
+        for instrument in traded.values():
+            self._expire(instrument)
         return out, invalid
+
+    def _expire(self, instrument: Instrument) -> None:
+        """Forget closed bars past their retention, oldest first; the scan stops at the first
+        bar still held, so a bar made late waits for those made before it (a bound, not
+        exactness, is what memory needs)."""
+        horizon = instrument.watermark_us - self.lateness_us - self.retain_us
+        expired = []
+        for bar_id, bar in instrument.bars.items():
+            if not bar.closed or bar.end_us > horizon:
+                break
+            expired.append(bar_id)
+        for name, start in expired:
+            del instrument.bars[(name, start)]
+            end = start + self.lengths[name]
+            instrument.floor_us[name] = max(instrument.floor_us.get(name, end), end)
 
     def _record(self, instrument: Instrument, interval: str, bar: BarState) -> Bar:
         return Bar(
