@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from marketdata.codec import BarBatch, decode, encode_bars, encode_ticks
+from marketdata.records import Bar, Tick
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
 from processors.derive import DerivedBars, NoBars, derived_bars
@@ -82,3 +84,33 @@ async def test_bars_off_is_the_batch_processor_alone() -> None:
                                decode=bars.decode)  # fmt: skip
     result = await bars.process(processor, [_message(encode_ticks([sample_tick()]))])
     assert [o.topic for o in result.outputs] == ["md.ticks"]
+
+
+async def test_a_rebuild_that_may_miss_older_trades_freezes_each_first_bar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read back from md.ticks, not from its first offset: an instrument's first bar read may
+    lack trades, so it is not emitted and refuses trades; the later bars are emitted again."""
+    settings = Settings.from_env({"MDP_BARS_ENABLED": "true", "MDP_BARS_INTERVALS": "1m"})
+    bars = DerivedBars(settings, CollectorRegistry())
+    t0 = sample_tick().timestamp.replace(second=0, microsecond=0)
+    emitted = [sample_tick(trade_id=str(n), timestamp=t0 + timedelta(seconds=30 * n))
+               for n in range(4)]  # minutes 0 (read in part, maybe) and 1  # fmt: skip
+
+    async def read_back(_: Settings, partition: int, span_s: float) -> tuple[list[Tick], bool]:
+        assert (partition, span_s) == (0, 60 + 2 + 600 + 5)
+        return emitted, truncated
+
+    monkeypatch.setattr("processors.derive.read_emitted", read_back)
+    processor = BatchProcessor(settings.topics, max_records=500, window_keys=100, window_s=60,
+                               decode=bars.decode)  # fmt: skip
+    late = sample_tick(trade_id="9", timestamp=t0 + timedelta(seconds=5))
+    for truncated, minutes in ((False, [0, 1]), (True, [1])):
+        bars.forget([0])
+        result = await bars.process(processor, [_message(encode_ticks([late]))])
+        records = [r for o in result.outputs if o.topic == "md.bars.raw"
+                   for r in decode(o.value).records]  # fmt: skip
+        assert [(r.timestamp - t0) // timedelta(minutes=1) for r in records] == minutes
+        expected_count = 3 if not truncated else 2  # minute 0 gains the late trade, or nothing
+        assert isinstance(records[0], Bar)
+        assert records[0].trade_count == expected_count
