@@ -10,8 +10,10 @@ from marketdata.records import Bar, BarKey, Tick, TickKey
 def unique_ticks(ticks: Iterable[Tick]) -> list[Tick]:
     """Each tick key once, first copy kept (copies of one trade are the same trade)."""
     seen: dict[TickKey, Tick] = {}
+    keep = seen.setdefault
     for tick in ticks:
-        seen.setdefault(tick.key, tick)
+        # Tick.key inlined: every tick of a replayed batch passes here in the sink.
+        keep((tick.exchange, tick.symbol, tick.timestamp, tick.source, tick.trade_id), tick)
     return list(seen.values())
 
 

@@ -9,8 +9,9 @@ Fast path: a batch that holds no stored key (ticks nearly always; bars of an imp
 backfill) is first copied straight into the table inside a savepoint, at about twice the speed
 of the staged path for the database and without the temporary table; a unique violation rolls
 that back and the batch takes the staged path, so either way the rules above hold. Live klines
-update stored bars all the time, so after a bar batch failed the fast path the next few go
-straight to the staged one instead of paying for a copy that is rolled back.
+update stored bars all the time and replays come in runs, so after a batch failed the fast path
+the next few of its kind go straight to the staged one instead of paying for a copy that is
+rolled back.
 
 Rows are the records' own field tuples (``msgspec.structs.astuple``, in column order, checked in
 the tests), formatted by psycopg's binary COPY formatter in a plain loop, with one ``await`` per
@@ -46,9 +47,10 @@ BAR_COLUMNS: Final = (
 BAR_KEY: Final = ("exchange", "symbol", "interval", "timestamp")
 
 AnyConnection = psycopg.AsyncConnection[Any]
-# Bar batches sent straight to the staged upsert after one failed the fast path: a failed
-# attempt costs a copy that is rolled back, a skipped chance only the slower path.
-BAR_FAST_PATH_PAUSE: Final = 8
+# Batches (of ticks, of bars) sent straight to the staged path after one failed the fast path:
+# a failed attempt costs a copy that is rolled back, a skipped chance only the slower path.
+# Replays come in runs (a rebalance, an import run twice), live kline updates all the time.
+FAST_PATH_PAUSE: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ class BatchWriter:
         self._copy_bars_direct = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             bars, _names(bar_cols)
         )
-        self._bar_pause = 0
+        self._tick_pause = self._bar_pause = 0
         self._insert_ticks = sql.SQL(
             "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({key}) DO NOTHING"
         ).format(table=ticks, cols=_names(tick_cols), stage=stage_ticks, key=_names(TICK_KEY))
@@ -157,8 +159,16 @@ class BatchWriter:
             if ticks:
                 # A repeated key within the batch also fails the fast path, and is deduplicated
                 # on the staged one; a clean batch skips that work.
-                if await self._copy_direct(conn, cur, self._copy_ticks_direct, self._tick_types,
-                                           map(_tick_row, ticks)):  # fmt: skip
+                if self._tick_pause:
+                    self._tick_pause -= 1
+                    direct = False
+                else:
+                    rows = map(_tick_row, ticks)
+                    direct = await self._copy_direct(
+                        conn, cur, self._copy_ticks_direct, self._tick_types, rows
+                    )
+                    self._tick_pause = 0 if direct else FAST_PATH_PAUSE
+                if direct:
                     staged = inserted = len(ticks)
                 else:
                     rows = map(_tick_row, unique_ticks(ticks))
@@ -172,7 +182,7 @@ class BatchWriter:
                                              map(_bar_row, bars)):  # fmt: skip
                     return WriteResult(staged, inserted, len(bars), len(bars))
                 else:
-                    self._bar_pause = BAR_FAST_PATH_PAUSE
+                    self._bar_pause = FAST_PATH_PAUSE
                 await self._copy(cur, self._copy_bars, self._bar_types, map(_bar_row, bars))
                 await cur.execute(self._upsert_bars)
                 written = cur.rowcount

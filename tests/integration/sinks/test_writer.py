@@ -14,7 +14,7 @@ import pytest
 from marketdata.database import connect
 from marketdata.records import Bar
 from marketdata.settings import Settings
-from sinks.writer import BAR_FAST_PATH_PAUSE, AnyConnection, BatchWriter
+from sinks.writer import FAST_PATH_PAUSE, AnyConnection, BatchWriter
 from tests.integration.sinks.support import make_bar, make_ticks
 from tests.strategies import sample_tick
 
@@ -69,12 +69,12 @@ async def test_after_a_failed_fast_path_bars_go_staged_for_a_while_with_the_same
     await writer.prepare(conn)
     await writer.write(conn, [], [make_bar(0, closed=False, close="100")])
     # Live updates of one bar: each after the first conflicts with the stored version.
-    closes = [str(Decimal("100") + Decimal(n) / 10) for n in range(1, BAR_FAST_PATH_PAUSE + 3)]
+    closes = [str(Decimal("100") + Decimal(n) / 10) for n in range(1, FAST_PATH_PAUSE + 3)]
     for close in closes:
         result = await writer.write(conn, [], [make_bar(0, closed=False, close=close)])
         assert (result.bars_staged, result.bars_written) == (1, 1)
     # New bars while the fast path is paused, and after: stored all the same.
-    fresh: list[Bar] = [make_bar(m) for m in range(1, BAR_FAST_PATH_PAUSE + 4)]
+    fresh: list[Bar] = [make_bar(m) for m in range(1, FAST_PATH_PAUSE + 4)]
     for bar in fresh:
         result = await writer.write(conn, [], [bar])
         assert (result.bars_staged, result.bars_written) == (1, 1)
@@ -124,3 +124,24 @@ async def test_a_tick_batch_with_a_stored_key_stores_the_rest_once(
             "SELECT count(*), count(DISTINCT trade_id) FROM market_data_ticks"
         ).fetchone()
     assert row == (300, 300)
+
+
+async def test_after_a_replayed_tick_batch_ticks_go_staged_for_a_while_with_the_same_result(
+    sink_settings: Settings, conn: AnyConnection
+) -> None:
+    ticks = make_ticks(40 * (FAST_PATH_PAUSE + 3), symbols=2)
+    writer = BatchWriter()
+    await writer.prepare(conn)
+    await writer.write(conn, ticks[:40], [])
+    # A replay (fails the fast path), then new batches, half of each one replayed again.
+    replay = await writer.write(conn, ticks[:40], [])
+    assert (replay.ticks_staged, replay.ticks_inserted) == (40, 0)
+    for start in range(40, len(ticks), 40):
+        batch = ticks[start : start + 40] + ticks[start - 20 : start]
+        result = await writer.write(conn, batch, [])
+        assert (result.ticks_staged, result.ticks_inserted) == (60, 40)
+    with psycopg.connect(sink_settings.database) as c:
+        row = c.execute(
+            "SELECT count(*), count(DISTINCT (symbol, trade_id)) FROM market_data_ticks"
+        ).fetchone()
+    assert row == (len(ticks), len(ticks))
