@@ -176,12 +176,17 @@ def _utc(record: msgspec.Struct, field: str, value: object) -> None:
 
 # The constraints msgspec checks in C when it decodes (or converts) into a record. ``__init__``
 # does not apply them, so built records check the same rules in ``__post_init__``.
-Exchange = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["exchange"])]
-Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["symbol"])]
-Source = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["source"])]
-TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["trade_id"])]
+_MAX_EXCHANGE: Final = MAX_TEXT["exchange"]
+_MAX_SYMBOL: Final = MAX_TEXT["symbol"]
+_MAX_SOURCE: Final = MAX_TEXT["source"]
+_MAX_TRADE_ID: Final = MAX_TEXT["trade_id"]
+_MAX_INTERVAL: Final = MAX_TEXT["interval"]
+Exchange = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_EXCHANGE)]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_SYMBOL)]
+Source = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_SOURCE)]
+TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_TRADE_ID)]
 # Not ``Meta(pattern=...)``: msgspec's pattern check costs ~420 ns a value, a set lookup ~50.
-Interval = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT["interval"])]
+Interval = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_INTERVAL)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 TradeCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_EXTRAS_INT - 1)]
 
@@ -323,8 +328,8 @@ def _built_tick(tick: Tick) -> None:
     if not (
         type(exchange) is str and type(symbol) is str and type(source) is str
         and type(trade_id) is str
-        and 0 < len(exchange) <= MAX_TEXT["exchange"] and 0 < len(symbol) <= MAX_TEXT["symbol"]
-        and 0 < len(source) <= MAX_TEXT["source"] and 0 < len(trade_id) <= MAX_TEXT["trade_id"]
+        and 0 < len(exchange) <= _MAX_EXCHANGE and 0 < len(symbol) <= _MAX_SYMBOL
+        and 0 < len(source) <= _MAX_SOURCE and 0 < len(trade_id) <= _MAX_TRADE_ID
         and not (exchange.isspace() or symbol.isspace() or source.isspace()
                  or trade_id.isspace())
         and _ascii_without_nul(exchange + symbol + source + trade_id)
@@ -427,8 +432,8 @@ def _built_bar(bar: Bar) -> None:
     if not (
         type(exchange) is str and type(symbol) is str and type(source) is str
         and type(interval) is str
-        and 0 < len(exchange) <= MAX_TEXT["exchange"] and 0 < len(symbol) <= MAX_TEXT["symbol"]
-        and 0 < len(source) <= MAX_TEXT["source"] and 0 < len(interval) <= MAX_TEXT["interval"]
+        and 0 < len(exchange) <= _MAX_EXCHANGE and 0 < len(symbol) <= _MAX_SYMBOL
+        and 0 < len(source) <= _MAX_SOURCE and 0 < len(interval) <= _MAX_INTERVAL
         and not (exchange.isspace() or symbol.isspace() or source.isspace()
                  or interval.isspace())
         and _ascii_without_nul(exchange + symbol + source + interval)
