@@ -7,8 +7,9 @@ the codec, and a broken one raises :class:`InvalidRecord` naming the field.
 Validation has two paths with one outcome. A record the codec decodes (through
 :class:`RecordDecoder`) has had its types, text lengths, awareness of its times, side and trade
 count checked by msgspec's constraints in C; its ``__post_init__`` does only what they cannot
-express (whitespace-only text, NUL, UTC and the year range, the decimal limits, extras, a bar's
-range). A record built any other way (a producer calling ``Tick(...)``,
+express (whitespace-only text, UTC and the year range, the decimal limits, extras, a bar's
+interval and range; JSON holds no lone surrogate, and a message with a NUL escape gets every
+check). A record built any other way (a producer calling ``Tick(...)``,
 ``msgspec.structs.replace``) gets no constraint checks from msgspec, so its ``__post_init__``
 checks everything. Both paths take fast branches for the usual values (ASCII text, UTC times,
 short plain decimals, flat extras) and fall back to the full checks below, which raise the
