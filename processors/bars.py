@@ -7,11 +7,11 @@ keeps the latest) and is counted as late. Closed bars stay in memory for ``retai
 seconds of event time, so that late trades can still revise them; a trade older than that is
 counted as too late and makes no bar (it is still stored as a tick).
 
-A bar remembers the fingerprints of its trades, so adding a trade twice changes nothing: a
-restart rebuilds the bars from ``md.ticks`` and then replays its uncommitted input, whose
-trades were partly emitted already, without counting any twice. Open and close are the prices
-of the first and last trade in an order that does not depend on arrival (time, then trade id,
-then source), so that the same trades give the same bar whatever order they came in.
+A trade's bar of the longest interval remembers its fingerprint, so adding a trade twice
+changes nothing: a restart rebuilds the bars from ``md.ticks`` and then replays its uncommitted
+input, whose trades were partly emitted already, without counting any twice. Open and close are
+the prices of the first and last trade in an order that does not depend on arrival (time, then
+trade id, then source), so that the same trades give the same bar whatever order they came in.
 
 Quotes (side ``bid``/``ask``) never count.
 """
@@ -86,7 +86,7 @@ class BarState:
     volume: Decimal
     notional: Decimal
     count: int
-    seen: set[int] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)  # fingerprints: on bars of the longest interval
     closed: bool = False
 
     @property
@@ -122,7 +122,7 @@ class Added:
     trades: int = 0
     late: int = 0  # trades past some bar's end plus the lateness: that bar is revised
     too_late: int = 0  # trades for some bar no longer held (no bar of that interval made)
-    duplicates: int = 0  # trades already in their bar
+    duplicates: int = 0  # trades already added
 
 
 class BarBuilder:
@@ -136,6 +136,7 @@ class BarBuilder:
     ) -> None:  # fmt: skip
         self.intervals = tuple((name, interval_seconds(name) * 1_000_000) for name in intervals)
         self.lengths = dict(self.intervals)
+        self.longest = max(self.intervals, key=lambda interval: interval[1])
         self.lateness_us = round(lateness_s * 1_000_000)
         self.retain_us = round(retain_s * 1_000_000)
         self.idle_close_s = idle_close_s
@@ -170,32 +171,37 @@ class BarBuilder:
 
     def _add(self, instrument: Instrument, tick: Tick, added: Added) -> None:
         at = micros(tick.timestamp)
+        # A trade's bar of the longest interval holds every bar of its others and outlives
+        # them: it alone remembers the trades' fingerprints (memory for one set, not one a bar).
+        name, length = self.longest
+        start = at - at % length
+        outer = instrument.bars.get((name, start))
+        print_id = fingerprint(tick)
+        if outer is None:
+            if self._gone(instrument, name, start, length):
+                added.too_late += 1
+                return
+        elif print_id in outer.seen:
+            added.duplicates += 1
+            return
         order = order_key(tick, at)
         price, size = tick.price, tick.size
-        print_id = fingerprint(tick)
         late = too_late = False
         for name, length in self.intervals:
             start = at - at % length
             bar = instrument.bars.get((name, start))
             if bar is None:
-                too_old = start + length + self.lateness_us + self.retain_us <= (
-                    instrument.watermark_us
-                )
-                if too_old or start < instrument.floor_us.get(name, start):
+                if self._gone(instrument, name, start, length):
                     too_late = True
                     continue
                 late = late or start + length + self.lateness_us <= instrument.watermark_us
                 bar = BarState(
                     start, start + length, order, price, order, price, price, price, size,
-                    price * size, 1, {print_id},
+                    price * size, 1,
                 )  # fmt: skip
                 instrument.bars[(name, start)] = instrument.open[(name, start)] = bar
                 self._changes(instrument, name, bar)
                 continue
-            if print_id in bar.seen:
-                added.duplicates += 1
-                continue
-            bar.seen.add(print_id)
             late = late or bar.closed or bar.end_us + self.lateness_us <= instrument.watermark_us
             if order < bar.first:
                 bar.first, bar.open = order, price
@@ -207,9 +213,18 @@ class BarBuilder:
             bar.notional += price * size
             bar.count += 1
             self._changes(instrument, name, bar)
+        instrument.bars[self.longest[0], at - at % self.longest[1]].seen.add(print_id)
         instrument.watermark_us = max(instrument.watermark_us, at)
         added.late += late
         added.too_late += too_late
+
+    def _gone(self, instrument: Instrument, name: str, start: int, length: int) -> bool:
+        """Whether the bar is no longer held (past its retention, or frozen): too late."""
+        end = start + length
+        return (
+            end + self.lateness_us + self.retain_us <= instrument.watermark_us
+            or start < instrument.floor_us.get(name, start)
+        )
 
     def _close_open(self, instrument: Instrument, horizon_us: int) -> int:
         """Close the open bars of ``instrument`` ending at or before ``horizon_us``."""
