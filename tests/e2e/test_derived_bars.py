@@ -23,8 +23,10 @@ from marketdata.kafka import ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
+from sandbox.binance import FakeBinance, kline_row
 from tests.e2e.conftest import Pipeline
 from tests.e2e.timeline import own_minute
+from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, processor_process, read_topic
 from tests.integration.sinks.support import publish
 
@@ -239,3 +241,58 @@ async def test_processor_killed_mid_window_leaves_exactly_right_bars(
     assert counts[-1] == half[0][7] + sum(
         1 for t in rest if t.side != "bid" and t.timestamp < t0 + timedelta(minutes=1)
     )
+
+
+def _trades_making(row: list[Any], first_id: int) -> list[dict[str, Any]]:
+    """Binance trade events whose 1m bar is exactly the kline ``row``: open, high, low and close
+    at their prices, its volume split over its trade count."""
+    open_ms, count = row[0], row[8]
+    prices = [row[1], row[2], row[3], *[row[1]] * (count - 4), row[4]]
+    units = int(Decimal(row[5]) * 10**8)
+    sizes = [units // count] * count
+    sizes[0] += units - sum(sizes)
+    return [{"e": "trade", "E": open_ms + 1 + i * 100, "s": "BTCUSDT", "t": first_id + i,
+             "p": price, "q": f"{Decimal(size) / 10**8:.8f}", "T": open_ms + i * 100,
+             "m": i % 2 == 0, "M": True}
+            for i, (price, size) in enumerate(zip(prices, sizes, strict=True))]  # fmt: skip
+
+
+@pytest.mark.parametrize("bars_pipeline", [{"bars_idle_close_s": 1.0}], indirect=True)
+async def test_derived_1m_bars_of_the_binance_sandbox_trades_equal_its_klines(
+    bars_pipeline: BarsPipeline,
+) -> None:
+    """The sandbox's trades, pushed over its WebSocket so that each minute's trades make that
+    minute's kline, through `mdp produce binance`: the derived bars equal the sandbox's klines."""
+    p = bars_pipeline
+    t0 = own_minute()
+    t0_ms = int(t0.timestamp() * 1000)
+    # Minutes whose kline has at least the four trades that open, high, low and close need.
+    minutes = [m for m in range(10) if kline_row("BTCUSDT", "1m", t0_ms + m * 60_000)[8] >= 4][:3]
+    rows = [kline_row("BTCUSDT", "1m", t0_ms + m * 60_000) for m in minutes]
+    fake = FakeBinance(now_ms=t0_ms + 11 * 60_000)
+    await fake.start()
+    try:
+        urls = {"BINANCE_API_BASE_URL": fake.rest_url, "BINANCE_STREAM_URL": fake.stream_url}
+        p.start("binance", ["produce", "binance", "--symbols", "BTCUSDT", "--streams", "trade"],
+                urls)  # fmt: skip
+        await wait_until(lambda: fake.subscriptions >= 1, within=30)
+        await asyncio.sleep(0.5)
+        first_id = 50_000
+        for row in rows:
+            for event in _trades_making(row, first_id):
+                await fake.push("btcusdt@trade", event)
+            first_id += row[8]
+        expected = [
+            ("1m", datetime.fromtimestamp(r[0] / 1000, UTC), Decimal(r[1]), Decimal(r[2]),
+             Decimal(r[3]), Decimal(r[4]), Decimal(r[5]), r[8], True, "derived.trades")
+            for r in rows
+        ]  # fmt: skip
+        deadline = asyncio.get_running_loop().time() + 90
+        stored: list[Row] = []
+        while stored != expected and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
+            found = await asyncio.to_thread(p.query, _STORED, ("BINANCE", "BTCUSDT"))
+            stored = [r for r in found if r[0] == "1m" and t0 <= r[1] < t0 + timedelta(minutes=10)]
+        assert stored == expected
+    finally:
+        await fake.aclose()
