@@ -73,9 +73,22 @@ def _webhook(f: Figures, _: int | None) -> str:
     return f"alerts {_n(accepted)} accepted, {_n(f['mdp_webhook_requests_total'] - accepted)} other"
 
 
+def _rollup(f: Figures, _: int | None) -> str:
+    if f["mdp_rollup_idle"]:
+        return "TimescaleDB: continuous aggregates, kept by their policies (idle)"
+    last = f["mdp_rollup_last_run_timestamp_seconds"]
+    ago = f"last {_n(max(0.0, time.time() - last))} s ago" if last else "not run yet"
+    text = (f"every {_n(f['mdp_rollup_every_seconds'])} s, {_n(f['mdp_rollup_runs_total'])} runs,"
+            f" {_n(f['mdp_rollup_rows_written_total'])} rows written, {ago}")  # fmt: skip
+    failures = _n(f["mdp_rollup_failures_total"])
+    if f["mdp_rollup_failing"]:
+        return f"{text}; FAILING, retrying ({failures} failures; see its log)"
+    return f"{text}; {failures} failures" if f["mdp_rollup_failures_total"] else text
+
+
 FORMATS: dict[str, Callable[[Figures, int | None], str]] = {
     "binance": _producer, "ibkr": _producer, "dtc": _producer, "process": _processor,
-    "sink": _sink, "webhook": _webhook,
+    "sink": _sink, "webhook": _webhook, "rollup": _rollup,
 }  # fmt: skip
 
 

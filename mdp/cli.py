@@ -98,9 +98,11 @@ def run_all(settings: Settings, *, duration: float | None, roles: str, services:
     \b
     Sandbox mode (the default) also starts the fake venues (Binance, TWS, DTC on their sandbox
     ports) replaying market data; official mode runs a producer only for a venue whose
-    BINANCE_SYMBOLS / IBKR_SYMBOLS / DTC_SYMBOLS is set. Crashed roles are restarted with
-    backoff. Shows one status line per role; logs go to MDP_STATE_DIR/logs. Ctrl-C (or
-    --duration) stops the roles in order (producers, processor, sink) and prints what the
+    BINANCE_SYMBOLS / IBKR_SYMBOLS / DTC_SYMBOLS is set. The rollup role (`mdp rollup
+    --every 60`) keeps plain PostgreSQL's rollup tables current; on TimescaleDB it idles, the
+    continuous aggregates' policies doing that. Crashed roles are restarted with backoff.
+    Shows one status line per role; logs go to MDP_STATE_DIR/logs. Ctrl-C (or --duration)
+    stops the roles in order (producers and rollup, processor, sink) and prints what the
     database holds.
     """
     from marketdata.inventory import describe  # noqa: PLC0415

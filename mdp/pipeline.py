@@ -3,7 +3,10 @@
 In sandbox mode (``PROVIDERS_SANDBOX_MODE=sandbox``) the three venues are the protocol-level
 venues of the installed ``sandbox`` package on their sandbox ports, replaying recorded or
 generated market data; in official mode a producer runs only for a venue whose ``*_SYMBOLS``
-variable is set.
+variable is set. The ``rollup`` role (`mdp rollup --every`) runs whatever the database: on plain
+PostgreSQL it keeps the rollup tables current, on TimescaleDB it idles and says so, since the
+continuous aggregates' policies do that there (the plan is made before the database is reached,
+and one behaviour is the same under compose).
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from mdp.supervisor import RoleSpec, Supervisor
 
 log = logging.getLogger(__name__)
 
-ROLES: Final = ("binance", "ibkr", "dtc", "process", "sink", "webhook")
+ROLES: Final = ("binance", "ibkr", "dtc", "process", "sink", "webhook", "rollup")
 SANDBOX_SYMBOLS: Final = {
     "binance": "BTCUSDT,ETHUSDT",
     "ibkr": "STK:AAPL:SMART:USD,FUT:ES:CME:USD:202412",
     "dtc": "ESZ4@CME,NQZ4@CME",
 }
 PRODUCER_METRICS_PORTS: Final = {"binance": 9471, "ibkr": 9472, "dtc": 9473}
+ROLLUP_METRICS_PORT: Final = 9474
+ROLLUP_EVERY_S: Final = 60
 
 
 def _mdp(*args: str) -> tuple[str, ...]:
@@ -69,6 +74,11 @@ def plan(settings: Settings, roles: Sequence[str]) -> list[RoleSpec]:
     if "sink" in roles:
         url = f"http://{host}:{settings.metrics_port}/metrics"
         specs.append(RoleSpec("sink", _mdp("sink"), {}, url, stop_order=2))
+    if "rollup" in roles:
+        port = ROLLUP_METRICS_PORT
+        specs.append(RoleSpec("rollup", _mdp("rollup", "--every", str(ROLLUP_EVERY_S),
+                                             "--metrics-port", str(port)),
+                              {}, f"http://{host}:{port}/metrics"))  # fmt: skip
     return specs
 
 

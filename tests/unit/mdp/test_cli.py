@@ -21,6 +21,19 @@ def test_help_lists_every_role() -> None:
         assert f"\n  {role}" in result.output
 
 
+def test_rollup_help_explains_the_job_and_its_role() -> None:
+    result = CliRunner().invoke(cli, ["rollup", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for words in ("Plain PostgreSQL only", "TimescaleDB", "idles until stopped",
+                  "`mdp run` runs `mdp rollup --every 60`", "retried with backoff",
+                  "SIGTERM/SIGINT cancels a run in progress", "--metrics-port PORT"):  # fmt: skip
+        assert words in text, words
+    misuse = CliRunner().invoke(cli, ["rollup", "--metrics-port", "9474"])
+    assert misuse.exit_code == 2
+    assert "--metrics-port needs --every" in misuse.output
+
+
 def test_services_help_explains_the_backends() -> None:
     result = CliRunner().invoke(cli, ["services", "--help"])
     assert result.exit_code == 0
@@ -87,6 +100,7 @@ def test_an_unknown_variable_is_reported_at_start_with_the_likely_name() -> None
     ("args", "said"),
     [
         (["status"], "mdp: error: cannot connect to PostgreSQL"),
+        (["rollup"], "mdp: error: cannot reach PostgreSQL"),
         (["migrate"], "mdp: error:"),
         (
             [

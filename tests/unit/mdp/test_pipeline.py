@@ -17,7 +17,7 @@ def settings(tmp_path: Path, **env: str) -> Settings:
 def test_sandbox_runs_the_fakes_first_then_every_role(tmp_path: Path) -> None:
     specs = plan(settings(tmp_path), ROLES)
     assert [s.name for s in specs] == ["fake-binance", "fake-tws", "fake-dtc", "binance", "ibkr",
-                                       "dtc", "process", "webhook", "sink"]  # fmt: skip
+                                       "dtc", "process", "webhook", "sink", "rollup"]  # fmt: skip
     by_name = {s.name: s for s in specs}
     assert by_name["fake-tws"].argv == ("-m", "sandbox.tws", "--port", "17497")
     assert by_name["fake-tws"].ready_port == 17497
@@ -35,8 +35,22 @@ def test_official_mode_runs_only_the_venues_configured(tmp_path: Path) -> None:
     official = settings(tmp_path, PROVIDERS_SANDBOX_MODE="official", BINANCE_SYMBOLS="BTCUSDT",
                         TRADINGVIEW_HMAC_SECRET="s3cret")  # fmt: skip
     specs = plan(official, ROLES)
-    assert [s.name for s in specs] == ["binance", "process", "webhook", "sink"]
+    assert [s.name for s in specs] == ["binance", "process", "webhook", "sink", "rollup"]
     assert specs[0].argv[-2:] == ("--symbols", "BTCUSDT")
+
+
+@pytest.mark.parametrize("mode", ["sandbox", "official"])
+def test_the_rollup_job_is_a_role_of_its_own_reporting_to_the_board(
+    tmp_path: Path, mode: str
+) -> None:
+    """`mdp rollup --every 60` with its /metrics on a port of its own, stopped with the
+    producers (first: it needs neither Kafka nor the other roles)."""
+    [rollup] = plan(settings(tmp_path, PROVIDERS_SANDBOX_MODE=mode), ["rollup"])
+    assert rollup.argv == ("-m", "mdp", "rollup", "--every", "60", "--metrics-port", "9474")
+    assert rollup.metrics_url == "http://127.0.0.1:9474/metrics"
+    assert (rollup.env, rollup.stop_order, rollup.ready_port) == ({}, 0, None)
+    taken = {s.metrics_url for s in plan(settings(tmp_path), ROLES) if s.name != "rollup"}
+    assert rollup.metrics_url not in taken
 
 
 def test_a_sandbox_webhook_gets_a_secret_of_its_own_kept_private(tmp_path: Path) -> None:
