@@ -57,6 +57,7 @@ APP = {
     "processor",
     "sink",
     "webhook",
+    "rollup",
 }
 # The sandbox venue each producer talks to in sandbox mode, by the venue's module.
 SANDBOX = {"sandbox-binance": "sandbox.binance", "sandbox-tws": "sandbox.tws",
@@ -243,7 +244,7 @@ def test_role_healthchecks_ask_what_each_role_knows() -> None:
     """Not `os.path.exists('/proc/1')`: the producers, the sink and the webhook ask their
     /health (a producer's: connected to its venue and receiving) on the port of the setting they
     serve it on, the processor checks what PID 1 is, a sandbox venue that its ports answer."""
-    assert LONG_RUNNING - INFRA - set(SANDBOX) == set(HEALTH_PORT_SETTING) | {"processor"}
+    assert LONG_RUNNING - INFRA - set(SANDBOX) == set(HEALTH_PORT_SETTING) | {"processor", "rollup"}
     script = _compose()["x-health-script"]
     for name, setting in HEALTH_PORT_SETTING.items():
         assert setting in Settings.model_fields, setting
@@ -251,6 +252,7 @@ def test_role_healthchecks_ask_what_each_role_knows() -> None:
     processor = " ".join(_services()["processor"]["healthcheck"]["test"])
     assert "/proc/1/cmdline" in processor
     assert "b'mdp'" in processor
+    assert _services()["rollup"]["healthcheck"] == _services()["processor"]["healthcheck"]
     ports = _compose()["x-ports-script"]
     for name in SANDBOX:
         command = _command(name)
@@ -331,7 +333,7 @@ def test_depends_on_targets_exist_with_valid_conditions() -> None:
 
 
 def test_startup_order() -> None:
-    for name in APP - ONE_SHOT:
+    for name in APP - ONE_SHOT - {"rollup"}:  # the rollup job needs no Kafka (checked apart)
         assert _depends_on(name).get("kafka") == "service_healthy", name
         assert _depends_on(name).get("topics") == "service_completed_successfully", name
         assert _services()[name].get("restart") == "unless-stopped", name
@@ -407,6 +409,26 @@ def test_one_producer_service_per_cli_venue() -> None:
     assert producers == {f"producer-{v}" for v in venues}
     for v in venues:
         assert _command(f"producer-{v}")[:2] == ["produce", v]
+
+
+def test_the_rollup_service_runs_the_job_as_mdp_run_does() -> None:
+    """`mdp rollup --every 60` (options the real command takes), the sink's environment and
+    database, started once the tables are migrated, and kept up (it idles on TimescaleDB rather
+    than exit, so `unless-stopped` does not restart it in a loop)."""
+    from mdp.pipeline import ROLLUP_EVERY_S, plan  # noqa: PLC0415
+
+    command = _command("rollup")
+    assert command == ["rollup", "--every", str(ROLLUP_EVERY_S)]
+    [spec] = plan(Settings.from_env({}), ["rollup"])
+    assert list(spec.argv[2:5]) == command  # what `mdp run` runs, less its board's port
+    rollup = cli.commands["rollup"]
+    assert rollup.make_context("rollup", command[1:]).params["every"] == ROLLUP_EVERY_S
+    for data in (_compose(), _official()):
+        assert _environment("rollup", data) == _environment("sink", data)
+    assert _depends_on("rollup") == {"timescaledb": "service_healthy",
+                                     "migrate": "service_completed_successfully"}  # fmt: skip
+    assert _services()["rollup"]["restart"] == "unless-stopped"
+    assert "ports" not in _services()["rollup"]
 
 
 def test_processor_is_scalable() -> None:
