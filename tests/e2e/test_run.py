@@ -12,7 +12,9 @@ from pathlib import Path
 
 import psycopg
 
+from marketdata.rollups import rollups
 from marketdata.settings import Settings
+from tests.rollups import expected, plain_database, sample_bars, stored, write
 
 VENUES = (("BINANCE", "BTCUSDT"), ("IBKR", "AAPL"), ("CME", "ESZ4"))
 
@@ -91,3 +93,35 @@ async def test_duration_stops_the_run_by_itself(settings: Settings, unique: str)
     board = await run_dtc_for_25_s(_env(settings, unique))
     assert "binance" not in board
     assert any(line.split()[:3] == ["ticks", "CME", "ESZ4"] for line in board.splitlines())
+
+
+async def test_the_rollup_role_keeps_plain_postgresqls_rollups_and_stops_with_the_run(
+    settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    """`mdp run --roles rollup`: the supervisor starts `mdp rollup --every 60`, the board shows
+    what it did, and it stops cleanly (SIGTERM, not the SIGKILL after the deadline) with the
+    run; the rollup tables equal rollups computed independently. A database of its own."""
+    bars = sample_bars(datetime(2026, 11, 30, 10, 0, tzinfo=UTC), 30)
+    with plain_database(settings.database, unique, "5m,15m,1h,1d") as own:
+        await asyncio.to_thread(write, own.database, bars)
+        env = {**_env(settings, unique), "MARKET_DATA_DATABASE_URL": own.database,
+               "MDP_STATE_DIR": str(tmp_path), "MDP_ROLLUP_INTERVALS": "5m,15m,1h,1d"}  # fmt: skip
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mdp", "run", "--no-services", "--duration", "8",
+            "--roles", "rollup", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(run.communicate(), 120)
+        text = output.decode()
+        assert run.returncode == 0, text[-3000:]
+        widths = {r.name: r.width for r in rollups(own.rollup_intervals)}
+        for name, width in widths.items():
+            assert stored(own.database, f"market_data_ohlcv_{name}") == expected(bars, width)
+    board = text[text.rindex("stopping") :]
+    [line] = [x for x in board.splitlines() if x.split()[:1] == ["rollup"]]
+    rows = sum(len(expected(bars, width)) for width in widths.values())
+    assert line.split()[1] == "stopped", line
+    assert f"every 60 s, 1 runs, {rows} rows written, last " in line, line
+    assert "FAILING" not in line
+    assert "did not stop" not in text
+    log = (tmp_path / "logs" / "rollup.log").read_text()
+    assert log.rstrip().endswith("mdp.rollup_job: rollup: stopped"), log[-2000:]
