@@ -63,7 +63,7 @@ async def test_the_whole_pipeline_runs_until_ctrl_c_and_says_what_landed(
     assert run.returncode == 0, text[-3000:]
     board = text[text.rindex("stopping") :]
     for role in ("fake-binance", "fake-tws", "fake-dtc", "binance", "ibkr", "dtc", "process",
-                 "webhook", "sink"):  # fmt: skip
+                 "webhook", "sink", "rollup"):  # fmt: skip
         assert f"  {role} " in board, board
     assert "failed" not in board
     assert "published 0 records" not in board
