@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -103,12 +104,15 @@ class _Round:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._conn: psycopg.Connection[Any] | None = None
+        self._cancelled = False
         self._lock = threading.Lock()
 
     def __call__(self) -> dict[str, int] | None:
         """The rows written per rollup; None on TimescaleDB."""
         with psycopg.connect(self.settings.database, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             with self._lock:
+                if self._cancelled:  # while connecting: nothing to cancel on the server yet
+                    raise psycopg.errors.QueryCanceled("stopped before the round began")
                 self._conn = conn
             try:
                 return _refresh_if_plain(conn, self.settings.rollup_intervals)
@@ -118,6 +122,7 @@ class _Round:
 
     def cancel(self) -> None:
         with self._lock:
+            self._cancelled = True
             conn = self._conn
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
@@ -141,35 +146,37 @@ def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
+    def succeed(result: T) -> None:
+        if not future.done():  # not abandoned meanwhile
+            future.set_result(result)
+
+    def fail(error: BaseException) -> None:
+        if not future.done():
             future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
 
     def run() -> None:
         try:
-            result, error = work(), None
+            result = work()
         except BaseException as exc:  # handed to the awaiting task, whatever it is
-            result, error = None, exc
+            settle: Callable[[], object] = functools.partial(fail, exc)
+        else:
+            settle = functools.partial(succeed, result)
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
+            loop.call_soon_threadsafe(settle)
 
     threading.Thread(target=run, name="rollup-round", daemon=True).start()
     return future
 
 
 def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, psycopg.OperationalError):
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
         return f"cannot reach PostgreSQL: {first}"
     if isinstance(exc, psycopg.Error):
         state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
-        return f"PostgreSQL refused the round{state}: {str(exc).strip().splitlines()[0]}"
-    return str(exc)
+        return f"PostgreSQL refused the round{state}: {first}"
+    return first
 
 
 async def _one_round(settings: Settings, stop: asyncio.Event) -> tuple[bool, Any]:
