@@ -29,7 +29,7 @@ def latest_bars(bars: Iterable[Bar]) -> list[Bar]:
     get = kept.get
     for bar in bars:
         # supersedes() and Bar.key inlined: this runs for every bar in the processor and the sink.
-        key = (bar.exchange, bar.symbol, bar.interval, bar.timestamp)
+        key = (bar.exchange, bar.symbol, bar.interval, bar.timestamp, bar.source)
         if bar.closed or (old := get(key)) is None or not old.closed:
             kept[key] = bar
     return list(kept.values())

@@ -63,7 +63,7 @@ _INTERVAL = re.compile(r"[1-9][0-9]{0,5}[smhdwM]")
 _ZERO = Decimal(0)
 
 TickKey = tuple[str, str, datetime, str, str]
-BarKey = tuple[str, str, str, datetime]
+BarKey = tuple[str, str, str, datetime, str]
 
 
 def _type_name(value: object) -> str:
@@ -374,6 +374,9 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     trade_count: TradeCount | None = None
     closed: bool
     source: Source
+    # Volume-weighted average price, when the source gives it (derived bars do). Last, so that a
+    # bar's field tuple stays its table row (sinks/writer.py BAR_COLUMNS).
+    vwap: Decimal | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # A subclass could loosen the field constraints the decode path relies on.
@@ -398,8 +401,10 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     @property
     def key(self) -> BarKey:
-        """The unique key: a later version of the same bar replaces the earlier one."""
-        return (self.exchange, self.symbol, self.interval, self.timestamp)
+        """The unique key: a later version of the same bar replaces the earlier one. The source
+        is part of it, so that a derived bar and a venue's own bar of one minute are both kept
+        (each venue publishes one bar series under one source)."""
+        return (self.exchange, self.symbol, self.interval, self.timestamp, self.source)
 
 
 def _interval(interval: str) -> None:
@@ -425,6 +430,16 @@ def _bar_values(bar: Bar) -> None:
     # These four hold only if high >= low too.
     if not (bar.low <= bar.open <= bar.high and bar.low <= bar.close <= bar.high):
         _bar_range(bar)
+    if bar.vwap is not None:
+        _vwap(bar, bar.vwap)
+
+
+def _vwap(bar: Bar, vwap: Decimal) -> None:
+    """An average of prices the bar traded at lies within its range."""
+    if type(vwap) is not Decimal or not _plain(vwap):
+        _finite("vwap", vwap)
+    if not bar.low <= vwap <= bar.high:
+        raise InvalidRecord("vwap", f"{vwap} is outside [low {bar.low}, high {bar.high}]")
 
 
 def _built_bar(bar: Bar) -> None:

@@ -1,10 +1,15 @@
 """Rollups of stored 1-minute bars into longer ones (``MDP_ROLLUP_INTERVALS``: 5m, 15m, 1h, 1d).
 
 Each rollup is a relation ``market_data_ohlcv_<interval>`` with the columns exchange, symbol,
-timestamp (bucket start, UTC, buckets aligned as ``time_bucket`` aligns them), open, high, low,
-close, volume, trade_count (NULL unless every 1m bar of the bucket knows it) and bars (how many 1m
-bars the bucket holds). Every rollup is computed from the 1m bars directly, not from a shorter
-rollup, so all agree with the bars and with each other.
+source, timestamp (bucket start, UTC, buckets aligned as ``time_bucket`` aligns them), open, high,
+low, close, volume, trade_count (NULL unless every 1m bar of the bucket knows it) and bars (how
+many 1m bars the bucket holds). Every rollup is computed from the 1m bars directly, not from a
+shorter rollup, so all agree with the bars and with each other.
+
+Rollups are per source, as the bars are (their key holds the source since migration 0003): a
+venue's own 1m klines and the bars derived from its trades are two series of one instrument, and
+summing both would count its volume twice. Derived bars are not left out, since for instruments
+whose venue sends no bars (Sierra Chart, IB ticks, webhook alerts) they are the only series.
 
 - **TimescaleDB**: a continuous aggregate (migration 0002), real-time (``materialized_only =
   false``): buckets past the materialized watermark are computed from the bars at query time. Its
@@ -43,9 +48,12 @@ LOOKBACK: Final = timedelta(days=3)
 # before it and committed after carries an older updated_at.
 SLACK: Final = timedelta(minutes=5)
 COLUMNS: Final = (
-    "exchange", "symbol", "timestamp", "open", "high", "low", "close", "volume", "trade_count",
-    "bars",
+    "exchange", "symbol", "source", "timestamp", "open", "high", "low", "close", "volume",
+    "trade_count", "bars",
 )  # fmt: skip
+# What identifies a bucket; before migration 0003 the rollups had no source (0002 makes them so).
+GROUPS: Final = ("exchange", "symbol", "source")
+GROUPS_0002: Final = ("exchange", "symbol")
 _UNITS: Final = {"m": 60, "h": 3600, "d": 86_400}
 _SPEC = re.compile(r"([1-9][0-9]{0,5})([mhd])")
 
@@ -90,7 +98,11 @@ def _columns() -> sql.Composed:
     return sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
 
 
-def continuous_aggregate(rollup: Rollup) -> list[sql.Composed]:
+def _names(names: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def continuous_aggregate(rollup: Rollup, groups: tuple[str, ...] = GROUPS) -> list[sql.Composed]:
     """The statements creating ``rollup`` as a real-time continuous aggregate with its policy."""
     bucket = sql.SQL('time_bucket({}, "timestamp")').format(_interval(rollup.width))
     view = sql.Identifier(rollup.table)
@@ -98,15 +110,16 @@ def continuous_aggregate(rollup: Rollup) -> list[sql.Composed]:
         sql.SQL(
             "CREATE MATERIALIZED VIEW {view}"
             " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
-            ' SELECT exchange, symbol, {bucket} AS "timestamp",'
+            ' SELECT {groups}, {bucket} AS "timestamp",'
             ' first(open, "timestamp") AS open, max(high) AS high, min(low) AS low,'
             ' last(close, "timestamp") AS close, sum(volume) AS volume,'
             " CASE WHEN count(trade_count) = count(*) THEN sum(trade_count) END AS trade_count,"
             " count(*) AS bars"
             ' FROM {source} WHERE "interval" = {one}'
-            " GROUP BY exchange, symbol, {bucket} WITH NO DATA"
+            " GROUP BY {groups}, {bucket} WITH NO DATA"
         ).format(
             view=view,
+            groups=_names(groups),
             bucket=bucket,
             source=sql.Identifier(SOURCE),
             one=sql.Literal(SOURCE_INTERVAL),
@@ -123,15 +136,21 @@ def continuous_aggregate(rollup: Rollup) -> list[sql.Composed]:
     ]
 
 
-def plain_table(rollup: Rollup) -> sql.Composed:
+def plain_table(rollup: Rollup, groups: tuple[str, ...] = GROUPS) -> sql.Composed:
     """The table standing for ``rollup`` on plain PostgreSQL."""
     return sql.SQL(
-        "CREATE TABLE {table} (exchange text NOT NULL, symbol text NOT NULL,"
+        "CREATE TABLE {table} ({columns},"
         ' "timestamp" timestamptz NOT NULL, open numeric NOT NULL, high numeric NOT NULL,'
         " low numeric NOT NULL, close numeric NOT NULL, volume numeric NOT NULL,"
         " trade_count bigint, bars bigint NOT NULL,"
-        ' PRIMARY KEY (exchange, symbol, "timestamp"))'
-    ).format(table=sql.Identifier(rollup.table))
+        ' PRIMARY KEY ({groups}, "timestamp"))'
+    ).format(
+        table=sql.Identifier(rollup.table),
+        columns=sql.SQL(", ").join(
+            sql.SQL("{} text NOT NULL").format(sql.Identifier(name)) for name in groups
+        ),
+        groups=_names(groups),
+    )
 
 
 def _refresh_statement(rollup: Rollup) -> sql.Composed:
@@ -139,24 +158,24 @@ def _refresh_statement(rollup: Rollup) -> sql.Composed:
     bucket = sql.SQL('date_bin({}, "timestamp", CAST({} AS timestamptz))').format(
         width, sql.Literal(ORIGIN)
     )
-    values = [name for name in COLUMNS if name not in {"exchange", "symbol", "timestamp"}]
+    values = [name for name in COLUMNS if name not in {*GROUPS, "timestamp"}]
     return sql.SQL(
         "WITH touched AS ("
-        " SELECT DISTINCT exchange, symbol, {bucket} AS bucket FROM {source}"
+        " SELECT DISTINCT exchange, symbol, source, {bucket} AS bucket FROM {source}"
         ' WHERE "interval" = {one} AND updated_at >= CAST(%(since)s AS timestamptz)'
         "), fresh AS ("
-        " SELECT b.exchange, b.symbol, t.bucket AS \"timestamp\","
+        " SELECT b.exchange, b.symbol, b.source, t.bucket AS \"timestamp\","
         ' (array_agg(b.open ORDER BY b."timestamp"))[1] AS open, max(b.high) AS high,'
         ' min(b.low) AS low, (array_agg(b.close ORDER BY b."timestamp" DESC))[1] AS close,'
         " sum(b.volume) AS volume,"
         " CASE WHEN count(b.trade_count) = count(*) THEN sum(b.trade_count) END AS trade_count,"
         " count(*) AS bars"
         " FROM touched t JOIN {source} b ON b.exchange = t.exchange AND b.symbol = t.symbol"
-        ' AND b."interval" = {one} AND b."timestamp" >= t.bucket'
+        ' AND b.source = t.source AND b."interval" = {one} AND b."timestamp" >= t.bucket'
         ' AND b."timestamp" < t.bucket + {width}'
-        " GROUP BY b.exchange, b.symbol, t.bucket"
+        " GROUP BY b.exchange, b.symbol, b.source, t.bucket"
         ") INSERT INTO {table} AS stored ({columns}) SELECT {columns} FROM fresh"
-        ' ON CONFLICT (exchange, symbol, "timestamp") DO UPDATE SET {sets}'
+        ' ON CONFLICT (exchange, symbol, source, "timestamp") DO UPDATE SET {sets}'
         " WHERE ({old}) IS DISTINCT FROM ({new})"
     ).format(
         bucket=bucket, source=sql.Identifier(SOURCE), one=sql.Literal(SOURCE_INTERVAL),

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Final
 
 from marketdata.errors import InvalidRecord
-from marketdata.records import Bar, Tick
+from marketdata.records import MAX_SCALE, Bar, Tick
 from marketdata.topics import instrument_key
 from marketdata.window import fingerprint
 
@@ -40,6 +40,7 @@ _QUOTES: Final = frozenset(("bid", "ask"))
 _EXACT: Final = decimal.Context(prec=200, Emax=999_999, Emin=-999_999)
 # VWAP is a quotient: rounded to what a record's decimal holds.
 _VWAP: Final = decimal.Context(prec=28)
+_FINEST: Final = Decimal(1).scaleb(-MAX_SCALE)
 
 OrderKey = tuple[int, int, str, str]
 
@@ -94,7 +95,11 @@ class BarState:
         """Volume-weighted average price; None for a bar of zero volume."""
         if not self.volume:
             return None
-        return _VWAP.divide(self.notional, self.volume)
+        vwap = _VWAP.divide(self.notional, self.volume)
+        if vwap.as_tuple().exponent < -MAX_SCALE:  # type: ignore[operator]
+            vwap = vwap.quantize(_FINEST, context=_EXACT)
+        # Rounding can step past a price of many digits: the average stays within the range.
+        return min(max(vwap, self.low), self.high)
 
 
 BarId = tuple[str, int]  # interval, start (µs)
@@ -313,4 +318,5 @@ class BarBuilder:
             timestamp=_EPOCH + timedelta(microseconds=bar.start_us),
             open=bar.open, high=bar.high, low=bar.low, close=bar.close,
             volume=bar.volume, trade_count=bar.count, closed=bar.closed, source=self.source,
+            vwap=bar.vwap,
         )  # fmt: skip

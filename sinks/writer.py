@@ -43,8 +43,10 @@ BAR_COLUMNS: Final = (
     ("exchange", "text"), ("symbol", "text"), ("interval", "text"), ("timestamp", "timestamptz"),
     ("open", "numeric"), ("high", "numeric"), ("low", "numeric"), ("close", "numeric"),
     ("volume", "numeric"), ("trade_count", "int8"), ("closed", "bool"), ("source", "text"),
+    ("vwap", "numeric"),
 )  # fmt: skip
-BAR_KEY: Final = ("exchange", "symbol", "interval", "timestamp")
+# The source is in the key: a derived bar and a venue's own bar of one minute are both stored.
+BAR_KEY: Final = ("exchange", "symbol", "interval", "timestamp", "source")
 
 AnyConnection = psycopg.AsyncConnection[Any]
 # Batches (of ticks, of bars) sent straight to the staged path after one failed the fast path:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import psycopg
 from psycopg import sql
 
@@ -25,7 +26,8 @@ Row = tuple[object, ...]
 
 def sample_bars(start: datetime, minutes: int, seed: int = 7) -> list[Bar]:
     """1m bars of two instruments with gaps, one with unknown trade counts now and then, and
-    an hourly kline the rollups must ignore."""
+    an hourly kline the rollups must ignore; one instrument's minutes also as bars derived from
+    its trades (another source, other volumes): a series of their own in the rollups."""
     rng = random.Random(seed)
     bars: list[Bar] = []
     for symbol in ("BTCUSDT", "ETHUSDT"):
@@ -46,6 +48,13 @@ def sample_bars(start: datetime, minutes: int, seed: int = 7) -> list[Bar]:
                     closed=True, source="kline",
                 )
             )  # fmt: skip
+            if symbol == "BTCUSDT":
+                bars.append(
+                    msgspec.structs.replace(
+                        bars[-1], source="derived.trades", volume=bars[-1].volume + 1,
+                        trade_count=(count or 0) + 1, vwap=low,
+                    )
+                )  # fmt: skip
             price = close
         bars.append(
             Bar(
@@ -58,12 +67,13 @@ def sample_bars(start: datetime, minutes: int, seed: int = 7) -> list[Bar]:
 
 
 def expected(bars: Iterable[Bar], width: timedelta) -> list[Row]:
-    """(exchange, symbol, bucket, open, high, low, close, volume, trade_count, bars) rows."""
-    buckets: dict[tuple[str, str, datetime], list[Bar]] = {}
-    latest = {(b.exchange, b.symbol, b.timestamp): b for b in bars if b.interval == "1m"}
+    """(exchange, symbol, source, bucket, open, high, low, close, volume, trade_count, bars)
+    rows: a bucket per source, as a bar's key holds its source."""
+    buckets: dict[tuple[str, str, str, datetime], list[Bar]] = {}
+    latest = {(b.exchange, b.symbol, b.source, b.timestamp): b for b in bars if b.interval == "1m"}
     for bar in latest.values():
         bucket = ORIGIN + (bar.timestamp - ORIGIN) // width * width
-        buckets.setdefault((bar.exchange, bar.symbol, bucket), []).append(bar)
+        buckets.setdefault((bar.exchange, bar.symbol, bar.source, bucket), []).append(bar)
     rows: list[Row] = []
     for key in sorted(buckets):
         group = sorted(buckets[key], key=lambda b: b.timestamp)
@@ -82,8 +92,8 @@ def stored(url: str, table: str) -> list[Row]:
     with psycopg.connect(url) as conn:
         return conn.execute(
             sql.SQL(
-                'SELECT exchange, symbol, "timestamp", open, high, low, close, volume,'
-                " trade_count, bars FROM {} ORDER BY 1, 2, 3"
+                'SELECT exchange, symbol, source, "timestamp", open, high, low, close, volume,'
+                " trade_count, bars FROM {} ORDER BY 1, 2, 3, 4"
             ).format(sql.Identifier(table))
         ).fetchall()
 

@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from alembic import context, op
 from psycopg import sql
 
-from marketdata.rollups import MARKS, SOURCE, continuous_aggregate, marks_table, plain_table
+from marketdata.rollups import (
+    GROUPS_0002,
+    MARKS,
+    SOURCE,
+    continuous_aggregate,
+    marks_table,
+    plain_table,
+)
 from marketdata.rollups import rollups as parse_rollups
 from marketdata.settings import Settings
 
@@ -46,11 +53,11 @@ def upgrade() -> None:
     rollups = parse_rollups(settings.rollup_intervals)
     if _timescaledb_enabled():
         for rollup in rollups:
-            for statement in continuous_aggregate(rollup):
+            for statement in continuous_aggregate(rollup, GROUPS_0002):
                 _execute(statement)
         return
     for rollup in rollups:
-        _execute(plain_table(rollup))
+        _execute(plain_table(rollup, GROUPS_0002))
     _execute(marks_table())
     op.create_index(UPDATED_INDEX, SOURCE, ["updated_at"])
 

@@ -244,7 +244,8 @@ def rest_kline(
         volume=_decimal("volume", row[5]),
         trade_count=_count("trade_count", row[8]),
         closed=close_time < server_time,
-        source="binance.rest.klines",
+        # The live stream's source: one bar series whether streamed, fetched or imported.
+        source="binance.kline",
     )
 
 

@@ -146,7 +146,7 @@ class Formats:
             *self.timestamp(micros), 'Z","open":"', c[1], '","high":"', c[2], '","low":"', c[3],
             '","close":"', c[4], '","volume":"', c[5], '","trade_count":', c[8],
             pc.if_else(closed, ',"closed":true', ',"closed":false'),
-            ',"source":"binance.rest.klines"},',
+            ',"source":"binance.kline"},',
         ]  # fmt: skip
         return ok, _join(parts)
 

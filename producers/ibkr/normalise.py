@@ -26,6 +26,9 @@ from producers.ibkr.contracts import EXCHANGE
 
 TICK_BY_TICK: Final = 99
 REALTIME_BAR: Final = 50
+# One source for IB's bars, real-time or historical (backfill and gap fill): a bar's key holds
+# its source, so two would store one bar twice.
+BARS: Final = "ibkr.bars"
 TICK_TYPES: Final = {"1": "Last", "2": "AllLast", "3": "BidAsk"}
 # ib_async's names for IB bar sizes, by the interval names the records use.
 BAR_SIZES: Final = {
@@ -219,7 +222,7 @@ def realtime_bar(fields: Sequence[str], symbol: str) -> Bar:
         open=_decimal("open", fields[4]), high=_decimal("high", fields[5]),
         low=_decimal("low", fields[6]), close=_decimal("close", fields[7]),
         volume=_decimal("volume", fields[8]), trade_count=count if count >= 0 else None,
-        closed=True, source="ibkr.realtime",
+        closed=True, source=BARS,
     )  # fmt: skip
 
 
@@ -252,7 +255,7 @@ def historical_bar(
     return Bar(
         exchange=EXCHANGE, symbol=symbol, interval=interval, timestamp=bar_open(when),
         open=open_, high=high, low=low, close=close, volume=max(volume, Decimal("0.0")),
-        trade_count=int(count) if count >= 0 else None, closed=closed, source="ibkr.historical",
+        trade_count=int(count) if count >= 0 else None, closed=closed, source=BARS,
     )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from marketdata.settings import Settings
 from tests.services import Found
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture
@@ -73,10 +73,10 @@ def test_upgrade_creates_both_tables_with_their_keys(
     with caplog.at_level(logging.WARNING, logger="marketdata.migrations"):
         migrate.upgrade(fresh)
     assert migrate.current_revision(fresh) == HEAD
-    rollup_columns = ["exchange", "symbol", "timestamp", "open", "high", "low", "close", "volume",
-                      "trade_count", "bars"]  # fmt: skip
-    # Rollups of 1m bars (0002): continuous aggregates (views) on TimescaleDB, tables and the
-    # job's marks on plain PostgreSQL; the same columns either way.
+    rollup_columns = ["exchange", "symbol", "source", "timestamp", "open", "high", "low", "close",
+                      "volume", "trade_count", "bars"]  # fmt: skip
+    # Rollups of 1m bars (0002, per source since 0003): continuous aggregates (views) on
+    # TimescaleDB, tables and the job's marks on plain PostgreSQL; the same columns either way.
     marks = (
         {} if _has_timescaledb(fresh) else {"market_data_rollup_marks": ["rollup", "scanned_to"]}
     )
@@ -84,7 +84,8 @@ def test_upgrade_creates_both_tables_with_their_keys(
         "market_data_ticks": ["exchange", "symbol", "timestamp", "source", "trade_id", "price",
                               "size", "side", "received_at", "extras"],
         "market_data_ohlcv": ["exchange", "symbol", "interval", "timestamp", "open", "high", "low",
-                              "close", "volume", "trade_count", "closed", "source", "updated_at"],
+                              "close", "volume", "trade_count", "closed", "source", "updated_at",
+                              "vwap"],
         **{f"market_data_ohlcv_{name}": rollup_columns for name in ("5m", "15m", "1h", "1d")},
         **marks,
     }  # fmt: skip
@@ -92,11 +93,8 @@ def test_upgrade_creates_both_tables_with_their_keys(
         "exchange", "symbol", "timestamp", "source", "trade_id"
     ]  # fmt: skip
     assert _primary_key(fresh, "market_data_ohlcv") == [
-        "exchange",
-        "symbol",
-        "interval",
-        "timestamp",
-    ]
+        "exchange", "symbol", "interval", "timestamp", "source"
+    ]  # fmt: skip
     if _has_timescaledb(fresh):
         with psycopg.connect(fresh.database) as conn:
             hypertables = conn.execute(
@@ -118,6 +116,46 @@ def test_upgrade_is_idempotent_and_downgrade_drops_everything(fresh: Settings) -
     assert set(_tables(fresh)) == {"market_data_ticks", "market_data_ohlcv"}
     migrate.upgrade(fresh)
     assert {"market_data_ohlcv_5m", "market_data_ohlcv_1d"} <= set(_tables(fresh))
+
+
+_BAR = (
+    "INSERT INTO market_data_ohlcv (exchange, symbol, interval, timestamp, open, high, low,"
+    " close, volume, trade_count, closed, source) VALUES"
+    " ('BINANCE', %s, '1m', '2024-03-01 12:00+00', 1, 2, 1, 2, %s, 3, true, %s)"
+)
+
+
+def test_0003_keys_bars_by_source_renames_merged_sources_and_goes_back_to_one_bar_a_key(
+    fresh: Settings,
+) -> None:
+    migrate.upgrade(fresh, "0002")
+    with psycopg.connect(fresh.database) as conn:
+        conn.execute(_BAR, ("BTCUSDT", 5, "binance.rest.klines"))
+        conn.execute(_BAR, ("ETHUSDT", 6, "ibkr.historical"))
+    migrate.upgrade(fresh)
+    with psycopg.connect(fresh.database) as conn:
+        # The REST kline joins the live stream's series; the key now tells sources apart.
+        assert conn.execute(
+            "SELECT symbol, source, vwap FROM market_data_ohlcv ORDER BY symbol"
+        ).fetchall() == [("BTCUSDT", "binance.kline", None), ("ETHUSDT", "ibkr.bars", None)]
+        conn.execute(_BAR, ("BTCUSDT", 7, "derived.trades"))
+        conn.execute(_BAR, ("ETHUSDT", 8, "derived.trades"))
+        conn.execute(_BAR, ("SOLUSDT", 9, "derived.trades"))
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            conn.execute(_BAR, ("SOLUSDT", 10, "derived.trades"))
+    migrate.downgrade(fresh, "0002")
+    assert "vwap" not in _tables(fresh)["market_data_ohlcv"]
+    assert _primary_key(fresh, "market_data_ohlcv") == ["exchange", "symbol", "interval",
+                                                        "timestamp"]  # fmt: skip
+    with psycopg.connect(fresh.database) as conn:
+        # One bar a key again: the venue's where there were two.
+        assert conn.execute(
+            "SELECT symbol, source, volume FROM market_data_ohlcv ORDER BY symbol"
+        ).fetchall() == [("BTCUSDT", "binance.kline", 5), ("ETHUSDT", "ibkr.bars", 6),
+                         ("SOLUSDT", "derived.trades", 9)]  # fmt: skip
+    migrate.upgrade(fresh)
+    assert migrate.current_revision(fresh) == HEAD
+    assert _primary_key(fresh, "market_data_ohlcv")[-1] == "source"
 
 
 def test_plain_alembic_command_uses_the_environment(fresh: Settings) -> None:

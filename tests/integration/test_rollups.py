@@ -44,7 +44,8 @@ def test_rollups_equal_the_independent_ones_and_take_late_bars_and_revisions(
         rows = expected(bars, rollup.width)
         assert stored(plain.database, rollup.table) == rows
         assert first[rollup.name] == len(rows)
-    assert len(stored(plain.database, "market_data_ohlcv_1d")) == 4  # two days, two symbols
+    # Two days of two symbols, one of them in two sources (klines and derived bars).
+    assert len(stored(plain.database, "market_data_ohlcv_1d")) == 6
     assert run_rollup(plain) == dict.fromkeys(("5m", "15m", "1h", "1d"), 0)
 
     # A revision of an old bar (a closed bar replaced, as the sink does) and a bar arriving late
@@ -72,5 +73,5 @@ def test_mdp_rollup_runs_the_job_and_says_what_it_wrote(plain: Settings) -> None
         check=False, env={**plain.to_env(), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "5m: 12 rows, 15m: 4 rows, 1h: 2 rows, 1d: 2 rows"
-    assert len(stored(plain.database, "market_data_ohlcv_5m")) == 12
+    assert result.stdout.strip() == "5m: 18 rows, 15m: 6 rows, 1h: 3 rows, 1d: 3 rows"
+    assert len(stored(plain.database, "market_data_ohlcv_5m")) == 18

@@ -103,7 +103,7 @@ def test_up_down_up_with_policies_configures_compression_and_retention(pglite: S
             ("market_data_ticks", "timestamp", timedelta(days=2)),
         ],
         "compression": [
-            ("market_data_ohlcv", "exchange,symbol", '"timestamp" DESC,"interval"'),
+            ("market_data_ohlcv", "exchange,symbol", '"timestamp" DESC,"interval",source'),
             ("market_data_ticks", "exchange,symbol", '"timestamp" DESC,source,trade_id'),
         ],
         "jobs": [

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 
+import msgspec
 import psycopg
 import pytest
 
@@ -59,6 +60,48 @@ async def test_new_bars_take_the_fast_path_and_stored_ones_the_upsert_rules(
         (t0 + timedelta(minutes=1), Decimal("101"), True, 40),
         (t0 + timedelta(minutes=2), Decimal("99.5"), True, 40),
         (t0 + timedelta(minutes=3), Decimal("100.5"), False, 40),
+    ]
+
+
+def _derived(minute: int, *, closed: bool = True, close: str = "101", vwap: str = "100.7") -> Bar:
+    return msgspec.structs.replace(
+        make_bar(minute, closed=closed, close=close), source="derived.trades",
+        vwap=Decimal(vwap), trade_count=39,
+    )  # fmt: skip
+
+
+def _by_source(settings: Settings) -> list[tuple[object, ...]]:
+    with psycopg.connect(settings.database) as c:
+        return c.execute(
+            "SELECT timestamp, source, close, closed, trade_count, vwap FROM market_data_ohlcv"
+            " ORDER BY timestamp, source"
+        ).fetchall()
+
+
+@pytest.mark.parametrize("paused", [False, True])
+async def test_a_derived_bar_and_the_venue_bar_of_the_same_minute_are_both_stored(
+    sink_settings: Settings, conn: AnyConnection, paused: bool
+) -> None:
+    writer = BatchWriter()
+    await writer.prepare(conn)
+    if paused:  # the staged upsert from the start, not the fast path
+        await writer.write(conn, [], [make_bar(9)])
+        await writer.write(conn, [], [make_bar(9)])
+    # One batch holding both series of minute 0: neither replaces the other.
+    result = await writer.write(conn, [], [make_bar(0, closed=False), _derived(0, closed=False)])
+    assert (result.bars_staged, result.bars_written) == (2, 2)
+    # Each series keeps its own upsert rules: the derived bar closes and is revised, the venue's
+    # closes; a live replay of the closed venue bar changes nothing.
+    await writer.write(conn, [], [_derived(0, close="100.5", vwap="100.6")])
+    await writer.write(conn, [], [make_bar(0, close="101.5")])
+    result = await writer.write(conn, [], [make_bar(0, closed=False, close="100"),
+                                           _derived(0, close="100.5", vwap="100.65")])  # fmt: skip
+    assert result.bars_written == 1
+    t0 = make_bar(0).timestamp
+    rows = [row for row in _by_source(sink_settings) if row[0] == t0]
+    assert rows == [
+        (t0, "binance.kline", Decimal("101.5"), True, 40, None),
+        (t0, "derived.trades", Decimal("100.5"), True, 39, Decimal("100.65")),
     ]
 
 

@@ -1,9 +1,10 @@
 """The record checks as they were before validation moved into the decoder: the oracle.
 
 A verbatim copy of ``marketdata/records.py``'s checks at commit f032ddb (and of the decoder
-``marketdata/codec.py`` built from them), kept in tests only, so that the differential tests
-can show that the new decode and the new construction accept exactly what these accept and
-build equal records.
+``marketdata/codec.py`` built from them), plus a bar's optional ``vwap`` (checked as its
+other decimals are, then against its range) added since, kept in tests only, so that the
+differential tests can show that the new decode and the new construction accept exactly what
+these accept and build equal records.
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ class OracleBar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     trade_count: int | None = None
     closed: bool
     source: str
+    # Added with the bar key's source (after f032ddb): the other decimals' checks, then the range.
+    vwap: Decimal | None = None
 
     def __post_init__(self) -> None:
         _text("exchange", self.exchange)
@@ -225,6 +228,12 @@ class OracleBar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             value = getattr(self, name)
             if not self.low <= value <= self.high:
                 raise InvalidRecord(name, f"{value} is outside [low {self.low}, high {self.high}]")
+        if self.vwap is not None:
+            _finite("vwap", self.vwap)
+            if not self.low <= self.vwap <= self.high:
+                raise InvalidRecord(
+                    "vwap", f"{self.vwap} is outside [low {self.low}, high {self.high}]"
+                )
         if self.trade_count is not None and (
             type(self.trade_count) is not int or not 0 <= self.trade_count < MAX_EXTRAS_INT
         ):

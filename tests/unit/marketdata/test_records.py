@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 
+from marketdata.codec import decode, encode_bars
 from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Tick, derived_trade_id
 from tests.strategies import bars, sample_bar, sample_tick, ticks
@@ -22,7 +23,13 @@ def test_tick_key_keeps_trades_that_share_a_millisecond() -> None:
 def test_bar_key_ignores_the_version_of_the_bar() -> None:
     live = sample_bar(closed=False, close=Decimal("61200.00"))
     final = sample_bar(closed=True)
-    assert live.key == final.key == ("BINANCE", "BTCUSDT", "1m", live.timestamp)
+    assert live.key == final.key == ("BINANCE", "BTCUSDT", "1m", live.timestamp, "binance.kline")
+
+
+def test_bar_key_tells_a_derived_bar_from_the_venue_bar_of_the_same_minute() -> None:
+    derived = sample_bar(source="derived.trades", vwap=Decimal("61220.5"))
+    assert derived.key != sample_bar().key
+    assert derived.key[:4] == sample_bar().key[:4]
 
 
 def test_timestamps_in_another_zone_are_stored_in_utc() -> None:
@@ -78,6 +85,11 @@ def test_negative_prices_are_market_data() -> None:
         ({"interval": "0m"}, "interval", "1s, 5m"),
         ({"symbol": ""}, "symbol", "non-empty"),
         ({"timestamp": datetime(2024, 3, 1)}, "timestamp", "naive"),
+        ({"vwap": Decimal("61250.11")}, "vwap", "outside"),
+        ({"vwap": Decimal("61189.99")}, "vwap", "outside"),
+        ({"vwap": Decimal("NaN")}, "vwap", "finite"),
+        ({"vwap": Decimal("1." + "0" * 25)}, "vwap", "after the point"),
+        ({"vwap": 61200.5}, "vwap", "Decimal"),
     ],
 )  # fmt: skip
 def test_invalid_bar_names_the_field(changes: dict[str, object], field: str, problem: str) -> None:
@@ -85,6 +97,15 @@ def test_invalid_bar_names_the_field(changes: dict[str, object], field: str, pro
         sample_bar(**changes)
     assert caught.value.field == field
     assert problem in str(caught.value)
+
+
+def test_a_bar_vwap_at_either_end_of_its_range_is_valid_and_survives_the_codec() -> None:
+    for vwap in (Decimal("61190.00"), Decimal("61250.10"), Decimal("61221.123456789")):
+        bar = sample_bar(vwap=vwap)
+        [decoded] = decode(encode_bars([bar])).records
+        assert decoded == bar
+        assert decoded.vwap == vwap
+    assert b"vwap" not in encode_bars([sample_bar()])  # absent, not null, when unknown
 
 
 @given(ticks)

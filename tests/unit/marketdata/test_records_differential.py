@@ -183,6 +183,7 @@ BAR_VALUES: dict[str, st.SearchStrategy[object]] = {
     "exchange": texts, "symbol": texts, "source": texts, "interval": intervals,
     "timestamp": times, "open": decimals, "high": decimals, "low": decimals, "close": decimals,
     "volume": decimals, "trade_count": trade_counts, "closed": closeds,
+    "vwap": decimals | st.none(),
 }  # fmt: skip
 
 
@@ -252,6 +253,9 @@ def test_the_edges_of_a_built_tick_are_checked_as_before(field: str, value: obje
         *(("interval", value) for value in ["1m\n", "\u0661m", "0m", "999999m", "1000000m", "1M"]),
         *(("trade_count", value) for value in [*_INT_EDGES, True, 1.0, Code.ONE]),
         ("low", Decimal("61190.000000000000000000000")), ("high", Decimal("6.125010E+4")),
+        *(("vwap", Decimal(text)) for text in _DECIMAL_EDGES),
+        *(("vwap", value) for value in [Decimal("61190.00"), Decimal("61250.100"),
+                                        Decimal("61250.11"), Decimal("61189.99"), 61200, None]),
     ],
 )  # fmt: skip
 def test_the_edges_of_a_built_bar_are_checked_as_before(field: str, value: object) -> None:
@@ -379,6 +383,7 @@ BAR_JSON: dict[str, st.SearchStrategy[bytes]] = {
     "interval": _json_intervals, "timestamp": _json_times, "open": _json_decimals,
     "high": _json_decimals, "low": _json_decimals, "close": _json_decimals,
     "volume": _json_decimals, "trade_count": _json_counts, "closed": _json_closed,
+    "vwap": _json_decimals | st.just(b"null"),
 }  # fmt: skip
 
 
@@ -421,10 +426,10 @@ def _assert_decoded_as_before(data: bytes, mutated: list[str] | None = None) -> 
         assert f"{field}: " in str(new[1]), (new, old)
     else:
         named = _named_field(str(new[1]).removeprefix("invalid record: "))
-        assert named in {*mutated, "high", "open", "close"}, (new, old)
+        assert named in {*mutated, "high", "open", "close", "vwap"}, (new, old)
 
 
-_DECIMAL_FIELDS = frozenset(("price", "size", "open", "high", "low", "close", "volume"))
+_DECIMAL_FIELDS = frozenset(("price", "size", "open", "high", "low", "close", "volume", "vwap"))
 
 
 @st.composite
@@ -454,7 +459,10 @@ def _mutated_batch(draw: st.DrawFn) -> tuple[bytes, list[str]]:
         document = json.loads(encode_ticks(records))
         values = TICK_JSON
     else:
-        records_b = [sample_bar(symbol=f"S{i}") for i in range(draw(st.integers(1, 3)))]
+        records_b = [
+            sample_bar(symbol=f"S{i}", vwap=Decimal("61221.5"))
+            for i in range(draw(st.integers(1, 3)))
+        ]
         document = json.loads(encode_bars(records_b))
         values = BAR_JSON
     index = draw(st.integers(0, len(document["records"]) - 1))

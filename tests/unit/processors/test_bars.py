@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketdata.records import Bar, Tick
+from marketdata.records import Bar, BarKey, Tick
 from processors.bars import DERIVED_SOURCE, BarBuilder, parse_intervals
 from tests.strategies import sample_tick
 
@@ -35,8 +35,8 @@ def _builder(intervals: str = "1s,1m", lateness_s: float = 2.0, retain_s: float 
                       idle_close_s=idle_close_s)  # fmt: skip
 
 
-def _latest(emitted: list[Bar]) -> dict[tuple[str, str, str, datetime], Bar]:
-    latest: dict[tuple[str, str, str, datetime], Bar] = {}
+def _latest(emitted: list[Bar]) -> dict[BarKey, Bar]:
+    latest: dict[BarKey, Bar] = {}
     for bar in emitted:
         latest[bar.key] = bar
     return latest
@@ -120,7 +120,7 @@ def test_bars_equal_independently_computed_bars_whatever_the_arrival_order(
 
     for bar in emitted:
         assert bar.source == DERIVED_SOURCE
-    closed_seen: set[tuple[str, str, str, datetime]] = set()
+    closed_seen: set[BarKey] = set()
     for bar in emitted:  # once closed, a bar's later versions are closed too
         if bar.key in closed_seen:
             assert bar.closed
@@ -143,6 +143,8 @@ def test_bars_equal_independently_computed_bars_whatever_the_arrival_order(
             )  # fmt: skip
             assert bar.volume == want.volume
             assert bar.trade_count == want.count
+            assert bar.vwap is not None
+            assert bar.vwap.quantize(Decimal("1e-12")) == want.vwap
             mark = watermark[symbol]
             assert mark is not None
             assert bar.closed == (start + timedelta(seconds=seconds + lateness_s) <= mark)
@@ -166,10 +168,25 @@ def test_known_bar_field_by_field() -> None:
     assert bar == Bar(
         exchange="BINANCE", symbol="BTCUSDT", interval="1m", timestamp=T0, open=Decimal("100"),
         high=Decimal("105"), low=Decimal("98"), close=Decimal("101"), volume=Decimal("10"),
-        trade_count=4, closed=False, source="derived.trades",
+        trade_count=4, closed=False, source="derived.trades", vwap=Decimal("100.3"),
     )  # fmt: skip
     state = builder.instruments[KEY].bars[("1m", ms(T0))]
     assert state.vwap == Decimal(200 + 105 + 294 + 404) / 10
+
+
+def test_vwap_is_a_storable_decimal_within_the_bar_range() -> None:
+    # 1/3 of a notional has more digits after the point than a record holds (MAX_SCALE).
+    builder = _builder("1m", lateness_s=0)
+    builder.add([_trade(1, "1", "1", "1"), _trade(2, "2", "1", "2"),
+                 _trade(3, "1", "1", "3")], now=0.0)  # fmt: skip
+    [bar] = _flush(builder)
+    assert bar.vwap == Decimal("1.333333333333333333333333")
+    # Prices of 38 digits: the quotient rounded to 28 would fall below the low; it is clamped.
+    low = Decimal("12345678901234.000000000000000000000001")
+    builder = _builder("1m", lateness_s=0)
+    builder.add([_trade(1, str(low), "1", "1"), _trade(2, str(low), "2", "2")], now=0.0)
+    [bar] = _flush(builder)
+    assert bar.vwap == low
 
 
 def test_quotes_never_count() -> None:

@@ -68,7 +68,7 @@ async def test_a_range_of_several_pages_gives_the_exact_bar_set(
     assert seen == [(1000, 2500), (2000, 2500), (2500, 2500)]
     bars = await published_bars(binance_settings)
     assert _summary(bars) == expected_bars(2500)
-    assert all(b.closed and b.source == "binance.rest.klines" for b in bars)
+    assert all(b.closed and b.source == "binance.kline" for b in bars)
     first = kline_row("BTCUSDT", "1m", int(START.timestamp() * 1000))
     assert (bars[0].high, bars[0].low, bars[0].volume, bars[0].trade_count) == (
         Decimal(first[2]),

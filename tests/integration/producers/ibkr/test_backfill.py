@@ -56,7 +56,7 @@ def assert_exact(bars: list[Bar], times: list[int]) -> None:
             Decimal(volume),
             count,
         )
-        assert (bar.interval, bar.closed, bar.source) == ("1m", True, "ibkr.historical")
+        assert (bar.interval, bar.closed, bar.source) == ("1m", True, "ibkr.bars")
 
 
 async def test_many_requests_give_the_exact_bar_set_within_ibs_pacing(

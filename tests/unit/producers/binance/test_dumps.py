@@ -62,7 +62,7 @@ def _expected_bar(market: str, symbol: str, interval: str, row: list[str]) -> Ba
     return Bar(exchange=_EXCHANGE[market], symbol=symbol, interval=interval,
                timestamp=_time(row[0]), open=Decimal(row[1]), high=Decimal(row[2]),
                low=Decimal(row[3]), close=Decimal(row[4]), volume=Decimal(row[5]),
-               trade_count=int(row[8]), closed=True, source="binance.rest.klines")  # fmt: skip
+               trade_count=int(row[8]), closed=True, source="binance.kline")  # fmt: skip
 
 
 def _expected_trade(market: str, symbol: str, row: list[str]) -> Tick:

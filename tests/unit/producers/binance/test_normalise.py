@@ -167,7 +167,7 @@ def test_rest_klines_closed_by_server_time() -> None:
         timestamp=datetime(2024, 3, 1, 12, 0, tzinfo=UTC), open=Decimal("61200.00000000"),
         high=Decimal("61250.10000000"), low=Decimal("61190.00000000"),
         close=Decimal("61234.56000000"), volume=Decimal("12.34560000"), trade_count=912,
-        closed=True, source="binance.rest.klines",
+        closed=True, source="binance.kline",
     )  # fmt: skip
     assert normalise.rest_kline("BTCUSDT", "1m", second, server_time).closed is False
 

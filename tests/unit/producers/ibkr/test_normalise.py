@@ -212,7 +212,7 @@ def test_a_realtime_bar_is_a_closed_five_second_bar_at_its_open_time() -> None:
         exchange="IBKR", symbol="AAPL", interval="5s", timestamp=EXCHANGE_TIME,
         open=Decimal("189.5"), high=Decimal("189.61"), low=Decimal("189.42"),
         close=Decimal("189.6"), volume=Decimal("1200"), trade_count=17, closed=True,
-        source="ibkr.realtime",
+        source="ibkr.bars",
     )  # fmt: skip
     unknown_count = [*fields[:10], "-1"]
     assert realtime_bar(unknown_count, "AAPL").trade_count is None
@@ -230,7 +230,7 @@ def test_historical_bars_from_ib_async_values() -> None:
         exchange="IBKR", symbol="AAPL", interval="1m", timestamp=EXCHANGE_TIME,
         open=Decimal("280.59"), high=Decimal("281.03"), low=Decimal("280.21"),
         close=Decimal("280.97"), volume=Decimal("3552.0"), trade_count=176, closed=True,
-        source="ibkr.historical",
+        source="ibkr.bars",
     )  # fmt: skip
     daily = historical_bar(date(2024, 3, 1), (1.0, 1.0, 1.0, 1.0, -1.0, -1), "EUR.USD", "1d",
                            closed=False)  # fmt: skip
