@@ -5,15 +5,19 @@ policy jobs each leaves."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
 from marketdata import migrate
+from marketdata.database import connect
 from marketdata.settings import Settings
+from sinks.writer import BatchWriter
 from tests.timescale.conftest import Server
-from tests.timescale.support import timescale_settings
+from tests.timescale.support import bar, days_ago, job_ids, run_job, timescale_settings
 
 pytestmark = pytest.mark.timescale
 
@@ -126,3 +130,78 @@ def test_up_down_up_with_policies_configures_compression_and_retention(pglite: S
     # Back to the suite's shared state (default chunking) for the tests that follow.
     migrate.downgrade(settings, "base")
     migrate.upgrade(timescale_settings(pglite.url))
+
+
+_OLD_BAR = (
+    "INSERT INTO market_data_ohlcv (exchange, symbol, interval, timestamp, open, high, low,"
+    " close, volume, trade_count, closed, source) VALUES"
+    " ('BINANCE', %s, '1m', %s, 1, 2, 1, 2, 5, 3, true, %s)"
+)
+
+
+def _sourced(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT symbol, source, close, vwap FROM market_data_ohlcv ORDER BY symbol, source"
+        ).fetchall()
+
+
+async def test_0003_on_a_compressed_hypertable_keys_bars_by_source_and_back(
+    pglite: Server,
+) -> None:
+    """Bars stored under 0002 in a chunk the compression policy compressed: 0003 renames the
+    merged sources and changes the key there, the writer then stores a derived bar of the same
+    minute beside the venue's; the downgrade keeps the venue's bar, and up again."""
+    settings = timescale_settings(pglite.url)
+    migrate.downgrade(settings, "base")
+    migrate.upgrade(settings, "0002")
+    at = days_ago(20)
+    with psycopg.connect(pglite.url) as conn:
+        conn.execute(_OLD_BAR, ("BTCUSDT", at, "binance.rest.klines"))
+        conn.execute(_OLD_BAR, ("ETHUSDT", at, "kline"))
+    (job,) = job_ids(pglite.url, "policy_compression", "market_data_ohlcv")
+    run_job(pglite.url, job)
+    with psycopg.connect(pglite.url) as conn:
+        chunks = conn.execute(
+            "SELECT is_compressed FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'market_data_ohlcv'"
+        ).fetchall()
+    assert chunks == [(True,)]
+
+    migrate.upgrade(settings)
+    assert _sourced(pglite.url) == [
+        ("BTCUSDT", "binance.kline", Decimal(2), None),
+        ("ETHUSDT", "kline", Decimal(2), None),
+    ]
+    sink = await connect(pglite.url)
+    try:
+        writer = BatchWriter()
+        await writer.prepare(sink)
+        derived = bar(at, close="101.5")
+        derived = msgspec.structs.replace(derived, source="derived.trades", vwap=Decimal("100.25"))
+        result = await writer.write(sink, [], [derived])
+    finally:
+        await sink.close()
+    assert result.bars_written == 1
+    assert _sourced(pglite.url) == [
+        ("BTCUSDT", "binance.kline", Decimal(2), None),
+        ("BTCUSDT", "derived.trades", Decimal("101.5"), Decimal("100.25")),
+        ("ETHUSDT", "kline", Decimal(2), None),
+    ]
+
+    migrate.downgrade(settings, "0002")
+    assert _sourced_0002(pglite.url) == [("BTCUSDT", "binance.kline"), ("ETHUSDT", "kline")]
+    migrate.upgrade(settings)
+    assert _state(pglite.url)["compression"][0] == (
+        "market_data_ohlcv", "exchange,symbol", '"timestamp" DESC,"interval",source'
+    )  # fmt: skip
+    # Back to the suite's shared state for the tests that follow.
+    migrate.downgrade(settings, "base")
+    migrate.upgrade(settings)
+
+
+def _sourced_0002(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT symbol, source FROM market_data_ohlcv ORDER BY symbol, source"
+        ).fetchall()
