@@ -62,12 +62,13 @@ async def stored_series(settings: Settings) -> list[Series]:
 
 
 async def newest_bar(
-    settings: Settings, exchange: str, symbol: str, interval: str
+    settings: Settings, exchange: str, symbol: str, interval: str, source: str
 ) -> datetime | None:
-    """The open time of the series' newest stored bar, if any."""
+    """The open time of the series' newest stored bar from ``source``, if any (bars derived
+    from trades are another series: they say nothing of what the venue's bars cover)."""
     return await _value(settings, "SELECT max(timestamp) FROM market_data_ohlcv"
-                        " WHERE exchange = %s AND symbol = %s AND interval = %s",
-                        (exchange, symbol, interval))  # fmt: skip
+                        " WHERE exchange = %s AND symbol = %s AND interval = %s AND source = %s",
+                        (exchange, symbol, interval, source))  # fmt: skip
 
 
 async def newest_tick(
@@ -102,15 +103,17 @@ async def oldest_bar(
     exchange: str,
     symbol: str,
     interval: str,
+    source: str,
     *,
     start: datetime,
     end: datetime,
 ) -> datetime | None:
-    """The open time of the series' oldest bar stored within ``[start, end)``, if any."""
+    """The open time of the series' oldest bar from ``source`` stored within ``[start, end)``,
+    if any."""
     return await _value(settings, "SELECT min(timestamp) FROM market_data_ohlcv"
-                        " WHERE exchange = %s AND symbol = %s AND interval = %s"
+                        " WHERE exchange = %s AND symbol = %s AND interval = %s AND source = %s"
                         " AND timestamp >= %s AND timestamp < %s",
-                        (exchange, symbol, interval, start, end))  # fmt: skip
+                        (exchange, symbol, interval, source, start, end))  # fmt: skip
 
 
 async def _value(

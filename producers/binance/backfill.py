@@ -15,7 +15,7 @@ from marketdata.settings import Settings
 from producers.backfill import BackfillResult, Page, Progress, json_rows, publish_pages
 from producers.binance.connector import rest_client
 from producers.binance.history import BinanceRest, KlinePager, to_ms
-from producers.binance.normalise import EXCHANGE
+from producers.binance.normalise import EXCHANGE, KLINES
 from producers.binance.trades import Kind, TradePager
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def backfill(
     """Publish the bars of ``[start, end]``; with ``resume``, from the newest stored bar on.
     ``progress(done, expected)`` is called after each page."""
     if resume:
-        newest = await newest_bar(settings, EXCHANGE, symbol.upper(), interval)
+        newest = await newest_bar(settings, EXCHANGE, symbol.upper(), interval, KLINES)
         if newest is not None and newest > start:
             log.info("resuming from the newest stored bar, %s", newest.isoformat())
             start = newest  # re-fetched too: it may have been stored before it closed

@@ -21,6 +21,8 @@ from marketdata.errors import InvalidRecord
 from marketdata.records import Bar, Side, Tick
 
 EXCHANGE: Final = "BINANCE"
+# The one source of Binance's bars, streamed, fetched or imported: a bar's key holds its source.
+KLINES: Final = "binance.kline"
 INTERVALS: Final = frozenset(
     ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
      "1M")
@@ -218,7 +220,7 @@ def kline(payload: Mapping[str, Any], received_at: datetime) -> Bar:
         volume=_decimal("volume", _get(k, "v", "volume")),
         trade_count=_count("trade_count", _get(k, "n", "trade_count")),
         closed=_flag("closed", _get(k, "x", "closed")),
-        source="binance.kline",
+        source=KLINES,
     )
 
 
@@ -244,8 +246,7 @@ def rest_kline(
         volume=_decimal("volume", row[5]),
         trade_count=_count("trade_count", row[8]),
         closed=close_time < server_time,
-        # The live stream's source: one bar series whether streamed, fetched or imported.
-        source="binance.kline",
+        source=KLINES,
     )
 
 

@@ -19,7 +19,7 @@ from marketdata.inventory import newest_bar, newest_tick
 from marketdata.settings import Settings
 from producers.backfill import BackfillResult, Page, Progress, publish_pages
 from producers.dtc.history import DtcHistoryRejected, HistoryRequest, fetch
-from producers.dtc.normalise import TRADE, Instrument
+from producers.dtc.normalise import HISTORY, TRADE, Instrument
 from producers.dtc.session import Endpoint
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ async def backfill(
     if resume:
         venue, symbol = instrument.venue, instrument.symbol
         newest = await (newest_tick(settings, venue, symbol, TRADE) if interval == "tick"
-                        else newest_bar(settings, venue, symbol, interval))  # fmt: skip
+                        else newest_bar(settings, venue, symbol, interval, HISTORY))  # fmt: skip
         if newest is not None and newest > start:
             log.info("resuming from the newest stored record, %s", newest.isoformat())
             start = newest  # fetched again too: a bar may have been stored before it closed

@@ -20,7 +20,7 @@ from producers.ibkr import session
 from producers.ibkr.contracts import EXCHANGE, Spec, record_symbol
 from producers.ibkr.history import HistoryClient, Request, windows
 from producers.ibkr.live import what_to_show
-from producers.ibkr.normalise import BAR_SIZES
+from producers.ibkr.normalise import BAR_SIZES, BARS
 from producers.ibkr.pacing import HistoricalPacer
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ async def backfill(
         contract = good[spec]
         symbol = record_symbol(contract)
         if resume:
-            oldest = await oldest_bar(settings, EXCHANGE, symbol, interval, start=start, end=end)
+            oldest = await oldest_bar(
+                settings, EXCHANGE, symbol, interval, BARS, start=start, end=end
+            )
             if oldest is not None:
                 log.info("resuming below the oldest stored bar, %s", oldest.isoformat())
                 end = oldest

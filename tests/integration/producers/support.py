@@ -8,7 +8,7 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -22,16 +22,19 @@ from tests.integration.roles import role_process
 _DELETE = "DELETE FROM market_data_ohlcv WHERE exchange = %s AND symbol = %s"
 _INSERT = (
     "INSERT INTO market_data_ohlcv (exchange, symbol, interval, timestamp, open, high, low,"
-    " close, volume, closed, source) VALUES (%s, %s, %s, %s, 1, 1, 1, 1, 1, true, 'test')"
+    " close, volume, closed, source) VALUES (%s, %s, %s, %s, 1, 1, 1, 1, 1, true, %s)"
 )
+# Bars derived from trades are another series: a resume ignores them.
+_DERIVED_AROUND = (timedelta(minutes=-10), timedelta(minutes=10))
 
 
 @asynccontextmanager
 async def stored_bar(
-    settings: Settings, exchange: str, symbol: str, interval: str, at: datetime
+    settings: Settings, exchange: str, symbol: str, interval: str, at: datetime, *, source: str
 ) -> AsyncIterator[None]:
-    """One bar of a series in the database, as an earlier run would have left it, for a resume
-    to find; the series is cleared before and after."""
+    """One bar of a series (``source``) in the database, as an earlier run would have left it,
+    for a resume to find, and derived bars of the same interval 10 minutes either side, for it
+    to ignore; the series is cleared before and after."""
 
     def execute(query: str, params: tuple[object, ...]) -> None:
         with psycopg.connect(settings.database, autocommit=True) as conn:
@@ -39,7 +42,10 @@ async def stored_bar(
 
     await asyncio.to_thread(migrate.upgrade, settings)
     await asyncio.to_thread(execute, _DELETE, (exchange, symbol))
-    await asyncio.to_thread(execute, _INSERT, (exchange, symbol, interval, at))
+    await asyncio.to_thread(execute, _INSERT, (exchange, symbol, interval, at, source))
+    for offset in _DERIVED_AROUND:
+        row = (exchange, symbol, interval, at + offset, "derived.trades")
+        await asyncio.to_thread(execute, _INSERT, row)
     try:
         yield
     finally:

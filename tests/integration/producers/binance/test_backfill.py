@@ -21,6 +21,7 @@ from marketdata.settings import Settings
 from producers.binance.backfill import backfill
 from producers.binance.connector import rest_client
 from producers.binance.history import KlinePager
+from producers.binance.normalise import KLINES
 from sandbox.binance import FakeBinance, RawJSON, kline_row
 from tests.integration.processors.support import read_bars, read_topic
 from tests.integration.producers.support import stored_bar
@@ -123,7 +124,7 @@ async def test_resume_starts_from_the_newest_stored_bar(
     binance_settings: Settings, services: object
 ) -> None:
     newest = START + timedelta(minutes=30)
-    async with stored_bar(binance_settings, "BINANCE", "BTCUSDT", "1m", newest):
+    async with stored_bar(binance_settings, "BINANCE", "BTCUSDT", "1m", newest, source=KLINES):
         result = await backfill(binance_settings, "BTCUSDT", "1m", START,
                                 START + timedelta(minutes=59), resume=True)  # fmt: skip
     assert result.started_at == newest

@@ -19,7 +19,7 @@ from marketdata.kafka import ensure_topics
 from marketdata.records import Bar
 from marketdata.settings import Settings
 from producers.dtc.backfill import backfill
-from producers.dtc.normalise import Instrument
+from producers.dtc.normalise import HISTORY, Instrument
 from sandbox.dtc import FakeDtc, bar_record, fixture_trades
 from tests.dtc_frames import trailer_807 as trailer
 from tests.integration.processors.support import read_bars, read_ticks, read_topic
@@ -220,7 +220,7 @@ async def test_cli_resumes_from_the_newest_stored_bar_with_progress(
            "MARKET_DATA_DATABASE_URL": dtc_settings.database,
            "MDP_TOPIC_PREFIX": dtc_settings.topic_prefix, "DTC_HOST": "127.0.0.1",
            "DTC_HISTORICAL_PORT": str(fake.historical_port)}  # fmt: skip
-    async with stored_bar(dtc_settings, "CME", symbol, "1m", newest):
+    async with stored_bar(dtc_settings, "CME", symbol, "1m", newest, source=HISTORY):
         # Run from the loop that serves the fake, so that the fake can answer.
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mdp", "backfill", "dtc", "--symbol", f"{symbol}@CME",

@@ -19,6 +19,7 @@ from marketdata.records import Bar
 from marketdata.settings import Settings
 from producers.ibkr.backfill import backfill
 from producers.ibkr.contracts import parse_spec
+from producers.ibkr.normalise import BARS
 from sandbox.tws import FakeTws, history_bar
 from tests.integration.processors.support import read_bars, read_topic
 from tests.integration.producers.support import stored_bar
@@ -89,7 +90,7 @@ async def test_resume_continues_below_the_oldest_stored_bar(
     ib_settings: Settings, services: object
 ) -> None:
     oldest = START + timedelta(hours=2)
-    async with stored_bar(ib_settings, "IBKR", "AAPL", "1m", oldest):
+    async with stored_bar(ib_settings, "IBKR", "AAPL", "1m", oldest, source=BARS):
         result = await backfill(ib_settings, AAPL, "1m", START, START + timedelta(hours=5),
                                 resume=True)  # fmt: skip
     assert (result.end, result.bars) == (oldest, 120)
