@@ -16,16 +16,17 @@ from marketdata.errors import ConfigError
 from marketdata.settings import Settings
 
 _TICKS = (
-    "SELECT exchange, symbol, '' AS interval, count(*), max(timestamp) FROM market_data_ticks"
-    " GROUP BY exchange, symbol ORDER BY exchange, symbol"
+    "SELECT exchange, symbol, '' AS interval, '' AS source, count(*), max(timestamp)"
+    " FROM market_data_ticks GROUP BY exchange, symbol ORDER BY exchange, symbol"
 )
+# A bar series is its source's: a venue's bars and those derived from its trades are two.
 _BARS = (
-    "SELECT exchange, symbol, interval, count(*), max(timestamp) FROM market_data_ohlcv"
-    " GROUP BY exchange, symbol, interval ORDER BY exchange, symbol, interval"
+    "SELECT exchange, symbol, interval, source, count(*), max(timestamp) FROM market_data_ohlcv"
+    " GROUP BY exchange, symbol, interval, source ORDER BY exchange, symbol, interval, source"
 )
 
 
-_Row = tuple[str, str, str, int, datetime]
+_Row = tuple[str, str, str, str, int, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Series:
     exchange: str
     symbol: str
     interval: str  # "" for ticks
+    source: str  # "" for ticks (every source of an instrument's ticks together)
     rows: int
     newest: datetime
 
@@ -129,11 +131,11 @@ def describe(series: list[Series]) -> str:
     """A table of the series, one line each, and the totals."""
     if not series:
         return "no data stored yet"
-    header = ("kind", "exchange", "symbol", "interval", "rows", "newest (UTC)")
-    rows = [(s.kind, s.exchange, s.symbol, s.interval or "-", f"{s.rows:,}",
+    header = ("kind", "exchange", "symbol", "interval", "source", "rows", "newest (UTC)")
+    rows = [(s.kind, s.exchange, s.symbol, s.interval or "-", s.source or "-", f"{s.rows:,}",
              f"{s.newest:%Y-%m-%d %H:%M:%S.%f}"[:-3]) for s in series]  # fmt: skip
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(v).ljust(w) if i < 4 else str(v).rjust(w) if i == 4 else str(v)
+    lines = ["  ".join(str(v).ljust(w) if i < 5 else str(v).rjust(w) if i == 5 else str(v)
                        for i, (v, w) in enumerate(zip(row, widths, strict=True)))
              for row in [header, *rows]]  # fmt: skip
     ticks = sum(s.rows for s in series if s.kind == "ticks")

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from marketdata import migrate
 from marketdata.settings import Settings
 from mdp.services.kafka_native import (
     NativeKafka,
@@ -102,3 +103,27 @@ def test_status_on_a_database_without_tables_says_to_migrate(empty_database: str
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("mdp: error: the market-data tables are missing")
     assert lines[0].endswith("run `mdp migrate`")
+
+
+def test_status_shows_a_venue_bar_series_and_the_derived_one_apart(empty_database: str) -> None:
+    settings = Settings.from_env({"MARKET_DATA_DATABASE_URL": empty_database})
+    migrate.upgrade(settings)
+    with psycopg.connect(empty_database) as conn:
+        for source, minutes in (("binance.kline", 2), ("derived.trades", 3)):
+            for minute in range(minutes):
+                conn.execute(
+                    "INSERT INTO market_data_ohlcv (exchange, symbol, interval, timestamp, open,"
+                    " high, low, close, volume, closed, source) VALUES ('BINANCE', 'BTCUSDT',"
+                    " '1m', %s::timestamptz + %s * interval '1 minute', 1, 1, 1, 1, 1, true, %s)",
+                    ("2024-03-01 12:00+00", minute, source),
+                )
+    result = _mdp("status", env={"MARKET_DATA_DATABASE_URL": empty_database})
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[0] == ["kind", "exchange", "symbol", "interval", "source", "rows", "newest",
+                        "(UTC)"]  # fmt: skip
+    assert [line[:6] for line in lines[1:3]] == [
+        ["bars", "BINANCE", "BTCUSDT", "1m", "binance.kline", "2"],
+        ["bars", "BINANCE", "BTCUSDT", "1m", "derived.trades", "3"],
+    ]
+    assert result.stdout.splitlines()[-1] == "total: 0 ticks, 5 bars in 2 series"
