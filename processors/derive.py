@@ -23,18 +23,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
 from marketdata.codec import Batch, TickBatch, decode, encode_bars
 from marketdata.dlq import SourceMessage
-from marketdata.errors import DecodeError
-from marketdata.kafka import kafka_errors
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 from processors.bars import BarBuilder, interval_seconds, micros, parse_intervals
 from processors.core import BatchProcessor, Output, Result
+from processors.rebuild import read_back
 
 log = logging.getLogger(__name__)
 
@@ -217,36 +215,5 @@ async def read_emitted(
 ) -> tuple[list[Tick], bool]:
     """The ticks emitted to ``md.ticks[partition]`` in the last ``span_s`` seconds, and whether
     older messages exist (so that some bar's earlier trades may be missing)."""
-    tp = TopicPartition(settings.topics.ticks, partition)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-        isolation_level="read_committed",
-    )  # fmt: skip
-    ticks: list[Tick] = []
-    async with kafka_errors():
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            first = (await consumer.beginning_offsets([tp]))[tp]
-            end = (await consumer.end_offsets([tp]))[tp]
-            since = int((time.time() - span_s) * 1000)
-            found = (await consumer.offsets_for_times({tp: since}))[tp]
-            start = max(found.offset if found else end, first)
-            position = start
-            if start < end:
-                consumer.seek(tp, start)
-                while position < end:
-                    fetched = await consumer.getmany(tp, timeout_ms=1000)
-                    for message in fetched.get(tp, []):
-                        position = message.offset + 1
-                        try:
-                            batch = decode(message.value)
-                        except DecodeError:
-                            continue  # not ours to judge here; the sink dead-letters it
-                        if isinstance(batch, TickBatch):
-                            ticks.extend(batch.records)
-                    if not fetched:
-                        position = await consumer.position(tp)
-        finally:
-            await consumer.stop()
-    return ticks, start > first
+    found = await read_back(settings, partition, span_s)
+    return found.ticks, found.start > found.first
