@@ -7,10 +7,11 @@ import asyncio
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -102,20 +103,34 @@ class Pipeline:
         return rows
 
 
-@pytest.fixture
-async def pipeline(
-    settings: Settings, unique: str, log: Path, processes: list[subprocess.Popen[bytes]]
-) -> AsyncIterator[Pipeline]:
-    """A processor and a sink of this test's own (topics and consumer groups), running."""
+P = TypeVar("P", bound=Pipeline)
+
+
+@asynccontextmanager
+async def own_pipeline(
+    kind: type[P], settings: Settings, unique: str, log: Path,
+    processes: list[subprocess.Popen[bytes]], **updates: Any,
+) -> AsyncIterator[P]:  # fmt: skip
+    """A processor and a sink of the test's own (topics and consumer groups), running, with
+    ``updates`` to their settings; stopped after."""
     own = settings.model_copy(update={"process_group": f"{unique}-process",
                                       "sink_group": f"{unique}-sink",
-                                      "process_batch_ms": 50})  # fmt: skip
+                                      "process_batch_ms": 50, **updates})  # fmt: skip
     await ensure_topics(own, own.topics.all())
     await asyncio.to_thread(migrate.upgrade, own)
-    running = Pipeline(own, log, processes)
+    running = kind(own, log, processes)
     running.start("sink")
     running.start("process")
     yield running
     for name in running.roles:
         if running.roles[name].poll() is None:
             await running.stop(name)
+
+
+@pytest.fixture
+async def pipeline(
+    settings: Settings, unique: str, log: Path, processes: list[subprocess.Popen[bytes]]
+) -> AsyncIterator[Pipeline]:
+    """A processor and a sink of this test's own (topics and consumer groups), running."""
+    async with own_pipeline(Pipeline, settings, unique, log, processes) as running:
+        yield running

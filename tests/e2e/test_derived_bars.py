@@ -17,14 +17,12 @@ from typing import Any
 
 import pytest
 
-from marketdata import migrate
 from marketdata.codec import BarBatch, decode, encode_ticks
-from marketdata.kafka import ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
 from sandbox.binance import FakeBinance, kline_row
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import Pipeline, own_pipeline
 from tests.e2e.timeline import own_minute
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import free_port, processor_process, read_topic
@@ -147,20 +145,10 @@ async def bars_pipeline(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[BarsPipeline]:  # fmt: skip
     """A processor building 1s and 1m bars (lateness 1 s) and a sink, of this test's own."""
-    own = settings.model_copy(update={
-        "process_group": f"{unique}-process", "sink_group": f"{unique}-sink",
-        "process_batch_ms": 50, "bars_enabled": True, "bars_intervals": "1s,1m",
-        "bars_lateness_ms": 1000, **getattr(request, "param", {}),
-    })  # fmt: skip
-    await ensure_topics(own, own.topics.all())
-    await asyncio.to_thread(migrate.upgrade, own)
-    running = BarsPipeline(own, log, processes)
-    running.start("sink")
-    running.start("process")
-    yield running
-    for name in running.roles:
-        if running.roles[name].poll() is None:
-            await running.stop(name)
+    updates = {"bars_enabled": True, "bars_intervals": "1s,1m", "bars_lateness_ms": 1000,
+               **getattr(request, "param", {})}  # fmt: skip
+    async with own_pipeline(BarsPipeline, settings, unique, log, processes, **updates) as running:
+        yield running
 
 
 @pytest.mark.parametrize("bars_pipeline", [{"bars_idle_close_s": 1.0}], indirect=True)
