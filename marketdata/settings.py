@@ -96,8 +96,8 @@ class Settings(BaseModel):
     binance_symbols: str | None = Field(None, alias="BINANCE_SYMBOLS", min_length=1)
     ibkr_symbols: str | None = Field(None, alias="IBKR_SYMBOLS", min_length=1)
     dtc_symbols: str | None = Field(None, alias="DTC_SYMBOLS", min_length=1)
-    # How long a live producer gathers an instrument's records into one message: every Kafka
-    # message costs the processor ~80 µs, so 1-record messages saturate it near 5k ticks/s.
+    # The time cap of a producer's batching: an instrument's records gather while a send of it
+    # is in flight (every Kafka message costs the processor ~130 µs), at most this long.
     producer_flush_ms: int = Field(50, alias="MDP_PRODUCER_FLUSH_MS", ge=1, le=10_000)
     producer_metrics_port: int | None = Field(
         None, alias="MDP_PRODUCER_METRICS_PORT", ge=0, le=65535

@@ -95,10 +95,12 @@ async def publish_pages(
     origin: str, gauge: Callable[[BackfillResult], tuple[int, int]],
     progress: Progress | None = None, opener: Opener | None = None,
 ) -> BackfillResult:  # fmt: skip
-    """Publish every page, each flushed before the next is asked for; ``progress(done, total)``
-    after each page as the venue's ``gauge`` measures the result so far, and once more at the
-    end if the last page left the bar short (a range with gaps at its end). ``opener``: where
-    to publish instead of a Kafka producer of ``settings`` (tests)."""
+    """Publish every page, each handed to the publisher before the next is asked for (a page's
+    records that gather behind a send in flight go when it is answered, with the next page's
+    of their instrument); ``progress(done, total)`` after each page as the venue's ``gauge``
+    measures the result so far, and once more at the end if the last page left the bar short (a
+    range with gaps at its end). ``opener``: where to publish instead of a Kafka producer of
+    ``settings`` (tests)."""
     opener = opener or (lambda: publishing(settings, stage, max_records=500))
     result = asked
     async with opener() as publisher:

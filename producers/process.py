@@ -50,7 +50,8 @@ async def publishing(
     producer = create_producer(settings)
     async with kafka_errors():
         await producer.start()
-    publisher = Publisher(producer, settings.topics, stage=stage, max_records=max_records)
+    publisher = Publisher(producer, settings.topics, stage=stage, max_records=max_records,
+                          linger_s=settings.producer_flush_ms / 1000)  # fmt: skip
     server = None
     try:
         if settings.producer_metrics_port is not None:

@@ -137,7 +137,7 @@ class BinanceLive:
 
     def __init__(
         self, stream_url: str, rest: RestClient, streams: Sequence[str], publisher: Publisher,
-        *, stats: BinanceStats | None = None, watchdog_s: float = 30.0, linger_s: float = 0.005,
+        *, stats: BinanceStats | None = None, watchdog_s: float = 30.0, idle_s: float = 0.05,
         rotate_s: float = 23 * 3600, max_gap_pages: int = 20, time_unit: str | None = None,
     ) -> None:  # fmt: skip
         self.stream_url = stream_url
@@ -145,7 +145,9 @@ class BinanceLive:
         self.streams = list(streams)
         self.publisher = publisher
         self.stats = stats or BinanceStats.of_streams(self.streams, watchdog_s=watchdog_s)
-        self.linger_s = linger_s
+        # An idle loop looks at the stop and the rotation this often (the publisher sends by
+        # itself: nothing to flush on a timer).
+        self.idle_s = idle_s
         self.rotate_s = rotate_s
         self.max_gap_pages = max_gap_pages
         # None: Binance's default (milliseconds); "MICROSECOND" asks the streams for µs. The REST
@@ -227,11 +229,8 @@ class BinanceLive:
             if self._queue.empty():
                 # Waiting costs a task; a busy stream takes frames without one (below).
                 try:
-                    item = await asyncio.wait_for(
-                        self._queue.get(), timeout=max(self.linger_s, 0.001)
-                    )
+                    item = await asyncio.wait_for(self._queue.get(), timeout=self.idle_s)
                 except TimeoutError:
-                    await self.publisher.flush()
                     continue
             else:
                 item = self._queue.get_nowait()
@@ -248,8 +247,6 @@ class BinanceLive:
             if await self._handle(received_at, frame):
                 # Binance closes this connection soon: move to a new one first, without a gap.
                 return Ended("rotate", "Binance announced a server shutdown")
-            if time.monotonic() - self.publisher.last_flush >= self.linger_s:
-                await self.publisher.flush()
         return Ended("stopped")
 
     async def _handle(self, received_at: datetime, frame: str) -> bool:

@@ -30,10 +30,9 @@ async def run_live(
     rest = rest_client(settings)  # asks for the streams' unit: the gap fill's copies dedupe
     try:
         async with publishing(settings, "binance.live", feeds=feeds) as publisher:
-            linger_s = settings.producer_flush_ms / 1000
             lives = [
                 BinanceLive(settings.binance_stream, rest, group, publisher, stats=stats,
-                            linger_s=linger_s, time_unit=asked_time_unit(settings))
+                            time_unit=asked_time_unit(settings))
                 for group, stats in zip(groups, feeds, strict=True)
             ]  # fmt: skip
             for number, live in enumerate(lives, 1):

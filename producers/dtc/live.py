@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,17 +92,15 @@ class DtcLive:
     def __init__(
         self, endpoint: Endpoint, instruments: Sequence[Instrument], publisher: Publisher, *,
         stats: DtcStats | None = None, history: Endpoint | None = None,
-        max_backoff_s: float = 30.0, linger_s: float = 0.005,
+        max_backoff_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.endpoint = endpoint
         self.history = history
         self.instruments = dict(enumerate(instruments, 1))
         self.publisher = publisher
-        self.linger_s = linger_s
         self.stats = stats or DtcStats.watching(instruments, endpoint)
         self.timing = Timing(watchdog_s=self.stats.watchdog_s, max_backoff_s=max_backoff_s)
         self._occurrences = Occurrences()
-        self._unflushed = False
         self._ignored_types: set[int] = set()
         self._fetched = 0  # records of the instrument whose gap is being filled
         self._unavailable_since: datetime | None = None
@@ -204,13 +201,9 @@ class DtcLive:
         """Handle messages until the connection must be replaced; say why."""
         while True:
             try:
-                # Idle, the read waits for the venue as long as it takes: the loop's watchdog
-                # judges silence.
-                async with asyncio.timeout(self.linger_s if self._unflushed else None):
-                    frames = await session.read_frames()
-            except TimeoutError:
-                await self._flush()
-                continue
+                # The read waits for the venue as long as it takes (the loop's watchdog judges
+                # silence; the publisher sends by itself, with no flush timer to serve).
+                frames = await session.read_frames()
             except DtcConnectionLost as exc:
                 if session.framer.pending:  # a message cut off by the close: kept, not lost
                     why = f"truncated DTC message when the connection closed: {exc}"
@@ -228,17 +221,10 @@ class DtcLive:
                 ended = await self._handle(session, frame, received_at)
                 if ended is not None:
                     return ended
-            if time.monotonic() - self.publisher.last_flush >= self.linger_s:
-                await self._flush()
 
     def _lost(self, reason: str) -> Ended:
         # Lost while the server's feed was away: the data stopped when the feed did.
         return Ended("lost", reason, self._unavailable_since)
-
-    async def _flush(self) -> None:
-        if self._unflushed:
-            await self.publisher.flush()
-            self._unflushed = False
 
     async def _dead(self, frame: bytes, reason: str, origin: str = ORIGIN) -> None:
         self.stats.malformed += 1
@@ -304,7 +290,6 @@ class DtcLive:
         records = result if isinstance(result, list) else [result]
         if records:
             self.stats.seen(records)
-            self._unflushed = True
             await self.publisher.add(records)
 
     def _reject(self, message: Message) -> None:

@@ -24,7 +24,6 @@ async def run_live(
     stats = DtcStats.watching(instruments, endpoint, timeout_s)
     async with publishing(settings, "dtc.live", feeds=[stats]) as publisher:
         live = DtcLive(endpoint, instruments, publisher, stats=stats,
-                       history=Endpoint.historical(settings),
-                       linger_s=settings.producer_flush_ms / 1000)  # fmt: skip
+                       history=Endpoint.historical(settings))  # fmt: skip
         await live.run(stop)
         return live

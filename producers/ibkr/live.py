@@ -53,7 +53,6 @@ class LiveOptions:
     restore_s: float = 120.0
     max_backoff_s: float = 60.0
     max_gap_s: int = 6 * 3600
-    flush_s: float = 0.005
 
     def timing(self) -> Timing:
         """The reconnect loop's timing for these options."""
@@ -368,8 +367,6 @@ class IbkrLive:
                 self.stats.malformed += 1
                 log.warning("malformed IB message dead-lettered: %s", reason)
                 await self.publisher.dead(raw, reason, "ibkr.live")
-            await asyncio.sleep(self.options.flush_s)
-            await self.publisher.flush()
             if self._closing and not self._records:
                 await self.publisher.flush(wait=True)
                 return

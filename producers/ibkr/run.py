@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 
 from marketdata.settings import Settings
@@ -19,7 +18,6 @@ async def run_live(
     stop: asyncio.Event | None = None,
 ) -> IbkrLive:  # fmt: skip
     stop = stop or stop_on_signals()
-    options = dataclasses.replace(options, flush_s=settings.producer_flush_ms / 1000)
     stats = IbkrStats(VENUE, watchdog_s=options.watchdog_s)  # /health reads it
     async with publishing(settings, "ibkr.live", feeds=[stats]) as publisher:
         live = IbkrLive(settings, specs, publisher, options, stats=stats)

@@ -55,7 +55,7 @@ async def test_after_a_stop_signal_the_drain_gives_up_in_time_and_counts_what_wa
     broker = Broker()
     publisher = _publisher(broker)
     stop = stop_on_signals()
-    await publisher.add([sample_tick(trade_id=str(n)) for n in range(5)])  # 2 sends, 1 buffered
+    await publisher.add([sample_tick(trade_id=str(n)) for n in range(5)])  # 3 sends (2, 2, 1)
     broker.futures[0].set_result(None)
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(stop.wait(), 5)

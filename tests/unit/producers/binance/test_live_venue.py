@@ -31,7 +31,7 @@ SHUTDOWN = '{"stream": "btcusdt@trade", "data": {"e": "serverShutdown", "E": 170
 def venue(rest: Any = None, stream_url: str = "ws://127.0.0.1:9") -> tuple[BinanceLive, Collected]:
     collected = Collected()
     live = BinanceLive(stream_url, cast(RestClient, rest), ["btcusdt@trade", "btcusdt@kline_1m"],
-                       cast(Publisher, collected), linger_s=0.001)  # fmt: skip
+                       cast(Publisher, collected), idle_s=0.001)  # fmt: skip
     return live, collected
 
 
