@@ -27,8 +27,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import random
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -369,28 +372,49 @@ def _is_int(value: Any) -> bool:
 # A stand-alone sandbox venue -------------------------------------------------------------
 
 
-async def replay(fake: FakeBinance, rate: float) -> None:
-    """Trades at ``rate`` a second per symbol, and each symbol's closed 1m kline as a minute
-    ends, stamped with the current time."""
+async def replay(
+    fake: FakeBinance, rate: float, *, symbols: Sequence[str] = SYMBOLS, count: int | None = None
+) -> None:
+    """Trades at ``rate`` a second per symbol (``count`` each, or without end), and each
+    symbol's closed 1m kline as a minute ends, stamped with the current time.
+
+    The rate holds on a schedule: each wake sends every round due since the start, so a rate
+    above what one sleep a round allows (the loop's timer resolution, the time a push takes) is
+    still offered, in bursts, rather than silently lowered. ``math.inf`` sends as fast as it can.
+    """
+    if math.isinf(rate) and count is None:
+        raise ValueError("a replay without end needs a finite rate")
+    limit = sys.maxsize if count is None else count
     rng = random.Random()
-    trade_ids = dict.fromkeys(SYMBOLS, 1)
+    trade_ids = dict.fromkeys(symbols, 1)
     last_minute = fake.server_ms() // 60_000
-    while True:
-        await asyncio.sleep(1 / rate)
+    started, sent = time.monotonic(), 0
+    while sent < limit:
+        if math.isinf(rate):
+            await asyncio.sleep(0)
+            due = limit
+        else:
+            await asyncio.sleep(max(0.0, started + (sent + 1) / rate - time.monotonic()))
+            due = min(limit, int((time.monotonic() - started) * rate))
         now = fake.server_ms()
-        for symbol in SYMBOLS:
-            row = kline_row(symbol, "1m", now // 60_000 * 60_000)
-            price = Decimal(row[3]) + (Decimal(row[2]) - Decimal(row[3])) * Decimal(rng.random())
-            trade_ids[symbol] += 1
-            await fake.push(f"{symbol.lower()}@trade", {
-                "e": "trade", "E": now, "s": symbol, "t": trade_ids[symbol],
-                "p": f"{price:.8f}", "q": f"{rng.randint(1, 5000) / 10_000:.8f}", "T": now,
-                "m": rng.random() < 0.5, "M": True,
-            })  # fmt: skip
+        # This minute's range of each symbol, which its trades' prices stay inside.
+        ranges = {symbol: kline_row(symbol, "1m", now // 60_000 * 60_000) for symbol in symbols}
+        for _ in range(due - sent):
+            for symbol in symbols:
+                row = ranges[symbol]
+                spread = Decimal(row[2]) - Decimal(row[3])
+                price = Decimal(row[3]) + spread * Decimal(rng.random())
+                trade_ids[symbol] += 1
+                await fake.push(f"{symbol.lower()}@trade", {
+                    "e": "trade", "E": now, "s": symbol, "t": trade_ids[symbol],
+                    "p": f"{price:.8f}", "q": f"{rng.randint(1, 5000) / 10_000:.8f}", "T": now,
+                    "m": rng.random() < 0.5, "M": True,
+                })  # fmt: skip
+        sent = max(sent, due)
         if now // 60_000 > last_minute:
             closed = last_minute * 60_000
             last_minute = now // 60_000
-            for symbol in SYMBOLS:
+            for symbol in symbols:
                 row = kline_row(symbol, "1m", closed)
                 await fake.push(f"{symbol.lower()}@kline_1m", kline_event(symbol, "1m", closed))
 
