@@ -1,9 +1,11 @@
 """The faust app: one agent per raw topic, each deduplicating and batching.
 
-Each agent takes up to MDP_PROCESS_TAKE_MESSAGES messages or MDP_PROCESS_BATCH_MS of them
-(``Stream.take_events``), hands them to :class:`BatchProcessor`, and sends the batches it
-returns. faust-streaming 0.15 acks a taken buffer in a ``finally``: when the agent asks for the
-next one, but also when the agent raised or was cancelled, and then restarts the agent past it.
+Each agent takes a buffer of messages (``processors.intake.take_adaptive``: as soon as its
+input ran dry, at MDP_PROCESS_TAKE_MESSAGES, or at the latest MDP_PROCESS_BATCH_MS after its
+first message), hands it to :class:`BatchProcessor`, and sends the batches it returns. The take
+acks a buffer as faust-streaming 0.15's ``take_events`` does, in a ``finally``: when the agent
+asks for the next one, but also when the agent raised or was cancelled, and faust then restarts
+the agent past it.
 So no offset may pass a message that was neither forwarded nor dead-lettered: one message's
 failure of any kind is its own dead letter (:class:`BatchProcessor`); the next buffer is taken
 only once the broker acknowledged every output of this one (faust's flush before a commit
@@ -29,6 +31,7 @@ from marketdata.dlq import dead_letter_headers, log_dead_letter
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
 from processors.derive import derived_bars
+from processors.intake import take_adaptive, unread, watch_intake
 from processors.metrics import ProcessorMetrics
 from processors.rebuild import load_window
 
@@ -125,17 +128,19 @@ def create_app(
         metrics.batches.inc(len(result.outputs))
         metrics.dead_letters.inc(len(result.dead))
 
+    queues: dict[str, Any] = {}  # each agent's channel queue, for the stall watch
+
     async def agent(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        within = settings.process_batch_ms / 1000
-        async for events in cast(faust.Stream[Any], stream).take_events(
-            settings.process_take_messages, within
-        ):
+        queues[str(stream.channel)] = cast(faust.ChannelT[Any], stream.channel).queue
+        cap_s = settings.process_batch_ms / 1000
+        async for events in take_adaptive(stream, settings.process_take_messages, cap_s):
             held.messages += len(events)
+            metrics.buffer_messages.observe(len(events))
             try:
                 await handle(events)
                 held.messages -= len(events)
             except BaseException as exc:
-                # take_events acks its buffer in a `finally`, however its consumer ended, and
+                # The take acks its buffer in a `finally`, however its consumer ended, and
                 # faust restarts a crashed agent past it: one more reference on each message
                 # keeps every offset of this buffer from ever becoming committable.
                 for event in events:
@@ -155,7 +160,13 @@ def create_app(
         bars.forget(tp.partition for tp in revoked if tp.topic == topics.ticks_raw)
 
     bars.install_timer(app, outputs, on_failure)
+    _watch_stalls(app, metrics, held, queues)
 
+    _serve_pages(app, metrics)
+    return app
+
+
+def _serve_pages(app: faust.App, metrics: ProcessorMetrics) -> None:
     @app.page("/metrics")
     async def serve_metrics(view: View, request: Request) -> Response:
         # aiohttp wants the charset apart from the content type.
@@ -167,4 +178,30 @@ def create_app(
         ready = app.rebalancing is False and app.consumer is not None
         return view.text("ready\n" if ready else "not ready\n", status=200 if ready else 503)
 
-    return app
+
+def _watch_stalls(
+    app: faust.App, metrics: ProcessorMetrics, held: InHand, queues: dict[str, Any]
+) -> None:
+    """The intake-stall metrics (issue #20): loop lag, idle with a backlog, flow-control
+    pauses."""
+
+    def idle() -> bool:
+        return not held.messages and not any(q.qsize() for q in queues.values())
+
+    async def watch() -> None:
+        await watch_intake(metrics, idle, lambda: unread(app.consumer))
+
+    app.task(watch)
+    app.sensors.add(_PausedSensor(metrics))
+
+
+class _PausedSensor(faust.Sensor):
+    """Counts faust's flow-control pauses: a partition no longer fetched because its stream
+    queue neared ``stream_buffer_maxsize`` (the conductor's ``on_pressure_high``)."""
+
+    def __init__(self, metrics: ProcessorMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def on_topic_buffer_full(self, tp: Any) -> None:
+        self.metrics.intake_paused.inc()
