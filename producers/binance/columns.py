@@ -44,6 +44,7 @@ from producers.binance.vision import (
 from producers.publisher import Envelope
 
 BLOCK_BYTES: Final = 4 << 20
+_FIRST_BLOCK: Final = 64 << 10
 ENVELOPE_RECORDS: Final = 500  # Kafka's limit is 1 MiB; a record is ~250 bytes
 # A line this long could be cut by the row path (MAX_LINE characters); it is left to it.
 _LONGEST: Final = MAX_LINE - 96
@@ -70,15 +71,18 @@ class EncodedPage:
     rejected: list[tuple[bytes, str]] = field(default_factory=list)
 
 
-def blocks(pieces: Iterator[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """The bytes of ``pieces`` regrouped into blocks of about ``size`` bytes, each ending at a
-    line end (the last one at the end of the data). A line longer than that keeps its first
-    bytes (the row path reads no more of it than :data:`MAX_LINE` characters) and the rest
-    is dropped. At most one block is held. When reading fails, the lines read
-    before are given first, then the error is raised."""
+def blocks(
+    pieces: Iterator[bytes], size: int = BLOCK_BYTES, first: int | None = None
+) -> Iterator[bytes]:
+    """The bytes of ``pieces`` regrouped into blocks of about ``size`` bytes (the first one of
+    about ``first``, when given), each ending at a line end (the last one at the end of the
+    data). A line longer than that keeps its first bytes (the row path reads no more of it
+    than :data:`MAX_LINE` characters) and the rest is dropped. At most one block is held.
+    When reading fails, the lines read before are given first, then the error is raised."""
     held: list[bytes] = []
     length = 0
     dropping = False
+    within = first if first is not None and first < size else None
     try:
         for piece in pieces:
             data = piece
@@ -89,19 +93,16 @@ def blocks(pieces: Iterator[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
                 data, dropping = data[end + 1 :], False
             held.append(data)
             length += len(data)
-            if length < size:
+            if length < (within or size):
                 continue
-            whole = b"".join(held)
-            cut = whole.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a block: keep its beginning
-                if length < _KEEP:
-                    held = [whole]
-                    continue
+            block, held = _cut(held, within)
+            within, length = None, len(held[0])
+            if block:
+                yield block
+            elif length >= _KEEP:  # one line longer than a block: keep its beginning
+                beginning = held[0][:_KEEP]
                 held, length, dropping = [], 0, True
-                yield whole[:_KEEP] + b"\n"
-                continue
-            held, length = [whole[cut:]], len(whole) - cut
-            yield whole[:cut]
+                yield beginning + b"\n"
     except DAMAGE:
         whole = b"".join(held)
         if cut := whole.rfind(b"\n") + 1:
@@ -111,15 +112,25 @@ def blocks(pieces: Iterator[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
         yield b"".join(held)
 
 
+def _cut(held: list[bytes], within: int | None) -> tuple[bytes, list[bytes]]:
+    """The ``held`` pieces cut after a line end (the last one in their first ``within`` bytes
+    if there is one, else the very last): the block before it (empty when there is no line
+    end) and, as one piece, what follows."""
+    last = held[-1]
+    if within is None and (at := last.rfind(b"\n") + 1):
+        # Most often the last line end is in the last piece: the block is joined in one copy.
+        return b"".join([*held[:-1], memoryview(last)[:at]]), [last[at:]]
+    whole = b"".join(held)
+    cut = (whole.rfind(b"\n", 0, within) + 1 if within is not None else 0) or (
+        whole.rfind(b"\n") + 1
+    )
+    return whole[:cut], [whole[cut:]]
+
+
 def _clean(block: bytes) -> bool:
     """Whether ``block`` is ASCII with no bare ``\\r`` (which the row path takes for a line
     end); empty lines, which pyarrow skips, are found by counting its rows."""
     return block.isascii() and (b"\r" not in block or block.count(b"\r") == block.count(b"\r\n"))
-
-
-def _lines_in(block: bytes) -> int:
-    """The lines of a clean block (the last one may have no line end)."""
-    return block.count(b"\n") + (not block.endswith(b"\n"))
 
 
 class _Pages:
@@ -199,7 +210,9 @@ def read_envelopes(
     page. Raises :class:`DumpError` for the file as a whole."""
     reading = _Reading(path_name, name, received_at, page_rows, limit)
     try:
-        for block in blocks(reader.pieces(), block_bytes):
+        # A small first block: its first line goes through the row path (header, the file's
+        # unit) and the rest of it is copied, rather than the rest of a large block.
+        for block in blocks(reader.pieces(), block_bytes, min(block_bytes, _FIRST_BLOCK)):
             reading.block(block)
             yield from reading.pages.take()
     except DAMAGE as exc:
@@ -272,7 +285,9 @@ class _Reading:
         try:
             table = pcsv.read_csv(
                 pa.py_buffer(block),
-                read_options=pcsv.ReadOptions(column_names=names, use_threads=False),
+                # One chunk for the whole block: no copy to combine chunks.
+                read_options=pcsv.ReadOptions(column_names=names, use_threads=False,
+                                              block_size=len(block) + 1),
                 parse_options=pcsv.ParseOptions(quote_char=False, invalid_row_handler=count_off),
                 convert_options=pcsv.ConvertOptions(
                     column_types=dict.fromkeys(names, pa.string()), check_utf8=False,
@@ -280,7 +295,11 @@ class _Reading:
             ).combine_chunks()  # fmt: skip
         except (pa.ArrowException, ValueError):
             return False
-        lines = _lines_in(block)
+        # Where the lines end, found once (and so how many: the last may have no line end).
+        ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + 1
+        if not block.endswith(b"\n"):
+            ends = np.append(ends, len(block))
+        lines = len(ends)
         if 0 in other or len(other) + table.num_rows != lines:
             return False
         if self.formats is None:
@@ -288,9 +307,6 @@ class _Reading:
         empty = pa.array([], pa.string())
         read = {i: table.column(f"c{i}").chunk(0) if table.num_rows else empty for i in _READ[kind]}
         columns = [read.get(i, empty) for i in range(width)]
-        ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n")) + 1
-        if len(ends) < lines:
-            ends = np.append(ends, len(block))
         starts = np.concatenate([[0], ends[:-1]])
         # Each line as a string (its line end included), over the block's own bytes.
         texts_of_lines = pa.StringArray.from_buffers(

@@ -90,6 +90,8 @@ class Formats:
         digits = pc.utf8_lpad(pc.cast(parts.dictionary, pa.string()), 6, "0")
         digits = pc.if_else(pc.equal(parts.dictionary, 0), "",
                             pc.binary_join_element_wise(".", digits, ""))  # fmt: skip
+        if len(digits) == 1:  # one fraction for all (bars: none), a text joined once
+            return [text, str(digits[0].as_py())]
         return [text, pc.take(digits, parts.indices)]
 
     def kind(self, columns: list[pa.Array], shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -140,12 +142,11 @@ class Formats:
         opened, high, low, close = ((c[i], _float(c[i], ok)) for i in range(1, 5))
         ok = _all(ok, _at_most(low, high), _at_most(low, opened), _at_most(opened, high),
                   _at_most(low, close), _at_most(close, high))  # fmt: skip
-        closed = pc.less(closes, self.received_us)
+        closed = _uniform(pc.less(closes, self.received_us), ',"closed":true', ',"closed":false')
         parts: _Parts = [
             self.head + f'"interval":{_json(self.name.interval or "")},"timestamp":"',
             *self.timestamp(micros), 'Z","open":"', c[1], '","high":"', c[2], '","low":"', c[3],
-            '","close":"', c[4], '","volume":"', c[5], '","trade_count":', c[8],
-            pc.if_else(closed, ',"closed":true', ',"closed":false'),
+            '","close":"', c[4], '","volume":"', c[5], '","trade_count":', c[8], closed,
             ',"source":"binance.kline"},',
         ]  # fmt: skip
         return ok, _join(parts)
@@ -182,5 +183,23 @@ def _all(*masks: pa.Array) -> pa.Array:
     return result
 
 
+def _uniform(mask: pa.Array, true: str, false: str) -> pa.Array | str:
+    """``true`` where ``mask``, ``false`` elsewhere: one text when it is the same for all
+    rows (as it most often is), which :func:`_join` merges with its neighbours."""
+    if pc.all(mask).as_py():
+        return true
+    if not pc.any(mask).as_py():
+        return false
+    return pc.if_else(mask, true, false)
+
+
 def _join(parts: _Parts) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "")
+    """The row-wise concatenation of ``parts``; neighbouring texts are joined first (the
+    cost of the join grows with the number of parts)."""
+    merged: _Parts = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return pc.binary_join_element_wise(*merged, "")

@@ -96,6 +96,39 @@ def test_plain_csv_copies_of_the_fixtures_too(tmp_path: Path) -> None:
         _assert_same(plain_copy(archive, tmp_path), block_bytes=64)
 
 
+def test_a_file_of_several_blocks_with_a_small_first_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files larger than the first block (64 kB) and than a block: the header and the first
+    row through the row path, the rest of the first block and every later block through the
+    columns, and what both paths publish is the same."""
+    folder = tmp_path / "data/futures/um/monthly"
+    folder.mkdir(parents=True)
+    lines = [HEADERS["klines"]] + [
+        f"{1727000000000 + n * 60_000},{60000 + n % 997}.{n % 100:02d},{60100 + n % 997}.5,"
+        f"{59900 + n % 997},{60050 + n % 997}.25,{n % 50 + 1}.{n:08d},"
+        f"{1727000000000 + n * 60_000 + 59_999},{n * 3}.1,{n % 500},1.5,2.{n},0"
+        for n in range(6000)
+    ]  # fmt: skip
+    path = folder / "BTCUSDT-1m-2024-09.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("BTCUSDT-1m-2024-09.csv", "\r\n".join(lines) + "\r\n")
+    assert len("\n".join(lines)) > 5 * 100_000
+    for block_bytes in (100_000, BLOCK_BYTES):
+        assert len(_records(_assert_same(path, block_bytes=block_bytes))) == 6000
+    seen: list[int] = []
+    line = RowPath.line
+
+    def counted(self: RowPath, found: tuple[int, str, bool]) -> object:
+        seen.append(found[0])
+        return line(self, found)
+
+    monkeypatch.setattr(RowPath, "line", counted)
+    pages = list(read_encoded(path, parse_name(path), _State(), received_at=RECEIVED))
+    assert sum(page.count for page in pages) == 6000
+    assert seen == [2]  # line 1 is the header; line 2 sets the file's unit
+
+
 # -- generated files --------------------------------------------------------------------------
 
 HEADERS = {
@@ -311,6 +344,22 @@ def test_blocks_end_at_line_ends_and_hold_the_whole_text() -> None:
     assert b"".join(found) == text
     assert all(block.endswith(b"\n") for block in found)
     assert all(len(block) < 100 + 37 for block in found)
+
+
+def test_the_first_block_is_small_and_the_others_are_cut_as_before() -> None:
+    text = b"".join(b"%d,%s\n" % (n, b"x" * (n % 50)) for n in range(5000))
+    pieces = [text[i : i + 4096] for i in range(0, len(text), 4096)]
+    found = list(blocks(iter(pieces), 20_000, first=300))
+    assert b"".join(found) == text
+    assert all(block.endswith(b"\n") for block in found)
+    assert 300 - 60 < len(found[0]) <= 300  # the last line end within its first 300 bytes
+    assert all(len(block) < 20_000 + 2 * 4096 for block in found)
+    # No line end within ``first`` bytes: the block ends at the last line end there is.
+    long_first = b"9" * 500 + b"\n" + text
+    found = list(blocks(iter([long_first[i : i + 4096] for i in range(0, len(long_first), 4096)]),
+                        20_000, first=300))  # fmt: skip
+    assert b"".join(found) == long_first
+    assert found[0] == long_first[: long_first.rfind(b"\n", 0, 4096) + 1]
 
 
 def test_blocks_are_read_as_they_are_asked_for() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
+from producers.binance import vision
 from producers.binance.vision import (
     MAX_LINE,
     ChecksumMismatch,
@@ -206,3 +208,63 @@ def test_a_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path) -> Non
     (tmp_path / "BTCUSDT-trades-2024-04.zip.CHECKSUM").write_text("0" * 64 + "  x\n")
     with pytest.raises(DumpError, match=r"BTCUSDT-trades-2024-04\.zip: cannot be read: "):
         verify_checksum(archive)
+
+
+# -- inflating --------------------------------------------------------------------------------
+
+
+def _member(path: Path) -> bytes:
+    with DumpReader(path) as reader:
+        return b"".join(reader.pieces())
+
+
+def test_isal_inflates_the_same_bytes_as_zlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = _zip(tmp_path / "BTCUSDT-trades-2024-03.zip", {"BTCUSDT-trades-2024-03.csv": b"".join(
+        b"%d,6%d.%08d,0.001,1.5,1709251200%03d,True,True\n" % (n, n % 9, n, n % 1000)
+        for n in range(100_000))})  # fmt: skip
+    for path in (SPOT_KLINES, UM_BOOK, big):
+        with zipfile.ZipFile(path) as archive, archive.open(archive.infolist()[0]) as member:
+            assert vision.faster_inflate(member) is True  # ISA-L is installed with the project
+            assert member.read() == member_text(path).encode() == archive.read(member.name)
+        assert _member(path) == member_text(path).encode()
+    monkeypatch.setattr(vision, "_isal_inflater", None)  # as without ISA-L: zlib inflates
+    with zipfile.ZipFile(big) as archive, archive.open(archive.infolist()[0]) as member:
+        assert vision.faster_inflate(member) is False
+    assert _member(big) == member_text(big).encode()
+
+
+def test_a_member_stored_uncompressed_stays_with_zipfile(tmp_path: Path) -> None:
+    path = tmp_path / "BTCUSDT-trades-2024-03.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("BTCUSDT-trades-2024-03.csv", b"1,2,3\n" * 10)
+    with zipfile.ZipFile(path) as archive, archive.open(archive.infolist()[0]) as member:
+        assert vision.faster_inflate(member) is False
+    assert _member(path) == b"1,2,3\n" * 10
+
+
+@pytest.mark.parametrize("isal", [True, False])
+def test_a_damaged_stream_or_crc_is_an_error_naming_the_file_with_either_inflater(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isal: bool
+) -> None:
+    if not isal:
+        monkeypatch.setattr(vision, "_isal_inflater", None)
+    whole = _zip(tmp_path / "whole.zip", {"BTCUSDT-trades-2024-03.csv": b"1,2,3\n" * 50_000})
+    data = whole.read_bytes()
+    damaged = tmp_path / "BTCUSDT-trades-2024-03.zip"
+    damaged.write_bytes(data[:200] + bytes(len(data) - 400) + data[-200:])
+    with pytest.raises(DumpError, match=r"BTCUSDT-trades-2024-03\.zip: line \d+: the archive is "
+                       "damaged or truncated"), DumpReader(damaged) as reader:  # fmt: skip
+        list(reader.lines())
+    # A stream that inflates but to other bytes: zipfile's CRC-32 check, ISA-L or not.
+    text = b"1,2,3\n" * 10
+    raw = _zip(tmp_path / "crc.zip", {"BTCUSDT-trades-2024-03.csv": text}).read_bytes()
+    wrong = zlib.crc32(b"other").to_bytes(4, "little")
+    right = zlib.crc32(text).to_bytes(4, "little")
+    damaged.write_bytes(raw.replace(right, wrong))
+    with (
+        pytest.raises(DumpError, match=r"damaged or truncated: Bad CRC-32"),
+        DumpReader(damaged) as reader,
+    ):
+        list(reader.lines())
