@@ -620,7 +620,9 @@ def render(args: argparse.Namespace, settings: Settings, run: Run, *, names: Seq
     ]
     for name in names:
         m = memory(samples, name, warmup_s)
-        cost = cpu_per_100k(samples, name, warmup_s)
+        # The whole run, drain included: under a backlog the rows committed after the
+        # warm-up lag the CPU spent on them, which would misprice each stage.
+        cost = cpu_per_100k(samples, name, 0.0)
         lines.append(f"| {name} | {m.start:.0f} | {m.end:.0f} | {m.peak:.0f} | {m.slope:+.1f} "
                      f"| {'' if cost is None else f'{cost:.2f}'} |")  # fmt: skip
     lags = [(s.lag_process, s.lag_sink) for s in samples]
@@ -631,8 +633,9 @@ def render(args: argparse.Namespace, settings: Settings, run: Run, *, names: Seq
     full = [f for f in figures if 0 < f[0] < max(f[0] for f in figures)] or figures
     lines += [
         "",
-        "CPU-s per 100k rows: CPU seconds after the warm-up over the rows the sink committed "
-        "meanwhile (all sources). PostgreSQL's memory is the sum of its processes' PSS.",
+        "CPU-s per 100k rows: each process's CPU seconds over the rows the sink committed "
+        "(all sources), from the first sample to the last, after the drain (a process that "
+        "ended before, the load generator, to its last sample). PostgreSQL's memory is the sum of its processes' PSS.",
         "",
         f"Lag (messages not yet committed), max: processor {max(process_lags, default=0):,}, "
         f"sink {max(sink_lags, default=0):,} (of {len(samples)} samples; "
