@@ -635,7 +635,8 @@ def render(args: argparse.Namespace, settings: Settings, run: Run, *, names: Seq
         "",
         "CPU-s per 100k rows: each process's CPU seconds over the rows the sink committed "
         "(all sources), from the first sample to the last, after the drain (a process that "
-        "ended before, the load generator, to its last sample). PostgreSQL's memory is the sum of its processes' PSS.",
+        "ended before, the load generator, to its last sample). PostgreSQL's memory is the "
+        "sum of its processes' PSS.",
         "",
         f"Lag (messages not yet committed), max: processor {max(process_lags, default=0):,}, "
         f"sink {max(sink_lags, default=0):,} (of {len(samples)} samples; "
