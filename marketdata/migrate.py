@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
 from marketdata.errors import MarketDataError, TransientError
+from marketdata.rollups import reconcile_database
 from marketdata.settings import Settings
 
 
@@ -48,6 +49,8 @@ def _database_errors() -> Iterator[None]:
 def upgrade(settings: Settings, revision: str = "head") -> None:
     with _database_errors():
         command.upgrade(alembic_config(settings), revision)
+    if revision == "head":  # the rollups MDP_ROLLUP_INTERVALS lists now (marketdata/rollups.py)
+        reconcile_database(settings.database, settings.rollup_intervals)
 
 
 def downgrade(settings: Settings, revision: str) -> None:

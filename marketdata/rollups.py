@@ -24,11 +24,14 @@ whose venue sends no bars (Sierra Chart, IB ticks, webhook alerts) they are the 
   run's start minus :data:`SLACK` is recomputed whole from the bars and upserted. Late bars and
   revisions of any age therefore reach the rollup at the next run. Rows are not deleted when the
   bars' retention drops them (nor on TimescaleDB, whose refresh window stops short of them).
+
+The list may change at any time: ``mdp migrate`` then makes what is newly listed and freezes
+what no longer is (:func:`reconcile`).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -36,14 +39,17 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from marketdata.errors import ConfigError
+from marketdata.errors import MarketDataError, TransientError
+from marketdata.rollup_list import ALLOWED, LOOKBACK, SOURCE, Rollup, parse, rollups
 
-SOURCE: Final = "market_data_ohlcv"
+__all__ = ["ALLOWED", "LOOKBACK", "SOURCE", "Rollup", "parse", "rollups"]
+
+log = logging.getLogger(__name__)
+
 SOURCE_INTERVAL: Final = "1m"
 MARKS: Final = "market_data_rollup_marks"
 # time_bucket's default origin for timestamptz (a Monday, midnight UTC): date_bin needs it named.
 ORIGIN: Final = "2000-01-03 00:00:00+00"
-LOOKBACK: Final = timedelta(days=3)
 # How far before the previous run's start a run looks again: a sink transaction that began
 # before it and committed after carries an older updated_at.
 SLACK: Final = timedelta(minutes=5)
@@ -54,40 +60,6 @@ COLUMNS: Final = (
 # What identifies a bucket; before migration 0003 the rollups had no source (0002 makes them so).
 GROUPS: Final = ("exchange", "symbol", "source")
 GROUPS_0002: Final = ("exchange", "symbol")
-_UNITS: Final = {"m": 60, "h": 3600, "d": 86_400}
-_SPEC = re.compile(r"([1-9][0-9]{0,5})([mhd])")
-
-
-@dataclass(frozen=True, slots=True)
-class Rollup:
-    name: str
-    width: timedelta
-
-    @property
-    def table(self) -> str:
-        return f"{SOURCE}_{self.name}"
-
-    @property
-    def lookback(self) -> timedelta:
-        return max(LOOKBACK, 3 * self.width)
-
-    @property
-    def schedule(self) -> timedelta:
-        return min(self.width, timedelta(hours=1))
-
-
-def rollups(spec: str) -> tuple[Rollup, ...]:
-    """The rollups ``5m,15m,1h,1d`` names, shortest first, each once."""
-    found: dict[timedelta, Rollup] = {}
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        match = _SPEC.fullmatch(part)
-        if not match:
-            raise ConfigError(f"MDP_ROLLUP_INTERVALS: {part!r} is not N followed by m, h or d")
-        width = timedelta(seconds=int(match[1]) * _UNITS[match[2]])
-        if width <= timedelta(minutes=1):
-            raise ConfigError(f"MDP_ROLLUP_INTERVALS: {part!r} is not longer than the 1m bars")
-        found.setdefault(width, Rollup(part, width))
-    return tuple(found[width] for width in sorted(found))
 
 
 def _interval(value: timedelta) -> sql.Composed:
@@ -227,3 +199,146 @@ def timescaledb_enabled(conn: psycopg.Connection[Any]) -> bool:
         conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
         is not None
     )
+
+
+# The relations a rollup of any list is named as (what migration 0002's downgrade drops too).
+NAMED_LIKE: Final = f"^{SOURCE}_[0-9]+[mhd]$"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What :func:`reconcile` did, by rollup name (the relation is ``market_data_ohlcv_<name>``)."""
+
+    created: tuple[str, ...] = ()  # listed, missing: made and filled from the stored 1m bars
+    resumed: tuple[str, ...] = ()  # listed again after being left out: brought up to date
+    kept: tuple[str, ...] = ()  # no longer listed: kept as they are, no longer refreshed
+
+
+def _name(relation: str) -> str:
+    return relation.removeprefix(f"{SOURCE}_")
+
+
+def plain_rollups(conn: psycopg.Connection[Any]) -> bool | None:
+    """True when the rollups are plain tables (migration 0002 ran without TimescaleDB, even if
+    the extension came later), False when continuous aggregates, None before the migration."""
+    marks = conn.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(MARKS))).fetchone()
+    if marks is not None and marks[0] is not None:
+        return True
+    return False if timescaledb_enabled(conn) else None
+
+
+def reconcile(conn: psycopg.Connection[Any], spec: str) -> Reconciled:
+    """Make the rollups in the database those ``spec`` lists (``mdp migrate`` after the
+    migrations; ``conn`` in autocommit, as a continuous aggregate's refresh runs outside any
+    transaction).
+
+    A rollup listed but missing is made and filled at once from the stored 1m bars. A rollup
+    no longer listed is kept, data and all, and no longer refreshed: the bars' retention may have
+    dropped the bars it was made of, so dropping it could lose what nothing can rebuild (drop it
+    by hand: ``DROP TABLE`` / ``DROP MATERIALIZED VIEW``). On TimescaleDB that means its refresh
+    policy removed and ``materialized_only`` set, so that it neither changes nor computes new
+    buckets at query time, as a plain table left alone does. Listed again, it is brought up to
+    date over its whole range."""
+    wanted = {rollup.table: rollup for rollup in rollups(spec)}
+    plain = plain_rollups(conn)
+    if plain is None:
+        raise MarketDataError("the rollups are not there: `mdp migrate` makes them")
+    if plain:
+        return _reconcile_plain(conn, wanted)
+    return _reconcile_continuous(conn, wanted)
+
+
+def _reconcile_plain(conn: psycopg.Connection[Any], wanted: dict[str, Rollup]) -> Reconciled:
+    found = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename ~ %s",
+        (NAMED_LIKE,),
+    ).fetchall()
+    have = {str(row[0]) for row in found}
+    missing = [rollup for table, rollup in wanted.items() if table not in have]
+    with conn.transaction():
+        for rollup in missing:
+            conn.execute(plain_table(rollup))
+            # A mark left by an earlier table of this name would skip the bars before it.
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE rollup = %s").format(sql.Identifier(MARKS)),
+                (rollup.name,),
+            )
+    if missing:
+        # Without a mark a run reads every stored 1m bar: the new tables are filled whole.
+        refresh(conn, ",".join(rollup.name for rollup in missing))
+    # A table left out for a while needs nothing special: its mark is that old, so the next run
+    # recomputes every bucket whose bars were written since.
+    return Reconciled(
+        created=tuple(rollup.name for rollup in missing),
+        kept=tuple(sorted(_name(table) for table in have - set(wanted))),
+    )
+
+
+def _reconcile_continuous(conn: psycopg.Connection[Any], wanted: dict[str, Rollup]) -> Reconciled:
+    have = dict(
+        conn.execute(
+            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = current_schema() AND view_name ~ %s",
+            (NAMED_LIKE,),
+        ).fetchall()
+    )
+    created, resumed, kept = [], [], []
+    for table, rollup in wanted.items():
+        view = sql.Identifier(table)
+        if table not in have:
+            for statement in continuous_aggregate(rollup):
+                conn.execute(statement)
+            created.append(rollup.name)
+        elif have[table]:  # frozen when it was left out of the list
+            conn.execute(
+                sql.SQL("ALTER MATERIALIZED VIEW {} SET (timescaledb.materialized_only = false)")
+                .format(view)
+            )  # fmt: skip
+            conn.execute(continuous_aggregate(rollup)[1])  # its refresh policy again
+            resumed.append(rollup.name)
+        else:
+            continue
+        # The whole range: bars older than the policy's window are in no bucket otherwise.
+        conn.execute(
+            sql.SQL("CALL refresh_continuous_aggregate({}, NULL, NULL)").format(sql.Literal(table))
+        )
+    for table in sorted(set(have) - set(wanted)):
+        if not have[table]:
+            conn.execute(
+                sql.SQL("SELECT remove_continuous_aggregate_policy({}, if_exists => true)").format(
+                    sql.Literal(table)
+                )
+            )
+            conn.execute(
+                sql.SQL("ALTER MATERIALIZED VIEW {} SET (timescaledb.materialized_only = true)")
+                .format(sql.Identifier(table))
+            )  # fmt: skip
+        kept.append(_name(table))
+    return Reconciled(tuple(created), tuple(resumed), tuple(kept))
+
+
+def reconcile_database(url: str, spec: str) -> Reconciled:
+    """:func:`reconcile` on a connection of its own; failures as one line (MarketDataError)."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            done = reconcile(conn, spec)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"cannot connect to PostgreSQL: {_first(exc)}") from None
+    except psycopg.Error as exc:
+        raise MarketDataError(f"rollups not reconciled: {_first(exc)}") from None
+    for name in done.created:
+        log.info("rollup %s made (MDP_ROLLUP_INTERVALS) and filled from the stored 1m bars", name)
+    for name in done.resumed:
+        log.info("rollup %s listed again: refreshed over its whole range, refreshed from now on",
+                 name)  # fmt: skip
+    for name in done.kept:
+        log.warning(
+            "rollup %s is not in MDP_ROLLUP_INTERVALS: kept as it is and no longer refreshed"
+            " (drop it by hand to remove it)", name,
+        )  # fmt: skip
+    return done
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

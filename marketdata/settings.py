@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from marketdata.errors import ConfigError
+from marketdata.rollup_list import parse as parse_rollups
 from marketdata.topics import Topics
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -33,7 +34,8 @@ DTC_FAKE_PORTS: Final = (18099, 18098)
 _INTERVAL = r"^[1-9][0-9]* (second|minute|hour|day|week|month|year)s?$"
 # Derived bars: seconds, minutes, hours or days (weeks and months have no fixed length).
 _BAR_INTERVALS = r"^ *[1-9][0-9]{0,5}[smhd]( *, *[1-9][0-9]{0,5}[smhd])* *$"
-_ROLLUP_INTERVALS = r"^ *[1-9][0-9]{0,5}[mhd]( *, *[1-9][0-9]{0,5}[mhd])* *$"
+# Sources of trade ticks (`binance.trade`, `TradingView`), or `*` alone.
+_TRADE_SOURCES = r"^ *(\*|[A-Za-z0-9._\-]+( *, *[A-Za-z0-9._\-]+)*) *$"
 _HOST_PORT = re.compile(r"[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
 # Variables under these prefixes are ours: one the settings do not know is most likely misspelt.
 PREFIXES: Final = (
@@ -111,9 +113,7 @@ class Settings(BaseModel):
     bars_retention: str | None = Field(None, alias="MDP_BARS_RETENTION", pattern=_INTERVAL)
     # Rollups of stored 1m bars (marketdata/rollups.py): continuous aggregates on TimescaleDB,
     # tables kept by `mdp rollup` on plain PostgreSQL; both made by `mdp migrate`.
-    rollup_intervals: str = Field(
-        "5m,15m,1h,1d", alias="MDP_ROLLUP_INTERVALS", pattern=_ROLLUP_INTERVALS
-    )
+    rollup_intervals: str = Field("5m,15m,1h,1d", alias="MDP_ROLLUP_INTERVALS")
 
     # Processors (`mdp process`).
     process_group: str = Field("mdp-processor", alias="MDP_PROCESS_GROUP", min_length=1)
@@ -126,9 +126,15 @@ class Settings(BaseModel):
     process_commit_interval_s: float = Field(
         1.0, alias="MDP_PROCESS_COMMIT_INTERVAL_S", gt=0, le=60
     )
-    # Bars derived from trades (processors/bars.py). Off by default: the bars table's key has no
-    # source, so a derived 1m bar would overwrite a venue's own 1m kline of the same instrument.
-    bars_enabled: bool = Field(False, alias="MDP_BARS_ENABLED")
+    # Bars derived from trades (processors/bars.py), of the trades of MDP_BARS_TRADE_SOURCES only:
+    # per venue the one source carrying each of its trades once, so not binance.aggTrade (the
+    # trades of binance.trade, aggregated) nor dtc.snapshot (a trade dtc.trade carries too); IB's
+    # producer subscribes to AllLast or Last, never both. `*`: every source.
+    bars_enabled: bool = Field(True, alias="MDP_BARS_ENABLED")
+    bars_trade_sources: str = Field(
+        "binance.trade,dtc.trade,ibkr.AllLast,ibkr.Last,TradingView",
+        alias="MDP_BARS_TRADE_SOURCES", pattern=_TRADE_SOURCES,
+    )  # fmt: skip
     bars_intervals: str = Field("1s,1m", alias="MDP_BARS_INTERVALS", pattern=_BAR_INTERVALS)
     bars_lateness_ms: int = Field(2000, alias="MDP_BARS_LATENESS_MS", ge=0, le=86_400_000)
     bars_idle_close_s: float = Field(5.0, alias="MDP_BARS_IDLE_CLOSE_S", gt=0, le=86_400)
@@ -186,6 +192,14 @@ class Settings(BaseModel):
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("rollup_intervals")
+    @classmethod
+    def _rollups(cls, value: str) -> str:
+        # Checked here, not at a role's first round: a bad list fails every command once, at
+        # start, instead of `mdp run` restarting the rollup role until it gives up.
+        parse_rollups(value)
         return value
 
     @field_validator("kafka_bootstrap_servers")

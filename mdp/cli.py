@@ -134,9 +134,9 @@ def process(settings: Settings) -> None:
     ticks already emitted within MDP_DEDUPE_WINDOW_S / MDP_DEDUPE_WINDOW_KEYS, and superseded
     bar versions. Undecodable messages go to md.dlq. Workers with the same MDP_PROCESS_GROUP
     share the partitions. Metrics and /health on MDP_METRICS_HOST:MDP_PROCESS_WEB_PORT.
-    With MDP_BARS_ENABLED=true, also builds bars of MDP_BARS_INTERVALS from trades (source
-    derived.trades) to md.bars.raw, by event time (MDP_BARS_LATENESS_MS, MDP_BARS_REVISE_S,
-    MDP_BARS_IDLE_CLOSE_S).
+    Unless MDP_BARS_ENABLED=false, also builds bars of MDP_BARS_INTERVALS from the trades of
+    MDP_BARS_TRADE_SOURCES (source derived.trades) to md.bars.raw, by event time
+    (MDP_BARS_LATENESS_MS, MDP_BARS_REVISE_S, MDP_BARS_IDLE_CLOSE_S).
     """
     # Imported here: faust costs every other role half a second and tens of MB.
     from processors.worker import run_worker  # noqa: PLC0415

@@ -28,12 +28,11 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from psycopg import sql
 
 from marketdata.backoff import Backoff, wait_or_stop
 from marketdata.errors import TransientError
 from marketdata.metrics import MetricsServer
-from marketdata.rollups import MARKS, refresh, timescaledb_enabled
+from marketdata.rollups import plain_rollups, refresh, rollups
 from marketdata.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -132,12 +131,21 @@ class _Round:
 def _refresh_if_plain(conn: psycopg.Connection[Any], spec: str) -> dict[str, int] | None:
     # By what migration 0002 made, not only by the extension: TimescaleDB installed after the
     # migration leaves the rollups plain tables that only this job keeps.
-    marks = conn.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(MARKS))).fetchone()
-    if marks is not None and marks[0] is not None:
-        return refresh(conn, spec)
-    if timescaledb_enabled(conn):
+    plain = plain_rollups(conn)
+    if plain is None:
+        raise NotMigrated("the rollup tables are not there: `mdp migrate` makes them")
+    if not plain:
         return None
-    raise NotMigrated("the rollup tables are not there: `mdp migrate` makes them")
+    # MDP_ROLLUP_INTERVALS changed since the last `mdp migrate`: say so, not "relation does not
+    # exist" (retried like a database away, as the migration may well come next).
+    missing = [
+        rollup.name for rollup in rollups(spec)
+        if conn.execute("SELECT to_regclass(%s)", (rollup.table,)).fetchone() == (None,)
+    ]  # fmt: skip
+    if missing:
+        raise NotMigrated(f"no rollup table of {', '.join(missing)} (MDP_ROLLUP_INTERVALS):"
+                          " `mdp migrate` makes it")  # fmt: skip
+    return refresh(conn, spec)
 
 
 def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:

@@ -13,7 +13,10 @@ input, whose trades were partly emitted already, without counting any twice. Ope
 the prices of the first and last trade in an order that does not depend on arrival (time, then
 trade id, then source), so that the same trades give the same bar whatever order they came in.
 
-Quotes (side ``bid``/``ask``) never count.
+Quotes (side ``bid``/``ask``) never count, nor do trades of a source outside the builder's
+``sources`` (``MDP_BARS_TRADE_SOURCES``): one venue may send one trade under two sources (Binance's
+``trade`` and ``aggTrade`` streams, Sierra Chart's trade updates and last-trade snapshots), and a
+bar fed by both would count it twice.
 """
 
 from __future__ import annotations
@@ -62,6 +65,21 @@ def parse_intervals(text: str) -> tuple[str, ...]:
     for name in names:
         interval_seconds(name)
     return tuple(dict.fromkeys(names))
+
+
+EVERY_SOURCE: Final = "*"
+
+
+def parse_sources(text: str) -> frozenset[str] | None:
+    """The trade sources ``MDP_BARS_TRADE_SOURCES`` names; None for ``*`` (every source)."""
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise ValueError("at least one trade source (or *) is needed")
+    if EVERY_SOURCE in names:
+        if len(names) > 1:
+            raise ValueError("* (every source) stands alone")
+        return None
+    return names
 
 
 def micros(when: datetime) -> int:
@@ -128,6 +146,8 @@ class Added:
     late: int = 0  # trades past some bar's end plus the lateness: that bar is revised
     too_late: int = 0  # trades for some bar no longer held (no bar of that interval made)
     duplicates: int = 0  # trades already added
+    ignored: int = 0  # trades of a source that does not count
+    ignored_sources: set[str] = field(default_factory=set)
 
 
 class BarBuilder:
@@ -138,6 +158,7 @@ class BarBuilder:
     def __init__(
         self, intervals: Sequence[str], *, lateness_s: float, retain_s: float,
         idle_close_s: float, source: str = DERIVED_SOURCE,
+        trade_sources: frozenset[str] | None = None,
     ) -> None:  # fmt: skip
         self.intervals = tuple((name, interval_seconds(name) * 1_000_000) for name in intervals)
         self.lengths = dict(self.intervals)
@@ -146,17 +167,23 @@ class BarBuilder:
         self.retain_us = round(retain_s * 1_000_000)
         self.idle_close_s = idle_close_s
         self.source = source
+        self.trade_sources = trade_sources  # None: every source counts
         self.instruments: dict[bytes, Instrument] = {}
         self._changed: dict[tuple[bytes, str, int], tuple[Instrument, str, BarState]] = {}
         self._traded: dict[bytes, Instrument] = {}  # instruments with trades since the flush
 
     def add(self, ticks: Iterable[Tick], now: float) -> Added:
-        """Add trades (quotes are skipped) arriving at monotonic time ``now``."""
+        """Add trades (quotes and trades of other sources are skipped) arriving at monotonic
+        time ``now``."""
         added = Added()
         touched: dict[bytes, Instrument] = {}
         with decimal.localcontext(_EXACT):
             for tick in ticks:
                 if tick.side in _QUOTES:
+                    continue
+                if self.trade_sources is not None and tick.source not in self.trade_sources:
+                    added.ignored += 1
+                    added.ignored_sources.add(tick.source)
                     continue
                 added.trades += 1
                 key = instrument_key(tick.exchange, tick.symbol)

@@ -30,7 +30,14 @@ from marketdata.dlq import SourceMessage
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
-from processors.bars import BarBuilder, interval_seconds, micros, parse_intervals
+from processors.bars import (
+    Added,
+    BarBuilder,
+    interval_seconds,
+    micros,
+    parse_intervals,
+    parse_sources,
+)
 from processors.core import BatchProcessor, Output, Result
 from processors.rebuild import read_back
 
@@ -63,6 +70,11 @@ class BarMetrics:
         self.invalid = Counter(
             "mdp_bars_invalid", "Derived bars no record can hold (logged)", registry=registry
         )
+        self.ignored = Counter(
+            "mdp_bars_ignored_trades",
+            "Trades of a source MDP_BARS_TRADE_SOURCES does not name: in no derived bar",
+            registry=registry,
+        )
 
 
 class DerivedBars:
@@ -72,6 +84,7 @@ class DerivedBars:
         self.builder = BarBuilder(
             intervals, lateness_s=settings.bars_lateness_ms / 1000,
             retain_s=settings.bars_revise_s, idle_close_s=settings.bars_idle_close_s,
+            trade_sources=parse_sources(settings.bars_trade_sources),
         )  # fmt: skip
         # How much of md.ticks a rebuild reads back: every bar still held, open or closed.
         self.rebuild_s = (
@@ -82,6 +95,7 @@ class DerivedBars:
         self.loaded: set[int] = set()
         self.partition_of: dict[bytes, int] = {}
         self._tapped: list[list[Tick]] = []
+        self._ignored_sources: set[str] = set()
 
     async def process(self, processor: BatchProcessor, messages: Sequence[SourceMessage]) -> Result:
         """``processor.process(messages)``, the bars its trades changed among its outputs."""
@@ -134,7 +148,16 @@ class DerivedBars:
         self.metrics.trades.inc(added.trades)
         self.metrics.late.inc(added.late)
         self.metrics.too_late.inc(added.too_late)
+        self._ignoring(added)
         return self.flush()
+
+    def _ignoring(self, added: Added) -> None:
+        self.metrics.ignored.inc(added.ignored)
+        # Once per source and process: a venue whose bars are missing says why in the log.
+        for source in sorted(added.ignored_sources - self._ignored_sources):
+            log.info("trades of source %s make no derived bars (not in MDP_BARS_TRADE_SOURCES: %s)",
+                     source, self.settings.bars_trade_sources)  # fmt: skip
+        self._ignored_sources |= added.ignored_sources
 
     def idle(self) -> list[Output]:
         """Close the ended bars of quiet instruments (the wall-clock timer)."""

@@ -5,8 +5,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-02
 
-The rollups made are those the settings name when this revision runs; changing the list later
-means `mdp migrate --downgrade 0001` and up again (the rollups are rebuilt from the bars).
+The rollups made are those the settings name when this revision runs; when the list changes
+later, `mdp migrate` reconciles the rollups with it (marketdata/rollups.py, `reconcile`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ _TICKS = (
 _BARS = (
     "SELECT timestamp, open, high, low, close, volume, trade_count, closed FROM market_data_ohlcv"
     " WHERE exchange = %s AND symbol = %s AND interval = %s AND timestamp >= %s AND timestamp < %s"
+    " AND source NOT LIKE 'derived.%%'"  # a venue's own bars: those from its trades are apart
     " ORDER BY timestamp"
 )
 

@@ -19,9 +19,13 @@ import pytest
 from psycopg import sql
 
 from bench.support import free_port
+from marketdata import migrate
+from marketdata.errors import TransientError
 from marketdata.records import Bar
 from marketdata.rollups import MARKS, rollups
+from marketdata.settings import Settings
 from mdp.board import parse_metrics
+from mdp.rollup_job import run_once
 from tests.integration.polling import wait_until
 from tests.integration.roles import role_process
 from tests.integration.stopping import stop_in_time
@@ -166,3 +170,18 @@ async def test_sigterm_in_the_middle_of_a_run_cancels_it_and_exits_in_time(
     with psycopg.connect(url) as conn:
         assert conn.execute(sql.SQL("SELECT count(*) FROM {}").format(marks)).fetchone() == (0,)
     assert stored(url, "market_data_ohlcv_5m") == []
+
+
+def test_a_listed_rollup_not_made_yet_is_named_with_the_fix(plain: tuple[str, str]) -> None:
+    """MDP_ROLLUP_INTERVALS changed and `mdp migrate` not run since: a round fails saying which
+    rollup is missing and what makes it (the role retries it), not "relation does not exist";
+    once migrated, the round succeeds."""
+    url, _ = plain
+    settings = Settings.from_env({"MARKET_DATA_DATABASE_URL": url, "MDP_ROLLUP_INTERVALS": "5m,4h"})
+    with pytest.raises(TransientError) as caught:
+        asyncio.run(run_once(settings, asyncio.Event()))
+    assert (
+        str(caught.value) == "no rollup table of 4h (MDP_ROLLUP_INTERVALS): `mdp migrate` makes it"
+    )
+    migrate.upgrade(settings)
+    assert asyncio.run(run_once(settings, asyncio.Event())) == "5m: 0 rows, 4h: 0 rows"

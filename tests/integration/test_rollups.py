@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from marketdata import migrate
 from marketdata.records import Bar
 from marketdata.rollups import refresh, rollups
 from marketdata.settings import Settings
@@ -75,3 +76,39 @@ def test_mdp_rollup_runs_the_job_and_says_what_it_wrote(plain: Settings) -> None
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "5m: 18 rows, 15m: 6 rows, 1h: 3 rows, 1d: 3 rows"
     assert len(stored(plain.database, "market_data_ohlcv_5m")) == 18
+
+
+def test_mdp_migrate_makes_listed_rollups_filled_and_keeps_unlisted_ones_frozen(
+    plain: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MDP_ROLLUP_INTERVALS changed without the migrations down and up: `mdp migrate` makes the
+    rollup now listed, filled at once from the stored bars; one no longer listed is kept as it
+    was (not refreshed); listed again, the next run brings it up to date."""
+    start = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    bars = sample_bars(start, 300)
+    write(plain.database, bars)
+    run_rollup(plain)
+    changed = plain.model_copy(update={"rollup_intervals": "5m,1h,4h,1d"})
+    with caplog.at_level("INFO", logger="marketdata.rollups"):
+        migrate.upgrade(changed)
+    assert stored(plain.database, "market_data_ohlcv_4h") == expected(bars, timedelta(hours=4))
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("rollup 4h made") for m in said), said
+    assert any(m.startswith("rollup 15m is not in MDP_ROLLUP_INTERVALS: kept") for m in said)
+
+    more = sample_bars(start + timedelta(minutes=300), 60, seed=8)
+    write(plain.database, more)
+    assert run_rollup(changed).keys() == {"5m", "1h", "4h", "1d"}
+    for name, width in (("5m", 5), ("1h", 60), ("4h", 240), ("1d", 1440)):
+        rows = expected([*bars, *more], timedelta(minutes=width))
+        assert stored(plain.database, f"market_data_ohlcv_{name}") == rows
+    assert stored(plain.database, "market_data_ohlcv_15m") == expected(bars, timedelta(minutes=15))
+
+    migrate.upgrade(plain)  # 15m listed again (4h now unlisted): nothing made
+    assert run_rollup(plain)["15m"] > 0
+    assert stored(plain.database, "market_data_ohlcv_15m") == expected(
+        [*bars, *more], timedelta(minutes=15)
+    )
+    assert stored(plain.database, "market_data_ohlcv_4h") == expected(
+        [*bars, *more], timedelta(hours=4)
+    )

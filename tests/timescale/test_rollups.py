@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from marketdata import migrate
 from marketdata.records import Bar
 from marketdata.rollups import refresh, rollups
 from marketdata.settings import Settings
@@ -104,3 +105,46 @@ def test_mdp_rollup_leaves_timescaledb_to_its_policies(migrated: Settings) -> No
     assert result.stdout.strip() == (
         "TimescaleDB: the rollups are continuous aggregates, kept by policy"
     )
+
+
+def _policy_jobs(url: str, view: str) -> int:
+    return len(job_ids(url, "policy_refresh_continuous_aggregate", view))
+
+
+def test_mdp_migrate_reconciles_the_continuous_aggregates_with_the_list(empty: Settings) -> None:
+    """MDP_ROLLUP_INTERVALS changed: `mdp migrate` makes the aggregate now listed, with its
+    policy, materialized from the stored bars at once; one no longer listed keeps its data but
+    loses its policy and its real-time part (frozen, as a plain table left alone); listed again,
+    it is refreshed over its whole range and has its policy back."""
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = day - timedelta(days=2) + timedelta(hours=3)
+    bars = sample_bars(start, 240)
+    write(empty.database, bars)
+    _refresh_all(empty.database)
+    changed = empty.model_copy(update={"rollup_intervals": "5m,1h,4h,1d"})
+    four, quarter = "market_data_ohlcv_4h", "market_data_ohlcv_15m"
+    try:
+        migrate.upgrade(changed)
+        assert stored(empty.database, four) == expected(bars, timedelta(hours=4))
+        assert len(_materialized(empty.database, four)) == len(expected(bars, timedelta(hours=4)))
+        assert (_policy_jobs(empty.database, four), _policy_jobs(empty.database, quarter)) == (1, 0)
+
+        more = sample_bars(start + timedelta(minutes=240), 120, seed=8)
+        write(empty.database, more)
+        everything = [*bars, *more]
+        (job,) = job_ids(empty.database, "policy_refresh_continuous_aggregate", four)
+        run_job(empty.database, job)
+        assert stored(empty.database, four) == expected(everything, timedelta(hours=4))
+        assert stored(empty.database, quarter) == expected(bars, timedelta(minutes=15))
+
+        migrate.upgrade(empty)  # the suite's list again: 15m back, 4h left out
+        assert stored(empty.database, quarter) == expected(everything, timedelta(minutes=15))
+        materialized = _materialized(empty.database, quarter)
+        assert len(materialized) == len(expected(everything, timedelta(minutes=15)))
+        assert (_policy_jobs(empty.database, four), _policy_jobs(empty.database, quarter)) == (0, 1)
+    finally:
+        with psycopg.connect(empty.database, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(four))
+            )
+        migrate.upgrade(empty)

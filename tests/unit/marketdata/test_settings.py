@@ -87,6 +87,10 @@ def test_venue_addresses_follow_the_sandbox_mode_unless_set() -> None:
         ("MDP_TOPIC_PARTITIONS", "0", "greater than or equal to 1"),
         ("MDP_LOG_LEVEL", "LOUD", "DEBUG"),
         ("MDP_KAFKA_HEAP", "lots", "pattern"),
+        ("MDP_ROLLUP_INTERVALS", "5m,1m", "'1m' is not longer than the 1m bars; allowed: "),
+        ("MDP_ROLLUP_INTERVALS", "5m,1w", "'1w' is not N followed by m, h or d; allowed: "),
+        ("MDP_ROLLUP_INTERVALS", "5m,,1h", "'' is not N followed by m, h or d; allowed: "),
+        ("MDP_BARS_TRADE_SOURCES", "binance.trade;dtc.trade", "pattern"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(name: str, value: str, words: str) -> None:
@@ -125,8 +129,8 @@ CHANGED = {
     "MDP_PROCESS_GROUP": "pg", "MDP_PROCESS_BATCH_RECORDS": "9", "MDP_PROCESS_BATCH_MS": "9",
     "MDP_PROCESS_TAKE_MESSAGES": "9", "MDP_DEDUPE_WINDOW_KEYS": "9", "MDP_DEDUPE_WINDOW_S": "0.1",
     "MDP_PROCESS_WEB_PORT": "0", "MDP_PROCESS_COMMIT_INTERVAL_S": "0.3",
-    "MDP_BARS_ENABLED": "true", "MDP_BARS_INTERVALS": "5s,1h", "MDP_BARS_LATENESS_MS": "0",
-    "MDP_BARS_IDLE_CLOSE_S": "0.5", "MDP_BARS_REVISE_S": "60",
+    "MDP_BARS_ENABLED": "false", "MDP_BARS_TRADE_SOURCES": "*", "MDP_BARS_INTERVALS": "5s,1h",
+    "MDP_BARS_LATENESS_MS": "0", "MDP_BARS_IDLE_CLOSE_S": "0.5", "MDP_BARS_REVISE_S": "60",
     "MDP_WEBHOOK_AUTH": "passphrase,allowlist", "TRADINGVIEW_PASSPHRASE": "open sesame",
     "MDP_WEBHOOK_ALLOW": "10.0.0.0/8", "MDP_WEBHOOK_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
     "MDP_WEBHOOK_MAX_BODY": "1024", "MDP_WEBHOOK_REPLAY_S": "1e-3",

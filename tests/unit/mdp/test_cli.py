@@ -130,3 +130,18 @@ def test_a_failure_in_any_command_is_one_line_and_exit_1(args: list[str], said: 
     assert len(errors) == 1, done.stderr
     assert errors[0].startswith(said)
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["rollup", "--every", "60"], ["migrate"], ["run"]])
+def test_a_bad_rollup_list_fails_every_command_once_at_start(command: list[str]) -> None:
+    """Not the rollup role at its first round (which `mdp run` would restart until it gave up):
+    the settings refuse the list, naming the variable and what is allowed."""
+    env = {
+        "MDP_ROLLUP_INTERVALS": "5m,1m",
+        "MARKET_DATA_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+    }
+    result = CliRunner().invoke(cli, command, env=env)
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("mdp: error: invalid configuration: MDP_ROLLUP_INTERVALS: ")
+    assert "'1m' is not longer than the 1m bars; allowed: a comma-separated list" in line

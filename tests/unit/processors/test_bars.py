@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketdata.records import Bar, BarKey, Tick
-from processors.bars import DERIVED_SOURCE, BarBuilder, parse_intervals
+from processors.bars import DERIVED_SOURCE, BarBuilder, parse_intervals, parse_sources
 from tests.strategies import sample_tick
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -194,6 +194,33 @@ def test_quotes_never_count() -> None:
     added = builder.add([_trade(1, "100", side="bid"), _trade(2, "101", side="ask")], now=0.0)
     assert added.trades == 0
     assert _flush(builder) == []
+
+
+def test_only_trades_of_the_counted_sources_make_bars() -> None:
+    """Binance's trade and aggTrade streams carry the same trades: with one counted, a bar fed
+    by both holds each trade once."""
+    builder = BarBuilder(parse_intervals("1m"), lateness_s=2, retain_s=600, idle_close_s=5,
+                         trade_sources=parse_sources("binance.trade,dtc.trade"))  # fmt: skip
+    trades = [_trade(1, "100", "1", "1"), _trade(2, "102", "2", "2")]
+    aggregated = [_trade(1, "100", "1", "7", source="binance.aggTrade"),
+                  _trade(2, "102", "2", "8", source="binance.aggTrade")]  # fmt: skip
+    added = builder.add([*trades, *aggregated], now=0.0)
+    assert (added.trades, added.ignored, added.ignored_sources) == (2, 2, {"binance.aggTrade"})
+    [bar] = _flush(builder)
+    assert (bar.open, bar.close, bar.volume, bar.trade_count) == (
+        Decimal(100), Decimal(102), Decimal(3), 2
+    )  # fmt: skip
+
+
+def test_every_source_counts_with_a_star_alone() -> None:
+    assert parse_sources("*") is None
+    assert parse_sources(" binance.trade , TradingView,") == frozenset(
+        {"binance.trade", "TradingView"}
+    )
+    with pytest.raises(ValueError, match="alone"):
+        parse_sources("*,binance.trade")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_sources(" , ")
 
 
 def test_a_bar_closes_once_event_time_passes_its_end_plus_the_lateness() -> None:

@@ -76,8 +76,39 @@ async def test_a_revoked_partition_forgets_its_instruments_and_must_be_rebuilt()
     assert bars.loaded == {0}
 
 
+async def test_bars_are_on_by_default_for_the_venues_one_trade_source_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Live trades and aggTrades of one instrument: the default counts binance.trade only, and
+    says once which source it leaves out."""
+    registry = CollectorRegistry()
+    settings = Settings.from_env({"MDP_BARS_INTERVALS": "1m"})
+    bars = derived_bars(settings, registry)
+    assert isinstance(bars, DerivedBars)
+    bars.loaded.add(0)
+    processor = BatchProcessor(settings.topics, max_records=500, window_keys=100, window_s=60,
+                               decode=bars.decode)  # fmt: skip
+    t0 = sample_tick().timestamp.replace(second=0, microsecond=0)
+    ticks = [sample_tick(trade_id=str(n), timestamp=t0 + timedelta(seconds=n), size=Decimal(1))
+             for n in range(3)]  # fmt: skip
+    agg = [sample_tick(trade_id=str(n), timestamp=t0 + timedelta(seconds=n), size=Decimal(1),
+                       source="binance.aggTrade") for n in range(3)]  # fmt: skip
+    with caplog.at_level("INFO", logger="processors.derive"):
+        result = await bars.process(processor, [_message(encode_ticks([*ticks, *agg]))])
+        await bars.process(processor, [_message(encode_ticks(agg))])
+    [output] = [o for o in result.outputs if o.topic == "md.bars.raw"]
+    batch = decode(output.value)
+    assert isinstance(batch, BarBatch)
+    [bar] = batch.records
+    assert (bar.trade_count, bar.volume) == (3, Decimal(3))
+    assert registry.get_sample_value("mdp_bars_ignored_trades_total") == 6.0
+    said = [r.getMessage() for r in caplog.records if "binance.aggTrade" in r.getMessage()]
+    assert len(said) == 1
+    assert "MDP_BARS_TRADE_SOURCES" in said[0]
+
+
 async def test_bars_off_is_the_batch_processor_alone() -> None:
-    settings = Settings.from_env({})
+    settings = Settings.from_env({"MDP_BARS_ENABLED": "false"})
     bars = derived_bars(settings, CollectorRegistry())
     assert isinstance(bars, NoBars)
     processor = BatchProcessor(settings.topics, max_records=500, window_keys=100, window_s=60,
