@@ -8,7 +8,10 @@ with fresh topics and groups each run. Part 1 publishes --ticks as fast as the g
 times its first send to the last committed row. Part 2 offers --rate ticks/s for --rate-seconds,
 each tick stamped with the time it was due, while this process polls the database for the rows.
 Baselines in the same run: raw binary COPY of the same rows into a scratch table, and a bare
-aiokafka produce → consume pipe. Results go to BENCHMARKS.md.
+aiokafka produce → consume pipe. Then the real path through the same two roles (bench/sources.py):
+the Binance sandbox venue streaming to `mdp produce binance`, --source-ticks as fast as the venue
+goes, then at --rate for --rate-seconds while signed alerts go to `mdp webhook` at
+--webhook-rate. Results go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bench.processor import cpu_seconds
 from bench.producer_settings import kafka_version, percentile
 from bench.report import benchmark_parser, command_line, run_benchmark
 from bench.sink import raw_copy, server_version
+from bench.sources import BINANCE, real_latency, venue_sustained
 from bench.support import free_port, processor_process, sink_process, tick_messages
 from marketdata import migrate
 from marketdata.kafka import create_producer, ensure_topics
@@ -403,13 +407,85 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
             offered = Plan("paced", f"{exchange}-L", int(args.rate * args.rate_seconds), symbols,
                            rate=args.rate)  # fmt: skip
             delays, latency = await latencies(roles, run, offered)
+            # The real path, through the same roles: the sandbox venue and the producer, then
+            # with the webhook under load beside them.
+            real = await venue_sustained(roles, run, run_id, ticks=args.source_ticks,
+                                         symbols=args.source_symbols, logs=logs)  # fmt: skip
+            real_delays, real_lat = await real_latency(
+                roles, run, run_id, rate=args.rate, seconds=args.rate_seconds,
+                hook_rate=args.webhook_rate, symbols=args.source_symbols, logs=logs,
+            )  # fmt: skip
     except BaseException:
         print(f"role logs in {logs}", file=sys.stderr)
         raise
     finally:
         with psycopg.connect(settings.database, autocommit=True) as conn:
             conn.execute("DELETE FROM market_data_ticks WHERE exchange LIKE %s", [f"{exchange}-%"])
-    return render(args, run, figures, delays, latency)
+            conn.execute("DELETE FROM market_data_ticks WHERE exchange = %s AND symbol LIKE %s",
+                         [BINANCE, f"%X{run_id.upper()}USDT"])  # fmt: skip
+            conn.execute("DELETE FROM market_data_ticks WHERE exchange = %s",
+                         [f"HOOK-{run_id.upper()}"])  # fmt: skip
+    return render(args, run, figures, delays, latency) + render_sources(
+        args, figures, real, real_delays, real_lat
+    )
+
+
+def render_sources(
+    args: argparse.Namespace, t: Figures, real: Figures, delays: dict[str, list[float]],
+    lat: Figures,
+) -> str:  # fmt: skip
+    """The real path's tables, beside the generator's figures of the same run."""
+    n, seconds = real["ticks"], real["seconds"]
+    generator_rate = args.ticks / t["seconds"]
+    rate = n / seconds
+    hook = next(name for name in delays if name != BINANCE)
+    rows = []
+    for name, offered, values in (
+        ("Binance sandbox venue → `mdp produce binance`", args.rate, delays[BINANCE]),
+        ("signed alerts → `mdp webhook`", args.webhook_rate, delays[hook]),
+    ):
+        rows.append(
+            f"| {name} | {offered:,.0f} | {len(values):,} | {percentile(values, 50) * 1000:,.0f}"
+            f" | {percentile(values, 99) * 1000:,.0f} | {max(values) * 1000:,.0f} |"
+        )
+    return REAL_TEMPLATE.format(
+        symbols=args.source_symbols, n=n, seconds=seconds, rate=rate / 1000,
+        vs_generator=rate / generator_rate, vs_copy=t["copy"] * rate / args.ticks,
+        sent=real["sent"], r=real, l=lat, rows="\n".join(rows), duration=args.rate_seconds,
+        hook_rate=args.webhook_rate, hook_p50=lat["hook_p50"] * 1000,
+        hook_p99=lat["hook_p99"] * 1000, poll=f"{POLL_S * 1000:g}",
+    )  # fmt: skip
+
+
+REAL_TEMPLATE: Final = """
+**Real path**, in the same run through the same `mdp process` and `mdp sink`: the Binance \
+sandbox venue (sandbox.binance, its own process on a port of the run's own) streams trades of \
+{symbols} instruments to `mdp produce binance` in sandbox mode, which publishes them as it does \
+live; the venue starts once the producer has subscribed. **Sustained**: {n:,} trades sent as \
+fast as the venue goes (all sent in {sent:.2f} s), from its first send until the sink's \
+/metrics count the last row committed.
+
+| source | ticks | seconds | ticks/s | vs generator, sustained | vs raw COPY | venue cores \
+| producer cores | processor cores | sink cores | machine cores |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| Binance sandbox venue → `mdp produce binance` | {n:,} | {seconds:.2f} | {rate:,.1f}k \
+| {vs_generator:.2f}x | {vs_copy:.2f}x | {r[venue]:.2f} | {r[producer]:.2f} | {r[processor]:.2f} \
+| {r[sink]:.2f} | {r[machine]:.2f} |
+
+**Latency, real path**: the venue at the generator's offered rate and, at the same time, \
+{hook_rate:,.0f} signed TradingView alerts/s posted to `mdp webhook` (a load process of its \
+own, each alert stamped with the time it was due) for {duration:g} s; a trade's timestamp is \
+when the venue sent it. The same poller (every {poll} ms) times each row from its timestamp.
+
+| source | offered/s | rows | p50 ms | p99 ms | max ms |
+| --- | ---: | ---: | ---: | ---: | ---: |
+{rows}
+
+Alerts answered 2xx: {l[hook_ok]:,.0f} of {l[hook_count]:,.0f}, request p50 {hook_p50:.1f} ms, \
+p99 {hook_p99:.1f} ms. Cores meanwhile: venue {l[venue]:.2f}, producer {l[producer]:.2f}, \
+alert load {l[alerts]:.2f}, webhook {l[webhook]:.2f}, processor {l[processor]:.2f}, sink \
+{l[sink]:.2f}, machine {l[machine]:.2f}.
+"""
 
 
 TEMPLATE: Final = """{section}
@@ -525,6 +601,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--symbols", type=int, default=100, help="instruments")
     parser.add_argument("--rate", type=float, default=5_000, help="offered ticks/s, latency run")
     parser.add_argument("--rate-seconds", type=float, default=30, help="how long to offer it")
+    parser.add_argument(
+        "--source-ticks",
+        type=int,
+        default=200_000,
+        help="trades the sandbox venue sends as fast as it goes, real path",
+    )
+    parser.add_argument(
+        "--source-symbols", type=int, default=3, help="instruments of the sandbox venue, real path"
+    )
+    parser.add_argument("--webhook-rate", type=float, default=200,
+                        help="signed alerts/s to `mdp webhook`, real path latency run")  # fmt: skip
     parser.add_argument("--generate", help=argparse.SUPPRESS)  # a generator process's Plan
     args, _ = parser.parse_known_args(argv)
     if args.generate:
