@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -81,15 +86,44 @@ async def plain_loop(settings: Settings, total: int) -> tuple[float, float]:
         await producer.stop()
 
 
-async def faust_worker(settings: Settings, total: int, log: Path) -> tuple[float, float, int]:
+def overridden_worker(
+    settings: Settings, log: Path, faust_conf: dict[str, object]
+) -> subprocess.Popen[bytes]:
+    """`mdp process` with faust settings overridden (bench/faust_worker.py)."""
+    env = {**os.environ, **settings.to_env(), "MDP_LOG_LEVEL": "INFO",
+           "BENCH_FAUST_CONF": json.dumps(faust_conf)}  # fmt: skip
+    with log.open("ab") as output:
+        return subprocess.Popen([sys.executable, "-m", "bench.faust_worker"], env=env,
+                                stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+STALL_METRICS = ("mdp_process_intake_paused_total", "mdp_process_idle_with_backlog_seconds_total",
+                 "mdp_process_buffer_messages_count")  # fmt: skip
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's stall figures from its /metrics (0 when missing)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    values = dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+    return {name: float(values.get(name, 0.0)) for name in STALL_METRICS}
+
+
+async def faust_worker(
+    settings: Settings, total: int, log: Path, faust_conf: dict[str, object] | None = None,
+    stalls: dict[str, float] | None = None,
+) -> tuple[float, float, int]:  # fmt: skip
     """One `mdp process`; returns the seconds, CPU seconds and messages between its first and
-    last offset commits."""
+    last offset commits. With ``faust_conf``, faust settings overridden; ``stalls`` receives
+    the worker's stall metrics."""
     watcher = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                group_id=settings.process_group)  # fmt: skip
     await watcher.start()
     partitions = [TopicPartition(settings.topics.ticks_raw, p)
                   for p in range(settings.topic_partitions)]  # fmt: skip
-    process = processor_process(settings, log)
+    process = (processor_process(settings, log) if faust_conf is None
+               else overridden_worker(settings, log, faust_conf))  # fmt: skip
     first: tuple[float, int, float] | None = None
     try:
         while (done := sum([await watcher.committed(tp) or 0 for tp in partitions])) < total:
@@ -101,6 +135,8 @@ async def faust_worker(settings: Settings, total: int, log: Path) -> tuple[float
     finally:
         await watcher.stop()
     finished, cpu = time.perf_counter(), cpu_seconds(process.pid)
+    if stalls is not None:
+        stalls.update(await asyncio.to_thread(scrape, settings.process_web_port))
     process.send_signal(signal.SIGTERM)
     await asyncio.to_thread(process.wait)
     if first is None:
@@ -160,6 +196,68 @@ async def measure(args: argparse.Namespace, settings: Settings) -> str:
     )
 
 
+def parse_variant(text: str) -> dict[str, object]:
+    """``name=value[,name=value]`` of faust settings; values read as JSON where they parse."""
+    variant: dict[str, object] = {}
+    for pair in text.split(","):
+        name, _, value = pair.partition("=")
+        try:
+            variant[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            variant[name.strip()] = value
+    return variant
+
+
+def spread(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    return " / ".join(f"{v * scale:,.{digits}f}"
+                      for v in (min(values), statistics.median(values), max(values)))  # fmt: skip
+
+
+async def compare_settings(args: argparse.Namespace, settings: Settings) -> str:
+    """--faust: the faust worker with each variant of its settings against the app's own, in
+    rounds (each round runs every variant once, so that the machine's load falls on all)."""
+    log = Path(tempfile.mkdtemp(prefix="bench-processor-")) / "worker.log"
+    per_message = args.per_message[0]
+    count = min(args.messages, args.ticks // per_message)
+    messages = tick_messages(make_ticks(count * per_message, symbols=20), per_message)
+    variants: list[dict[str, object]] = [{}, *(parse_variant(v) for v in args.faust)]
+    rates: list[list[float]] = [[] for _ in variants]
+    cpus: list[list[float]] = [[] for _ in variants]
+    stalls: list[list[dict[str, float]]] = [[] for _ in variants]
+    for _ in range(args.runs):
+        for n, variant in enumerate(variants):
+            run = await _fresh(settings, messages)
+            seen: dict[str, float] = {}
+            seconds, cpu, counted = await faust_worker(run, len(messages), log, variant, seen)
+            rates[n].append(counted / seconds)
+            cpus[n].append(cpu / counted)
+            stalls[n].append(seen)
+    base = statistics.median(rates[0])
+    rows = []
+    for n, variant in enumerate(variants):
+        name = ", ".join(f"{k}={v}" for k, v in variant.items()) or "the app's own"
+        paused = [st["mdp_process_intake_paused_total"] for st in stalls[n]]
+        idle = [st["mdp_process_idle_with_backlog_seconds_total"] for st in stalls[n]]
+        buffers = [st["mdp_process_buffer_messages_count"] for st in stalls[n]]
+        rows.append(
+            f"| {name} | {spread(rates[n], 1e-3)}k | {spread(cpus[n], 1e6, 0)} "
+            f"| {statistics.median(rates[n]) / base:.2f}x | {spread(paused, digits=0)} "
+            f"| {spread(idle, digits=2)} | {spread(buffers, digits=0)} |"
+        )
+    return "\n".join([
+        SECTION, "",
+        f"Command: `{command_line('bench.processor')}`  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; nproc {os.cpu_count()}; load "
+        f"{os.getloadavg()[0]:.1f} at the end; {len(messages):,} raw messages of {per_message} "
+        f"ticks, {args.runs} rounds; min / median / max.",
+        "",
+        "| faust settings | msgs/s | CPU µs/msg | median vs own | intake pauses "
+        "| idle with backlog s | buffers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows, "",
+    ])  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument(
@@ -168,7 +266,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ticks", type=int, default=400_000, help="ticks per run, at most")
     parser.add_argument("--per-message", type=int, nargs="+", default=[1, 20, 100],
                         help="ticks per raw message, one run each")  # fmt: skip
-    run_benchmark(parser, measure, SECTION, argv)
+    parser.add_argument("--faust", nargs="+", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
+                        help="compare the faust worker with these settings overridden (one "
+                        "variant each) against its own, at the first --per-message")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=3, help="rounds of --faust")
+    run_benchmark(
+        parser,
+        lambda args, settings: (compare_settings if args.faust else measure)(args, settings),
+        SECTION, argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

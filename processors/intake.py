@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ import faust
 from faust.types import ChannelT, EventT
 from mode.utils.futures import notify
 from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
 
 
 class Take(enum.Enum):
@@ -206,16 +209,31 @@ async def watch_intake(
     stalls: Stalls,
     idle: Callable[[], bool],
     backlog: Callable[[], int],
+    *,
     period_s: float = 0.05,
     clock: Callable[[], float] = time.monotonic,
+    report_s: float = 0.5,
 ) -> None:
     """Until cancelled: how late the event loop wakes a timer (whatever holds the loop, a GC
     pause included, shows here), and how long the agents sat ``idle`` while the broker held a
-    ``backlog`` (an intake stall: input waiting, nothing fetched)."""
+    ``backlog`` (an intake stall: input waiting, nothing fetched). Either lasting ``report_s``
+    or more is logged once it ends, with its length."""
+    stalled_since: float | None = None
     while True:
         started = clock()
         await asyncio.sleep(period_s)
         now = clock()
-        stalls.loop_lag.observe(max(0.0, now - started - period_s))
-        if idle() and backlog() > 0:
+        lag = max(0.0, now - started - period_s)
+        stalls.loop_lag.observe(lag)
+        if lag >= report_s:
+            log.warning("the event loop was held up for %.2f s", lag)
+        if idle() and (waiting := backlog()) > 0:
             stalls.idle_with_backlog.inc(now - started)
+            if stalled_since is None:
+                stalled_since = started
+                unread_at_start = waiting
+        elif stalled_since is not None:
+            if now - stalled_since >= report_s:
+                log.warning("intake stalled for %.2f s with %d messages unread",
+                            now - stalled_since, unread_at_start)  # fmt: skip
+            stalled_since = None

@@ -69,3 +69,19 @@ async def test_the_watch_counts_loop_lag_and_idle_time_with_a_backlog() -> None:
     assert registry.get_sample_value("mdp_process_loop_lag_seconds_bucket", {"le": "0.25"}) == 2
     # Idle with a backlog in the first period only (then busy, then idle with none unread).
     assert registry.get_sample_value("mdp_process_idle_with_backlog_seconds_total") == 0.45
+
+
+async def test_a_stall_is_logged_with_its_length_once_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = ProcessorMetrics(CollectorRegistry())
+    ticks = iter([0.0, 0.3, 0.3, 0.65, 0.65, 0.7])
+    idle = iter([True, True, False])
+    backlog = iter([5, 4])
+    with pytest.raises(RuntimeError):
+        await watch_intake(
+            metrics, lambda: next(idle), lambda: next(backlog), period_s=0.0,
+            clock=lambda: next(ticks), report_s=0.5,
+        )  # fmt: skip
+    stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert stalls == ["intake stalled for 0.70 s with 5 messages unread"]
