@@ -59,9 +59,13 @@ class Formats:
         return pc.and_(shaped, pc.less(micros, LATEST_US)), micros
 
     def pattern(self, width: int) -> str:
-        """The shape of a row this path vouches for, as a regular expression over its line:
-        the field count, canonical ids and decimals, times with the digits of the file's
-        unit (the kernel's magnitude rule), booleans as the row path reads them."""
+        """The shape of a row of ``width`` fields this path vouches for, as a regular
+        expression over its line: canonical ids and decimals, times with the digits of the
+        file's unit (the kernel's magnitude rule), booleans as the row path reads them. It
+        stops at the comma after the last field it checks: the fields after it are ones the
+        row path does not read, and that the line has ``width`` fields is pyarrow's to say
+        (a line of another count is not one of the table's rows), so scanning them would
+        only cost time (a kline's last three fields are a quarter of its line)."""
         low, high = _TIME_DIGITS[self.unit]
         time = f"[1-9][0-9]{{{low - 1},{high - 1}}}"
         fields = {
@@ -71,7 +75,11 @@ class Formats:
             "bookTicker": [_ID, *[_DECIMAL] * 4, time, time],
         }[self.name.kind]
         fields += [_ANY] * (width - len(fields))  # spot's isBestMatch
-        return "^" + ",".join(fields) + "\\r?\\n?$"
+        checked = len(fields)
+        while fields[checked - 1] == _ANY:
+            checked -= 1
+        end = "," if checked < len(fields) else "\\r?\\n?$"
+        return "^" + ",".join(fields[:checked]) + end
 
     def timestamp(self, micros: pa.Array) -> _Parts:
         """The RFC 3339 text msgspec writes (no fraction when the microseconds are 0), as
