@@ -3,6 +3,7 @@ COPY of the same rows, in one run.
 
     .venv/bin/python -m bench.binance_import           # the full run; writes BENCHMARKS.md
     .venv/bin/python -m bench.binance_import --quick   # smoke run: small files, once, prints only
+    .venv/bin/python -m bench.binance_import --reader-only --trades 1000000  # (a) alone, printed
 
 Sized to finish in about 10 minutes on 2 cores, a day of trades is 500,000 rows by default, a
 third of a busy BTCUSDT day; --trades 1500000 makes the realistic day and takes about three
@@ -101,8 +102,9 @@ def make_files(root: Path, args: argparse.Namespace) -> Files:
         path.mkdir()
     trades = write_trades(folder, DAY, args.trades)
     klines = write_klines(folder, YEAR, args.kline_months)
-    big_rows = args.trades * args.memory_factor
-    warm_rows = max(100, args.trades // 1000)
+    # --reader-only reads neither the larger file nor the warm-up one: they are made empty.
+    big_rows = 0 if args.reader_only else args.trades * args.memory_factor
+    warm_rows = 0 if args.reader_only else max(100, args.trades // 1000)
     big_file = write_trades(big, DAY, big_rows)
     # Ids and times of their own: the processors' dedupe window must not drop the day's trades.
     warm_file = write_trades(warm, date(2024, 9, 20), warm_rows, seed=20, first_id=1)
@@ -451,21 +453,8 @@ def render(
         "| files | rows | rows/s | CPU µs a row (median) | lines alone, rows/s |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]  # fmt: skip
-    for group in ("trades", "klines"):
-        figures = [reader[group] for reader in readers]
-        rates = [f["rows"] / f["seconds"] for f in figures]
-        cpu = statistics.median(f["cpu"] / f["rows"] for f in figures) * 1e6
-        split = spread([f["lines"] / f["lines_s"] for f in figures], scale=1e-3)
-        lines.append(f"| {group} | {figures[0]['rows']:,} | {spread(rates, scale=1e-3)}k "
-                     f"| {cpu:.2f} | {split}k |")  # fmt: skip
-    both = ("trades", "klines")
-    reader_rates = [sum(r[g]["rows"] for g in both) / sum(r[g]["seconds"] for g in both)
-                    for r in readers]  # fmt: skip
+    lines += reader_table(readers)
     lines += [
-        "",
-        f"Goal, the reader at least {GOAL_READER // 1000}k rows/s: "
-        f"{_met(statistics.median(reader_rates) >= GOAL_READER)} "
-        f"({statistics.median(reader_rates) / 1000:,.1f}k over both, median).",
         "",
         "**End to end**: `mdp import binance-vision FOLDER` (the day and the year in one command, "
         "checksums verified) as its own process → md.ticks.raw / md.bars.raw → `mdp process` → "
@@ -532,6 +521,46 @@ def render(
     return "\n".join(lines)
 
 
+def reader_table(readers: list[dict[str, Figures]]) -> list[str]:
+    """The reader's rows (after the table's header) and the goal's line."""
+    lines: list[str] = []
+    for group in ("trades", "klines"):
+        figures = [reader[group] for reader in readers]
+        rates = [f["rows"] / f["seconds"] for f in figures]
+        cpu = statistics.median(f["cpu"] / f["rows"] for f in figures) * 1e6
+        split = spread([f["lines"] / f["lines_s"] for f in figures], scale=1e-3)
+        lines.append(f"| {group} | {figures[0]['rows']:,} | {spread(rates, scale=1e-3)}k "
+                     f"| {cpu:.2f} | {split}k |")  # fmt: skip
+    both = ("trades", "klines")
+    reader_rates = [sum(r[g]["rows"] for g in both) / sum(r[g]["seconds"] for g in both)
+                    for r in readers]  # fmt: skip
+    return [
+        *lines,
+        "",
+        f"Goal, the reader at least {GOAL_READER // 1000}k rows/s: "
+        f"{_met(statistics.median(reader_rates) >= GOAL_READER)} "
+        f"({statistics.median(reader_rates) / 1000:,.1f}k over both, median).",
+    ]
+
+
+async def reader_only(args: argparse.Namespace) -> str:
+    """The files, then the reader alone ``--repeat`` times: no Kafka, no database."""
+    root = Path(tempfile.mkdtemp(prefix="bench-binance-reader-"))
+    try:
+        files = make_files(root, args)
+        readers = [await run_reader(files) for _ in range(args.repeat)]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return "\n".join([
+        f"Reader alone, {_count(args.repeat, 'run')} (min / median / max); "
+        f"load average {os.getloadavg()[0]:.2f} at the end, nproc {os.cpu_count()}",
+        "",
+        "| files | rows | rows/s | CPU µs a row (median) | lines alone, rows/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *reader_table(readers),
+    ])  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--trades", type=int, default=500_000, help="rows in the day of trades")
@@ -540,10 +569,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs (min / median / max)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 20k trades, 1 month, once; printed only")  # fmt: skip
+    parser.add_argument("--reader-only", action="store_true",
+                        help="the reader alone (a), no Kafka nor database; printed")  # fmt: skip
     parser.add_argument("--read", help=argparse.SUPPRESS)  # a reader process's files
     args = parser.parse_args(argv)
     if args.read:
         print(json.dumps(read_files(json.loads(args.read))))
+        return
+    if args.reader_only:
+        if args.quick:
+            args.trades, args.kline_months, args.repeat = 20_000, 1, 1
+        print(asyncio.run(reader_only(args)))
         return
     if args.quick:
         args.trades, args.kline_months, args.repeat = 20_000, 1, 1
