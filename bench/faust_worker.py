@@ -5,7 +5,8 @@
 The overrides (JSON, faust setting names) replace what ``processors.app`` passes to
 ``faust.App``, so that a setting can be measured without a setting of the product for it. The
 key ``take`` set to ``"events"`` has the agents take with faust's ``Stream.take_events`` (a
-buffer each MDP_PROCESS_BATCH_MS) instead of the adaptive intake, for comparison.
+buffer each MDP_PROCESS_BATCH_MS) instead of the adaptive intake, and ``fetch_wait_s`` sets
+``processors.app.FETCH_WAIT_S``, for comparison.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
             return stream.take_events(max_events, cap_s)
 
         setattr(processors.app, "take_adaptive", take_events)  # noqa: B010
+    if "fetch_wait_s" in overrides:  # faust's own is 1.0
+        processors.app.FETCH_WAIT_S = float(overrides.pop("fetch_wait_s"))
     app_class = faust.App
 
     def app_with_overrides(*args: Any, **kwargs: Any) -> faust.App:

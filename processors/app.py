@@ -35,6 +35,10 @@ from processors.intake import take_adaptive, unread, watch_intake
 from processors.metrics import ProcessorMetrics
 from processors.rebuild import load_window
 
+# How long the consumer thread waits for records of the partitions it is fetching before it
+# looks again at which partitions those are (faust: 1 s). See :func:`cap_fetch_wait`.
+FETCH_WAIT_S = 0.1
+
 
 def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server}" for server in bootstrap.split(",")]
@@ -157,6 +161,7 @@ def create_app(
         bars.forget(tp.partition for tp in revoked if tp.topic == topics.ticks_raw)
 
     bars.install_timer(app, outputs, on_failure)
+    cap_fetch_wait(app.consumer, FETCH_WAIT_S)
     _watch_stalls(app, metrics, held, queues)
 
     _serve_pages(app, metrics)
@@ -182,6 +187,28 @@ async def _load_windows(
             for partition in sorted(missing)
         ))  # fmt: skip
         metrics.window_loads.inc(sum(loaded))
+
+
+def cap_fetch_wait(consumer: Any, wait_s: float) -> None:
+    """Bound how long one fetch waits for records: the cause of the intake stalls of issue #20.
+
+    When an agent's channel queue reaches ``stream_buffer_maxsize / 1.25`` events, faust's
+    conductor takes the partition out of the consumer's active set (flow control, counted by
+    ``mdp_process_intake_paused``), and puts it back once the agent drained the queue to 40 %.
+    But the consumer thread is by then waiting in ``fetched_records`` for records of the
+    partitions that were active when the wait began, up to the 1 s faust's fetch loop asks
+    for; when none of those has input (a quiet ``md.bars.raw``), the resumed partition's
+    records, already fetched into aiokafka's buffer, wait for that timeout while the agent,
+    its queue empty, sits idle: up to a second with messages waiting, once per pause. A short
+    wait makes the consumer look at its active set again soon after a resume; waiting less
+    when nothing comes costs one cross-thread call per ``wait_s``.
+    """
+    getmany = consumer._getmany
+
+    async def capped(active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 faust's
+        return await getmany(active_partitions, min(timeout, wait_s))
+
+    consumer._getmany = capped
 
 
 def _serve_pages(app: faust.App, metrics: ProcessorMetrics) -> None:

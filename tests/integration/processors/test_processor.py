@@ -156,7 +156,7 @@ async def test_metrics_and_health(
     messages = tick_messages(ticks, per_message=10)
     await publish(s, s.topics.ticks_raw, [*messages, *messages[:5]])
     processes.append(processor_process(s, log))
-    await read_topic(s, s.topics.ticks, idle_s=5)
+    await _ticks_when(s, len(ticks))
     base = f"http://127.0.0.1:{s.process_web_port}"
     health = await asyncio.to_thread(urllib.request.urlopen, f"{base}/health", timeout=5)
     assert health.status == 200
