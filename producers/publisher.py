@@ -119,17 +119,17 @@ class Publisher:
     async def add(self, records: Iterable[Tick | Bar]) -> None:
         """Buffer ``records``, and send what :func:`due` says is due for each instrument."""
         self._raise_failure()
-        touched: dict[_Lane, None] = {}
-        for record in records:
+        touched: dict[_Lane, _Lane] = {}
+        ticks, bars, previous = self._ticks, self._bars, None
+        for record in records:  # the hot loop of a bulk path: lookups kept local
             key = instrument_key(record.exchange, record.symbol)
             if isinstance(record, Tick):
-                lane = self._ticks.get(key) or self._lane(self._ticks, self.topics.ticks_raw, key,
-                                                          encode_ticks)  # fmt: skip
+                lane = ticks.get(key) or self._lane(ticks, self.topics.ticks_raw, key, encode_ticks)
             else:
-                lane = self._bars.get(key) or self._lane(self._bars, self.topics.bars_raw, key,
-                                                         encode_bars)  # fmt: skip
+                lane = bars.get(key) or self._lane(bars, self.topics.bars_raw, key, encode_bars)
             lane.records.append(record)
-            touched[lane] = None
+            if lane is not previous:  # a page of one instrument touches one lane
+                touched[lane] = previous = lane
         for lane in touched:
             await self._release(lane)
 

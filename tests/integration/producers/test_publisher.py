@@ -12,12 +12,14 @@ from datetime import timedelta
 
 import pytest
 
+from bench.publisher_cost import one_run
 from marketdata.codec import decode
 from marketdata.errors import MarketDataError
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
 from marketdata.topics import instrument_key
+from producers import publisher as publisher_module
 from producers.publisher import Publisher
 from tests.integration.polling import wait_until
 from tests.integration.processors.support import read_topic
@@ -157,3 +159,14 @@ async def test_a_gathered_envelope_the_broker_refuses_is_raised_to_the_next_call
         assert await envelopes(settings, 2) == [["0"], ["3"]]
     finally:
         await producer.stop()
+
+
+@pytest.mark.parametrize("path", ["bulk", "feed"])
+async def test_the_publisher_benchmark_accounts_for_every_record(
+    settings: Settings, path: str
+) -> None:
+    figures = await one_run(path, publisher_module.__file__, 300, symbols=3, rate=2000,
+                            linger_ms=50, settings=settings)  # fmt: skip
+    # Every record was matched to the acknowledgement of the message that carried it.
+    assert 1 <= figures["per_message"] <= 100
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
