@@ -79,6 +79,16 @@ def machine_busy() -> float:
     return (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_kib(pid: int) -> int:
+    """A running process's peak RSS so far (VmHWM). Not wait4's ru_maxrss: Linux carries the
+    parent's peak at the fork into a child's, so every child of this process (which holds the
+    whole backlog) would report at least this process's size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _truncate(settings: Settings, table: str = "market_data_ticks") -> None:
     with psycopg.connect(settings.database, autocommit=True) as conn:
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(table)))
@@ -160,6 +170,7 @@ async def _follow(
                 first = (time.perf_counter(), done, cpu_seconds(process.pid), machine_busy())
             await asyncio.sleep(0.01)
         finished, cpu, busy = time.perf_counter(), cpu_seconds(process.pid), machine_busy()
+        peak = peak_rss_kib(process.pid)
     except BaseException:
         process.kill()
         process.wait()
@@ -167,18 +178,18 @@ async def _follow(
     finally:
         await watcher.stop()
     process.send_signal(signal.SIGTERM)
-    _, status, usage = await asyncio.to_thread(os.wait4, process.pid, 0)
+    _, status, _ = await asyncio.to_thread(os.wait4, process.pid, 0)
     if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM):
         raise RuntimeError(f"{process.args!r} exited with status {status}; see {log}")
     rows = messages * per_message
     if first is None:  # everything in one commit: no span to measure after it
         return Sample(rows, rows / (finished - started), float("nan"), float("nan"),
-                      rss_kib=int(usage.ru_maxrss))  # fmt: skip
+                      rss_kib=peak)  # fmt: skip
     span_rows = (messages - first[1]) * per_message
     per = 100_000 / span_rows
     return Sample(
         rows, rows / (finished - started), (cpu - first[2]) * per, (busy - first[3]) * per,
-        steady=span_rows / (finished - first[0]), rss_kib=int(usage.ru_maxrss),
+        steady=span_rows / (finished - first[0]), rss_kib=peak,
     )  # fmt: skip
 
 
