@@ -18,6 +18,7 @@ Agents run with ``concurrency=1``: with more, faust may commit past an event sti
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from marketdata.dlq import dead_letter_headers, log_dead_letter
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
 from processors.derive import derived_bars
-from processors.intake import take_adaptive, unread, watch_intake
+from processors.intake import take_adaptive, time_full_collections, unread, watch_intake
 from processors.metrics import ProcessorMetrics
 from processors.rebuild import load_window
 
@@ -228,13 +229,18 @@ def _watch_stalls(
     app: faust.App, metrics: ProcessorMetrics, held: InHand, queues: dict[str, Any]
 ) -> None:
     """The intake-stall metrics (issue #20): loop lag, idle with a backlog, flow-control
-    pauses."""
+    pauses, full garbage collections."""
 
     def idle() -> bool:
         return not held.messages and not any(q.qsize() for q in queues.values())
 
     async def watch() -> None:
-        await watch_intake(metrics, idle, lambda: unread(app.consumer))
+        # Installed while the worker runs, not when the app is built (tests build many).
+        on_gc = time_full_collections(metrics.gc_pauses)
+        try:
+            await watch_intake(metrics, idle, lambda: unread(app.consumer))
+        finally:
+            gc.callbacks.remove(on_gc)
 
     app.task(watch)
     app.sensors.add(_PausedSensor(metrics))

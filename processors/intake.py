@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -237,3 +238,27 @@ async def watch_intake(
                 log.warning("intake stalled for %.2f s with %d messages unread",
                             now - stalled_since, unread_at_start)  # fmt: skip
             stalled_since = None
+
+
+def time_full_collections(
+    pauses: Histogram, clock: Callable[[], float] = time.perf_counter, report_s: float = 0.5
+) -> Callable[[str, dict[str, int]], None]:
+    """A ``gc.callbacks`` entry timing each collection of the oldest generation (the one that
+    walks every tracked object, so the one that can hold the loop for long); one lasting
+    ``report_s`` or more is logged. Returns the callback, for ``gc.callbacks.remove``."""
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:  # the oldest of CPython's three
+            return
+        if phase == "start":
+            started[:] = [clock()]
+        elif started:
+            took = clock() - started.pop()
+            pauses.observe(took)
+            if took >= report_s:
+                log.warning("a full garbage collection held the process for %.2f s (%d "
+                            "objects collected)", took, info.get("collected", 0))  # fmt: skip
+
+    gc.callbacks.append(on_gc)
+    return on_gc

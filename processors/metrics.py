@@ -58,3 +58,9 @@ class ProcessorMetrics:
             "stream_buffer_maxsize",
             registry=registry,
         )
+        self.gc_pauses = Histogram(
+            "mdp_process_gc_pause_seconds",
+            "Garbage collections of the oldest generation, how long each held the process",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.intake import Batching, Take, unread, watch_intake
+from processors.intake import Batching, Take, time_full_collections, unread, watch_intake
 from processors.metrics import ProcessorMetrics
 
 
@@ -85,3 +86,22 @@ async def test_a_stall_is_logged_with_its_length_once_it_ends(
         )  # fmt: skip
     stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
     assert stalls == ["intake stalled for 0.70 s with 5 messages unread"]
+
+
+def test_full_collections_are_timed_and_a_long_one_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = ProcessorMetrics(CollectorRegistry())
+    ticks = iter([1.0, 1.02, 5.0, 5.7])
+    on_gc = time_full_collections(metrics.gc_pauses, clock=lambda: next(ticks))
+    gc.callbacks.remove(on_gc)  # driven by hand here, not by the interpreter's collections
+    on_gc("start", {"generation": 0})  # younger generations are not timed
+    on_gc("stop", {"generation": 0, "collected": 3})
+    for _ in range(2):
+        on_gc("start", {"generation": 2})
+        on_gc("stop", {"generation": 2, "collected": 7})
+    registry = metrics.registry
+    assert registry.get_sample_value("mdp_process_gc_pause_seconds_count") == 2
+    assert registry.get_sample_value("mdp_process_gc_pause_seconds_bucket", {"le": "0.025"}) == 1
+    logged = [r.getMessage() for r in caplog.records if "garbage" in r.getMessage()]
+    assert logged == ["a full garbage collection held the process for 0.70 s (7 objects collected)"]
