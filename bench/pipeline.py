@@ -475,7 +475,8 @@ fast as the venue goes (all sent in {sent:.2f} s), from its first send until the
 **Latency, real path**: the venue at the generator's offered rate and, at the same time, \
 {hook_rate:,.0f} signed TradingView alerts/s posted to `mdp webhook` (a load process of its \
 own, each alert stamped with the time it was due) for {duration:g} s; a trade's timestamp is \
-when the venue sent it. The same poller (every {poll} ms) times each row from its timestamp.
+when the venue sent it. The same poller (every {poll} ms) times each row from its timestamp \
+(looking 5 s back for the webhook's rows: concurrent requests publish out of time order).
 
 | source | offered/s | rows | p50 ms | p99 ms | max ms |
 | --- | ---: | ---: | ---: | ---: | ---: |
