@@ -237,6 +237,12 @@ def _watch_stalls(
     async def watch() -> None:
         # Installed while the worker runs, not when the app is built (tests build many).
         on_gc = time_full_collections(metrics.gc_pauses)
+        # What the worker built to start (modules, faust's services, the app: ~hundreds of
+        # thousands of objects) lives as long as the worker: out of every later collection,
+        # which otherwise walks all of it each time and, on a loaded machine, held the event
+        # loop for half a second and more (issue #20's intake stalls).
+        gc.collect()
+        gc.freeze()
         try:
             await watch_intake(metrics, idle, lambda: unread(app.consumer))
         finally:
