@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import statistics
@@ -264,6 +265,12 @@ def quix_python(venv: Path) -> Path:
     return python
 
 
+def ratio(value: float, base: float) -> float:
+    """``value / base``, NaN (not measured) where ``base`` is zero: a span too short for the
+    CPU clock's 10 ms ticks reads as no CPU at all."""
+    return value / base if base else math.nan
+
+
 def spread(values: Sequence[float], scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
     """min / median / max of ``values`` over ``scale``; NaN values (not measured) are left out."""
     kept = [v for v in values if v == v]  # noqa: PLR0124 - NaN is the one value unequal to itself
@@ -330,7 +337,7 @@ def render(
 
     def ratios(samples: Sequence[Sample], steady: bool = False) -> str:
         pairs = zip(samples, copy, strict=True)
-        return spread([(s.steady if steady else s.rate) / c.rate for s, c in pairs], 1, 2, "x")
+        return spread([ratio(s.steady if steady else s.rate, c.rate) for s, c in pairs], 1, 2, "x")
 
     names = {
         "copy": "raw binary COPY into market_data_ticks (baseline)",
@@ -365,9 +372,9 @@ def render(
         mdp, quix = results[f"mdp{per}"], results[f"quix{per}"]
         pairs = list(zip(mdp, quix, strict=True))
         versus.append(
-            f"| {per} | {spread([m.rate / q.rate for m, q in pairs], 1, 2, 'x')}"
-            f" | {spread([m.steady / q.steady for m, q in pairs], 1, 2, 'x')}"
-            f" | {spread([m.cpu / q.cpu for m, q in pairs], 1, 2, 'x')} |"
+            f"| {per} | {spread([ratio(m.rate, q.rate) for m, q in pairs], 1, 2, 'x')}"
+            f" | {spread([ratio(m.steady, q.steady) for m, q in pairs], 1, 2, 'x')}"
+            f" | {spread([ratio(m.cpu, q.cpu) for m, q in pairs], 1, 2, 'x')} |"
         )
     load = os.getloadavg()
     return "\n".join(

@@ -9,7 +9,7 @@ import math
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from bench.sink import spread
+from bench.sink import ratio, spread
 from bench.sources import SECRET, AlertPlan, _symbols, alert
 from marketdata.records import Tick
 from webhook.alert import alert_to_tick
@@ -20,6 +20,12 @@ def test_a_spread_is_min_median_max_and_leaves_out_what_was_not_measured() -> No
     assert spread([3.0, 1.0, 2.0]) == "1.0 / 2.0 / 3.0"
     assert spread([1500.0, math.nan, 2500.0], 1000, 2, "k") == "1.50k / 2.00k / 2.50k"
     assert spread([math.nan, math.nan]) == "n/a"
+
+
+def test_a_ratio_to_nothing_measured_is_not_measured_rather_than_an_error() -> None:
+    assert ratio(3.0, 2.0) == 1.5
+    assert math.isnan(ratio(3.0, 0.0))
+    assert spread([ratio(1.0, 0.0), ratio(2.0, 1.0)], 1, 2, "x") == "2.00x / 2.00x / 2.00x"
 
 
 def test_the_bench_alerts_are_signed_and_become_the_ticks_it_waits_for() -> None:
