@@ -324,8 +324,11 @@ async def end_to_end(settings: Settings, files: Files, logs: Path) -> Figures:
     """One run of (b) with fresh topics, groups and tables."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     async with scratch_tables(settings) as scratch:
+        # Derived bars off: the import's own rows against raw COPY of the same rows (what bars
+        # from trades cost the processor is bench/bars.py's figure).
         run = scratch.model_copy(update={"topic_prefix": prefix, "sink_group": f"{prefix}sink",
-                                         "process_group": f"{prefix}process"})  # fmt: skip
+                                         "process_group": f"{prefix}process",
+                                         "bars_enabled": False})  # fmt: skip
         await ensure_topics(run, run.topics.all())
         try:
             async with running_roles(run, logs) as roles:
