@@ -1,7 +1,12 @@
 """Per-partition batching: decode messages as they arrive, say when a batch is due.
 
 Pure bookkeeping, no I/O: the sink feeds it what the consumer fetched and takes a
-:class:`Pending` flush out of it when the row count or the age of the oldest row says so.
+:class:`Pending` flush out of it when :meth:`Accumulator.due` says so. Batching is adaptive: a
+batch is due as soon as the input has run dry (the consumer holds nothing more fetched), so a
+lone message is written at once; it grows only while the input keeps coming, which happens
+under load, when messages pile up while the previous batch is being written. The row count
+(the size cap) and the age of the oldest row (the time cap) bound it when the input never
+runs dry.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -90,6 +96,10 @@ def _origins(spans: Iterable[list[tuple[ConsumerRecord, int]]]) -> list[Origin]:
     ]
 
 
+# Why a batch was due: the input ran dry, the size cap, the time cap.
+Reason = Literal["dry", "size", "age"]
+
+
 class Accumulator:
     def __init__(
         self, max_rows: int, max_age_s: float, clock: Callable[[], float] = time.monotonic
@@ -131,11 +141,25 @@ class Accumulator:
         oldest = min(part.opened_at for part in self._parts.values())
         return max(0.0, oldest + self.max_age_s - self.clock())
 
-    def due(self) -> bool:
+    @property
+    def empty(self) -> bool:
+        return not self._parts
+
+    @property
+    def room(self) -> int:
+        """Rows the batch can still take before its size cap."""
+        return max(0, self.max_rows - self.rows)
+
+    def due(self, *, dry: bool) -> Reason | None:
+        """Why what is buffered must be written now, or None to keep gathering: ``dry`` says
+        the consumer holds nothing more fetched, so waiting would only add latency."""
+        if self.empty:
+            return None
         if self.rows >= self.max_rows:
-            return True
-        wait = self.seconds_until_due()
-        return wait is not None and wait == 0.0
+            return "size"
+        if dry:
+            return "dry"
+        return "age" if self.seconds_until_due() == 0.0 else None
 
     def take(self) -> Pending:
         pending = Pending(self._parts)

@@ -25,6 +25,20 @@ class SinkMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.batch_rows = Histogram(
+            "mdp_sink_batch_rows",
+            "Records in one committed batch (dead letters included): small when the input runs"
+            " dry between messages, large under load",
+            buckets=(1, 10, 100, 1000, 2500, 5000, 10_000, 20_000, 50_000, 100_000),
+            registry=registry,
+        )
+        self.batch_reasons = Counter(
+            "mdp_sink_batch_reasons",
+            "Batches taken for writing, by why: the input ran dry, the size cap"
+            " (MDP_SINK_BATCH_ROWS) or the time cap (MDP_SINK_BATCH_MS)",
+            ["reason"],
+            registry=registry,
+        )
         self.retries = Counter(
             "mdp_sink_retries", "Batch writes retried after a transient failure", registry=registry
         )

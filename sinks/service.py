@@ -2,7 +2,15 @@
 
 Delivery: rows are written in one transaction per flush, dead letters are delivered, and only
 then are the offsets committed. A crash anywhere before the commit replays the flush, which the
-idempotent upserts absorb; so every event is stored exactly once.
+idempotent upserts absorb; so every event is stored exactly once. One flush is written at a
+time, in order, so a partition's offsets are never committed past rows not yet stored.
+
+Batching adapts to the load (:mod:`sinks.accumulator`): a flush starts as soon as the consumer
+holds nothing more fetched, so at low rates every message is written at once, without waiting
+for a batch window. While a flush is written the sink keeps consuming (up to the size cap, which
+bounds memory), so under load the next flush holds everything that came in meanwhile: the
+slower the database, the bigger the batches. MDP_SINK_BATCH_MS caps how long a row may wait
+while the input never runs dry.
 
 A database that goes away (or a serialization failure, a deadlock, a shutdown: see
 :mod:`sinks.errors`) pauses consumption: the flush in hand is retried with capped backoff,
@@ -43,6 +51,9 @@ from sinks.writer import AnyConnection, BatchWriter, WriteResult
 log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 1.0
+# The longest a poll waits for a first message while nothing is buffered: it returns as soon as
+# one is fetched, so this only spaces the loop's chores (lag, retries) when the input is idle.
+IDLE_POLL_S = 0.1
 # At SIGTERM: one attempt to store what is buffered, then each client closed, all well within
 # the 5 s a supervisor gives before SIGKILL.
 DRAIN_S = 1.5
@@ -72,6 +83,7 @@ class Sink:
         self.writer = BatchWriter()
         self.backoff = Backoff(maximum=settings.sink_max_backoff_s)
         self._pending: Pending | None = None
+        self._flushing: asyncio.Task[bool] | None = None  # the write of _pending, in progress
         self._isolation: Isolation | None = None  # of the pending flush, once it was rejected
         self._retry_at = 0.0
         self._paused = False
@@ -124,7 +136,8 @@ class Sink:
         await self.aclose()
 
     def ready(self) -> bool:
-        return self._consumer is not None and self._pending is None and self._conn is not None
+        # Not while a flush waits for the database to come back; a flush in progress is normal.
+        return self._consumer is not None and not self._paused and self._conn is not None
 
     @property
     def metrics_port(self) -> int:
@@ -135,8 +148,9 @@ class Sink:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then write what is buffered once and commit it.
 
-        A step in progress when ``stop`` is set is cancelled rather than awaited: it may be a
-        write to a database that no longer answers. What it held stays pending for the drain.
+        A step in progress when ``stop`` is set is cancelled rather than awaited: it may wait
+        for a broker that no longer answers. A flush in progress goes on, and gets the drain's
+        bounded time to end: it may be a write to a database that no longer answers.
         """
         while not stop.is_set():
             try:
@@ -149,31 +163,63 @@ class Sink:
         await self._drain()
 
     async def step(self) -> None:
-        if self._pending is not None:
-            wait = self._retry_at - time.monotonic()
-            if wait <= 0:
-                await self._flush()
-            else:
-                await self._poll(min(wait, 0.2))  # paused: keeps the group membership alive
-            return
-        due_in = self.accumulator.seconds_until_due()
-        await self._poll(0.1 if due_in is None else min(due_in, 0.1))
-        if self.accumulator.due():
-            self._pending = self.accumulator.take()
-            await self._flush()
         if time.monotonic() >= self._lag_at:
             self._lag_at = time.monotonic() + LAG_EVERY_S
             await self._measure_lag()
+        flushing = self._flushing
+        if flushing is not None:
+            if not flushing.done():
+                await self._gather(flushing)
+                return
+            self._flushing = None
+            flushing.result()  # a failure of the write itself was handled (retry scheduled)
+        if self._pending is not None:
+            wait = self._retry_at - time.monotonic()
+            if wait <= 0:
+                self._flushing = asyncio.ensure_future(self._flush())
+            else:
+                await self._poll(min(wait, 0.2))  # paused: keeps the group membership alive
+            return
+        if self.accumulator.empty:
+            # Returns as soon as a message is fetched.
+            dry = await self._poll(IDLE_POLL_S)
+        else:
+            # Take what the consumer already holds, without waiting for more.
+            dry = await self._poll(0)
+        reason = self.accumulator.due(dry=dry)
+        if reason is not None:
+            self.metrics.batch_reasons.labels(reason).inc()
+            self._pending = self.accumulator.take()
+            self._flushing = asyncio.ensure_future(self._flush())
 
-    async def _poll(self, timeout_s: float) -> None:
+    async def _gather(self, flushing: asyncio.Task[bool]) -> None:
+        """Consume while ``flushing`` is written, until it ends or a poll returns: what comes in
+        meanwhile makes the next flush. Nothing is fetched once the batch is full, so memory
+        stays bounded by two batches (the one written, the one gathered)."""
+        if self.accumulator.room == 0:
+            await asyncio.wait({flushing})
+            return
+        poll = asyncio.ensure_future(self._poll(IDLE_POLL_S))
+        try:
+            await asyncio.wait({flushing, poll}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # A poll cancelled while it waits has taken nothing from the consumer: what it
+            # would have returned stays fetched for the next one.
+            poll.cancel()
+            await asyncio.wait({poll})
+        if not poll.cancelled():
+            poll.result()
+
+    async def _poll(self, timeout_s: float) -> bool:
+        """Add what the consumer fetched (waiting up to ``timeout_s`` for a first message) to
+        the batch; return whether the input ran dry: the consumer holds nothing more fetched."""
         consumer = self._require(self._consumer)
         if self._paused:
             # Partitions assigned by a rebalance while the database is away stay paused too.
             consumer.pause(*consumer.assignment())
         # Fetch no more messages than the batch has room for, judged by the rows a message has
         # held so far: memory stays bounded by the batch size whatever the backlog.
-        room = max(1, self.settings.sink_batch_rows - self.accumulator.rows)
-        limit = max(1, int(room / self._rows_per_message))
+        limit = max(1, int(self.accumulator.room / self._rows_per_message))
         async with kafka_errors():
             fetched = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=limit)
         before, count = self.accumulator.rows, 0
@@ -185,6 +231,8 @@ class Sink:
             observed = max(1.0, (self.accumulator.rows - before) / count)
             # Quick to believe bigger messages (memory), slow to believe smaller ones.
             self._rows_per_message = max(observed, 0.7 * self._rows_per_message + 0.3 * observed)
+        # getmany returns everything the fetcher holds, up to the limit: fewer means no more.
+        return count < limit
 
     async def _flush(self) -> bool:
         """Write, dead-letter and commit the pending flush; on a transient failure, schedule a
@@ -199,12 +247,18 @@ class Sink:
         except Exception as exc:
             # Whatever is not the rows' fault (they are isolated in _write) is retried: the
             # sink waits for its database or broker rather than exiting.
-            await self._schedule_retry(exc)
+            if self._pending is pending:
+                await self._schedule_retry(exc)
+            else:
+                # A rebalance took every partition of the flush meanwhile (see forget): there
+                # is nothing left to retry, and nothing to pause for.
+                log.warning("batch not stored (%s); its partitions were revoked", describe(exc))
             return False
         await self._commit(pending)
         self._isolation = None
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batches.inc()
+        self.metrics.batch_rows.observe(pending.size)
         ticks, bars = self.writer.tables.ticks, self.writer.tables.bars
         self.metrics.rows.labels(ticks).inc(result.ticks_inserted)
         self.metrics.duplicates.labels(ticks).inc(result.ticks_staged - result.ticks_inserted)
@@ -325,16 +379,30 @@ class Sink:
                      len(revoked), dropped)  # fmt: skip
 
     async def _drain(self) -> None:
-        """At shutdown: one attempt to store and commit what is buffered, else leave it."""
-        if self._pending is None and self.accumulator.rows:
+        """At shutdown: one bounded attempt to store and commit what is buffered (the flush in
+        progress or held for a retry, then what came in meanwhile), else leave it."""
+        try:
+            await finish_within(self._store_buffered(), DRAIN_S)
+        except Exception as exc:
+            log.warning("storing what is buffered failed (%s)", describe(exc))
+        unstored = (self._pending.size if self._pending is not None else 0) + self.accumulator.rows
+        if unstored:
+            self.metrics.abandoned.inc(unstored)
+            log.warning(
+                "shutting down with %d rows unstored; they stay uncommitted in Kafka", unstored
+            )
+
+    async def _store_buffered(self) -> None:
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            # Cancelled with this coroutine when the drain's time is up.
+            await flushing
+        elif self._pending is not None:
+            await self._flush()
+        if self._pending is None and not self.accumulator.empty:
+            # Only after the flush before it was stored: offsets are committed in order.
             self._pending = self.accumulator.take()
-        if self._pending is None:
-            return
-        size = self._pending.size
-        ended, stored = await finish_within(self._flush(), DRAIN_S)
-        if not (ended and stored):
-            self.metrics.abandoned.inc(size)
-            log.warning("shutting down with %d rows unstored; they stay uncommitted in Kafka", size)
+            await self._flush()
 
     async def _measure_lag(self) -> None:
         consumer = self._require(self._consumer)

@@ -33,20 +33,47 @@ def test_rows_are_decoded_and_counted_per_record_not_per_message() -> None:
     assert acc.seconds_until_due() is None
 
 
-def test_due_by_row_count_or_by_age_of_the_oldest_row() -> None:
+def test_due_as_soon_as_the_input_runs_dry() -> None:
+    acc = Accumulator(max_rows=3, max_age_s=10.0, clock=Clock(100.0))
+    assert acc.due(dry=True) is None  # nothing to write
+    acc.add(TP0, [_message(0, encode_ticks([sample_tick()]))])
+    assert acc.due(dry=False) is None  # more is coming: keep gathering
+    assert acc.due(dry=True) == "dry"  # long before the time cap
+    acc.take()
+    acc.add(TP0, [_message(1, b"{not json")])  # a dead letter alone is written at once too
+    assert acc.due(dry=True) == "dry"
+
+
+def test_due_by_row_count_or_by_age_of_the_oldest_row_while_the_input_keeps_coming() -> None:
     clock = Clock(100.0)
     acc = Accumulator(max_rows=3, max_age_s=0.25, clock=clock)
     acc.add(TP0, [_message(0, encode_ticks([sample_tick()]))])
-    assert not acc.due()
+    assert acc.due(dry=False) is None
     assert acc.seconds_until_due() == 0.25
     clock.now += 0.1
     acc.add(TP1, [_message(0, encode_ticks([sample_tick(trade_id="x")]), partition=1)])
     assert acc.seconds_until_due() == pytest.approx(0.15)  # the oldest row sets the deadline
     clock.now += 0.15
-    assert acc.due()
+    assert acc.due(dry=False) == "age"
     fresh = Accumulator(max_rows=3, max_age_s=60, clock=clock)
     fresh.add(TP0, [_message(n, encode_ticks([sample_tick(trade_id=str(n))])) for n in range(3)])
-    assert fresh.due()
+    assert fresh.due(dry=False) == "size"
+    assert fresh.due(dry=True) == "size"  # the cap says it first
+
+
+def test_room_left_before_the_size_cap() -> None:
+    acc = Accumulator(max_rows=5, max_age_s=1.0, clock=Clock(100.0))
+    assert acc.empty
+    assert acc.room == 5
+    acc.add(TP0, [_message(0, encode_ticks([sample_tick(trade_id=str(n)) for n in range(3)]))])
+    assert not acc.empty
+    assert acc.room == 2
+    acc.add(TP0, [_message(1, encode_ticks([sample_tick(trade_id=str(n)) for n in range(3, 7)]))])
+    assert acc.room == 0  # a message over the cap is kept whole, never split
+    assert acc.rows == 7
+    acc.take()
+    assert acc.empty
+    assert acc.room == 5
 
 
 def test_undecodable_messages_are_kept_with_their_reason_and_still_advance_the_offset() -> None:
