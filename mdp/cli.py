@@ -130,7 +130,8 @@ def process(settings: Settings) -> None:
 
     \b
     Writes per-instrument batches (MDP_PROCESS_BATCH_RECORDS records at most) to md.ticks and
-    md.bars, taking MDP_PROCESS_TAKE_MESSAGES messages or MDP_PROCESS_BATCH_MS at a time. Drops
+    md.bars, taking what has arrived as soon as the input runs dry (at most
+    MDP_PROCESS_TAKE_MESSAGES messages, or MDP_PROCESS_BATCH_MS under sustained load). Drops
     ticks already emitted within MDP_DEDUPE_WINDOW_S / MDP_DEDUPE_WINDOW_KEYS, and superseded
     bar versions. Undecodable messages go to md.dlq. Workers with the same MDP_PROCESS_GROUP
     share the partitions. Metrics and /health on MDP_METRICS_HOST:MDP_PROCESS_WEB_PORT.
@@ -150,8 +151,9 @@ def sink(settings: Settings) -> None:
     """Consume md.ticks and md.bars and upsert them into TimescaleDB.
 
     \b
-    Batches up to MDP_SINK_BATCH_ROWS rows or MDP_SINK_BATCH_MS milliseconds, writes each batch
-    in one transaction, and commits Kafka offsets only after the database commit. Undecodable
+    Writes what has arrived as soon as the input runs dry, and what arrived meanwhile next: up
+    to MDP_SINK_BATCH_ROWS rows, or MDP_SINK_BATCH_MS under sustained load. Each batch is one
+    transaction; Kafka offsets are committed only after the database commit. Undecodable
     messages go to md.dlq with the reason. Metrics and /health on MDP_METRICS_HOST:PORT.
     Stops cleanly on SIGTERM/SIGINT. Run several in one group (MDP_SINK_GROUP) to scale out.
     """
