@@ -464,7 +464,8 @@ def render(
         "`mdp sink` → rows committed, fresh topics, groups and tables (a scratch schema shaped "
         "like the real tables) each run, the roles warmed up on a small file first; timed from "
         "the import's launch until the sink's /metrics count the last row, then the rows are "
-        "counted, one per file row. **Baseline**: bench/sink.py's raw binary COPY of the same "
+        "counted, one per file row; derived bars off (their cost is bench/bars.py's). "
+        "**Baseline**: bench/sink.py's raw binary COPY of the same "
         "records (read beforehand) into fresh tables of the same shape.",
         "",
         "| path | rows | seconds | rows/s | vs raw COPY |",
