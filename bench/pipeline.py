@@ -55,7 +55,8 @@ from producers.publisher import Publisher
 
 SECTION = "## End to end (bench/pipeline.py)"
 GOAL_RATE: Final = 30_000
-GOAL_P99_S: Final = 1.0
+# Issue #20: event->row p99 under 100 ms at 5k ticks/s, through every role.
+GOAL_P99_S: Final = 0.1
 PER_MESSAGE: Final = 100  # the Publisher's default envelope, as the producers run it
 SCRAPE_S: Final = 0.05
 POLL_S: Final = 0.02
@@ -124,7 +125,7 @@ async def generate(plan: Plan, settings: Settings) -> Figures:
                                     for n in range(sent, due))  # fmt: skip
                 await publisher.flush()
                 sent = due
-                await asyncio.sleep(settings.producer_flush_ms / 1000)  # as live producers
+                await asyncio.sleep(settings.producer_flush_ms / 1000)  # a round each time cap
         await publisher.flush(wait=True)
         await producer.flush()
         return {"first": first, "acked": time.time(), "cpu": time.process_time()}
@@ -520,7 +521,7 @@ Goal, at least {goal_rate}k ticks/s sustained end to end: {rate_met} ({rate:,.1f
 {rate_limit}
 
 **Latency** at {offered:,.0f} ticks/s offered for {duration:g} s ({count:,} ticks), the \
-generator flushing every {linger} ms (`MDP_PRODUCER_FLUSH_MS`) as the live producers do; a \
+generator adding a round every {linger} ms to the producers' adaptive `Publisher`; a \
 tick's timestamp is when it was due. A poller here asks the database every {poll} ms (mean \
 period {lat[period]:.3f} s: the resolution, by which a figure may overstate) for each \
 instrument's rows from the newest it has seen on, and takes the time of the first poll that \
@@ -532,12 +533,13 @@ cores | generator cores | machine cores |
 | {offered:,.0f} | {count:,} | {p50:,.0f} | {p99:,.0f} | {worst:,.0f} | {lat[messages]:,.0f} \
 | {lat[processor]:.2f} | {lat[sink]:.2f} | {lat[generator]:.2f} | {lat[machine]:.2f} |
 
-Goal, p99 under {goal_p99:g} s at 5k ticks/s: {p99_met}. `mdp process` took \
-{lat[messages]:,.0f} raw messages/s ({lat[per_message]:.1f} ticks each: a {linger} ms flush over \
-{symbols} instruments; faust's cost is per message) with {lat[processor]:.2f} of a core, its \
+Goal, p99 under {goal_p99_ms:g} ms at 5k ticks/s: {p99_met}. `mdp process` took \
+{lat[messages]:,.0f} raw messages/s ({lat[per_message]:.1f} ticks each: {symbols} instruments, \
+each sent at once when nothing of it is in flight; faust's cost is per message) with \
+{lat[processor]:.2f} of a core, its \
 intake stopping for up to {lat[pause]:.1f} s at a time with messages waiting; the sink used \
-{lat[sink]:.2f} of a core. The floor is by design: the processor gathers a round for up to \
-{s.process_batch_ms} ms, the sink writes a batch once its oldest row is {s.sink_batch_ms} ms old.
+{lat[sink]:.2f} of a core. The processor and the sink take their input as soon as it runs \
+dry ({s.process_batch_ms} ms and {s.sink_batch_ms} ms are caps under sustained load).
 """
 
 
@@ -592,7 +594,7 @@ def render(
         count=len(delays), linger=f"{settings.producer_flush_ms:g}", poll=f"{POLL_S * 1000:g}",
         lat=lat,
         p50=percentile(delays, 50) * 1000, p99=p99 * 1000, worst=max(delays) * 1000,
-        goal_p99=GOAL_P99_S, p99_met=_met(p99 < GOAL_P99_S),
+        goal_p99_ms=GOAL_P99_S * 1000, p99_met=_met(p99 < GOAL_P99_S),
     )  # fmt: skip
 
 
