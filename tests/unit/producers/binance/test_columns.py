@@ -116,14 +116,7 @@ def test_a_file_of_several_blocks_with_a_small_first_one(
     assert len("\n".join(lines)) > 5 * 100_000
     for block_bytes in (100_000, BLOCK_BYTES):
         assert len(_records(_assert_same(path, block_bytes=block_bytes))) == 6000
-    seen: list[int] = []
-    line = RowPath.line
-
-    def counted(self: RowPath, found: tuple[int, str, bool]) -> object:
-        seen.append(found[0])
-        return line(self, found)
-
-    monkeypatch.setattr(RowPath, "line", counted)
+    seen = _row_path_lines(monkeypatch)
     pages = list(read_encoded(path, parse_name(path), _State(), received_at=RECEIVED))
     assert sum(page.count for page in pages) == 6000
     assert seen == [2]  # line 1 is the header; line 2 sets the file's unit
@@ -298,14 +291,7 @@ def test_clean_rows_do_not_go_through_the_row_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _clean_file(tmp_path, 2000)
-    seen: list[int] = []
-    line = RowPath.line
-
-    def counted(self: RowPath, found: tuple[int, str, bool]) -> object:
-        seen.append(found[0])
-        return line(self, found)
-
-    monkeypatch.setattr(RowPath, "line", counted)
+    seen = _row_path_lines(monkeypatch)
     pages = list(read_encoded(path, parse_name(path), _State(), received_at=RECEIVED,
                               block_bytes=4096))  # fmt: skip
     assert seen == [1]  # the first line sets the file's unit; every other row is columnar
@@ -421,3 +407,16 @@ def test_bars_whose_prices_floats_cannot_order_go_through_the_row_path(tmp_path:
     assert [bar.open for bar in _records(sent)] == [Decimal("61200"), Decimal("61200")]  # type: ignore[union-attr]
     reasons = [headers["mdp.reason"] for topic, _, headers in sent if topic == TOPICS.dlq]
     assert [reason.split(b":")[1] for reason in reasons] == [b"3", b"4"]
+
+
+def _row_path_lines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The line numbers the row path is handed from now on, in order."""
+    seen: list[int] = []
+    line = RowPath.line
+
+    def counted(self: RowPath, found: tuple[int, str, bool]) -> object:
+        seen.append(found[0])
+        return line(self, found)
+
+    monkeypatch.setattr(RowPath, "line", counted)
+    return seen
