@@ -29,6 +29,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from marketdata.dlq import dead_letter_headers, log_dead_letter
+from marketdata.kafka import FETCH_MAX_WAIT_MS
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
 from processors.derive import derived_bars
@@ -191,18 +192,27 @@ async def _load_windows(
 
 
 def cap_fetch_wait(consumer: Any, wait_s: float) -> None:
-    """Bound how long one fetch waits for records: the cause of the intake stalls of issue #20.
+    """Bound how long one fetch waits for records, on both sides of the consumer thread: the
+    causes of the intake stalls of issue #20.
 
-    When an agent's channel queue reaches ``stream_buffer_maxsize / 1.25`` events, faust's
-    conductor takes the partition out of the consumer's active set (flow control, counted by
-    ``mdp_process_intake_paused``), and puts it back once the agent drained the queue to 40 %.
-    But the consumer thread is by then waiting in ``fetched_records`` for records of the
-    partitions that were active when the wait began, up to the 1 s faust's fetch loop asks
-    for; when none of those has input (a quiet ``md.bars.raw``), the resumed partition's
-    records, already fetched into aiokafka's buffer, wait for that timeout while the agent,
-    its queue empty, sits idle: up to a second with messages waiting, once per pause. A short
-    wait makes the consumer look at its active set again soon after a resume; waiting less
-    when nothing comes costs one cross-thread call per ``wait_s``.
+    In the worker: when an agent's channel queue reaches ``stream_buffer_maxsize / 1.25``
+    events, faust's conductor takes the partition out of the consumer's active set (flow
+    control, counted by ``mdp_process_intake_paused``), and puts it back once the agent drained
+    the queue to 40 %. But the consumer thread is by then waiting in ``fetched_records`` for
+    records of the partitions that were active when the wait began, up to the 1 s faust's fetch
+    loop asks for; when none of those has input (a quiet ``md.bars.raw``), the resumed
+    partition's records wait for that timeout while the agent sits idle. A short wait makes the
+    consumer look at its active set again soon after a resume.
+
+    At the broker: aiokafka keeps one fetch request in flight per broker, and leaves out of it
+    the partitions whose records it still holds unread. Once the agent has read those, their
+    next fetch waits until the request in flight returns, which the broker holds until data
+    comes for the partitions it names, or ``fetch_max_wait_ms``: faust hard-codes 1,500 ms. A
+    request that named only quiet partitions (``md.bars.raw``, or ticks partitions just read
+    out) thus held back every busy one: measured at 5k ticks/s, the agent took nothing for
+    0.5-1.5 s at a time with thousands of messages waiting, after every catch-up. The worker's
+    consumer is made with :data:`marketdata.kafka.FETCH_MAX_WAIT_MS` instead (what an empty
+    fetch then costs: a request per that many milliseconds while the topics are quiet).
     """
     getmany = consumer._getmany
 
@@ -210,6 +220,15 @@ def cap_fetch_wait(consumer: Any, wait_s: float) -> None:
         return await getmany(active_partitions, min(timeout, wait_s))
 
     consumer._getmany = capped
+    thread = consumer._thread
+    create = thread._create_worker_consumer
+
+    def created(transport: Any) -> Any:
+        client = create(transport)
+        client._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the client starts its fetcher
+        return client
+
+    thread._create_worker_consumer = created
 
 
 def _serve_pages(app: faust.App, metrics: ProcessorMetrics) -> None:
