@@ -48,6 +48,7 @@ from bench.sink import raw_copy, server_version
 from bench.sources import BINANCE, real_latency, venue_sustained
 from bench.support import free_port, processor_process, sink_process, tick_messages
 from marketdata import migrate
+from marketdata.codec import decode
 from marketdata.kafka import create_producer, ensure_topics
 from marketdata.records import Tick
 from marketdata.settings import Settings
@@ -286,7 +287,7 @@ async def latencies(roles: Roles, settings: Settings, plan: Plan) -> tuple[list[
     the oldest of the newest rows seen of each instrument."""
     symbols = [f"SYM{n}" for n in range(plan.symbols)]
     newest = [datetime.now(UTC)] * plan.symbols
-    seen: set[str] = set()
+    seen: dict[str, float] = {}  # trade id: when a poll first saw its row
     delays: list[float] = []
     polls = 0
     generator = asyncio.create_task(run_generator(plan, settings))
@@ -305,7 +306,7 @@ async def latencies(roles: Roles, settings: Settings, plan: Plan) -> tuple[list[
                 cursor = await db.execute(NEWER_ROWS, [plan.exchange, symbols, min(newest)])
                 for trade_id, stamp in await cursor.fetchall():
                     if trade_id not in seen:
-                        seen.add(trade_id)
+                        seen[trade_id] = visible
                         delays.append(visible - stamp.timestamp())
                         slot = int(trade_id) % plan.symbols
                         newest[slot] = max(newest[slot], stamp)
@@ -319,8 +320,51 @@ async def latencies(roles: Roles, settings: Settings, plan: Plan) -> tuple[list[
     messages, sending = after[2] - before[2], sent["acked"] - sent["first"]
     figures = {"period": elapsed / polls, "messages": messages / sending,
                "per_message": plan.ticks / max(messages, 1), "pause": longest}  # fmt: skip
+    figures |= await stage_delays(settings, plan.exchange, seen)
     return delays, {**figures, "generator": sent["cpu"] / elapsed,
                     **cores(used, roles.usage(), elapsed)}  # fmt: skip
+
+
+async def stage_delays(settings: Settings, exchange: str, seen: dict[str, float]) -> Figures:
+    """Where each tick's time went, from the Kafka timestamp of the message that carried it (set
+    when it was handed to the producer): the generator (due until handed to Kafka, its round
+    and the Publisher's gathering), the processor (from there until its output was handed to
+    Kafka: the raw topic's linger and fetch, faust's intake, the batch) and the sink (until a
+    poll saw the row). p50 and p99 of each, in seconds."""
+    handed: dict[str, dict[str, float]] = {settings.topics.ticks_raw: {},
+                                           settings.topics.ticks: {}}  # fmt: skip
+    due: dict[str, float] = {}
+    for topic, at in handed.items():
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                    group_id=None, auto_offset_reset="earliest")  # fmt: skip
+        await consumer.start()
+        try:
+            while fetched := await consumer.getmany(timeout_ms=1000):
+                for record in (r for batch in fetched.values() for r in batch):
+                    if record.value is None or not (record.key or b"").startswith(
+                        exchange.encode()
+                    ):
+                        continue
+                    for tick in decode(record.value).records:
+                        if not isinstance(tick, Tick):
+                            continue
+                        at[tick.trade_id or ""] = record.timestamp / 1000
+                        due[tick.trade_id or ""] = tick.timestamp.timestamp()
+        finally:
+            await consumer.stop()
+    raw, out = handed.values()
+    stages: dict[str, list[float]] = {"generator": [], "processor": [], "sink": []}
+    for trade_id, visible in seen.items():
+        if trade_id in raw and trade_id in out:
+            stages["generator"].append(raw[trade_id] - due[trade_id])
+            stages["processor"].append(out[trade_id] - raw[trade_id])
+            stages["sink"].append(visible - out[trade_id])
+    figures: Figures = {}
+    for stage, values in stages.items():
+        values.sort()
+        figures[f"{stage} p50"] = percentile(values, 50) if values else float("nan")
+        figures[f"{stage} p99"] = percentile(values, 99) if values else float("nan")
+    return figures
 
 
 async def longest_pause(roles: Roles, generator: asyncio.Task[Figures]) -> float:
@@ -540,6 +584,13 @@ each sent at once when nothing of it is in flight; faust's cost is per message) 
 intake stopping for up to {lat[pause]:.1f} s at a time with messages waiting; the sink used \
 {lat[sink]:.2f} of a core. The processor and the sink take their input as soon as it runs \
 dry ({s.process_batch_ms} ms and {s.sink_batch_ms} ms are caps under sustained load).
+
+Where the time went, per tick, from the Kafka timestamp of each message that carried it (set \
+when the message was handed to the producer): the generator (due until handed to Kafka: its \
+{linger} ms round and the Publisher's gathering) p50 {g50:.0f} / p99 {g99:.0f} ms; the \
+processor (until its output was handed to Kafka: the raw topic's linger and fetch, faust's \
+intake, the buffer) p50 {p50s:.0f} / p99 {p99s:.0f} ms; the sink (until a poll saw the row) \
+p50 {s50:.0f} / p99 {s99:.0f} ms.
 """
 
 
@@ -595,6 +646,9 @@ def render(
         lat=lat,
         p50=percentile(delays, 50) * 1000, p99=p99 * 1000, worst=max(delays) * 1000,
         goal_p99_ms=GOAL_P99_S * 1000, p99_met=_met(p99 < GOAL_P99_S),
+        **{name: lat[f"{stage} p{q}"] * 1000 for name, stage, q in (
+            ("g50", "generator", 50), ("g99", "generator", 99), ("p50s", "processor", 50),
+            ("p99s", "processor", 99), ("s50", "sink", 50), ("s99", "sink", 99))},
     )  # fmt: skip
 
 
