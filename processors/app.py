@@ -33,7 +33,13 @@ from marketdata.kafka import FETCH_MAX_WAIT_MS
 from marketdata.settings import Settings
 from processors.core import BatchProcessor
 from processors.derive import derived_bars
-from processors.intake import take_adaptive, time_full_collections, unread, watch_intake
+from processors.intake import (
+    deliver_inline,
+    take_adaptive,
+    time_full_collections,
+    unread,
+    watch_intake,
+)
 from processors.metrics import ProcessorMetrics
 from processors.rebuild import load_window
 
@@ -164,6 +170,7 @@ def create_app(
 
     bars.install_timer(app, outputs, on_failure)
     cap_fetch_wait(app.consumer, FETCH_WAIT_S)
+    deliver_inline(app.consumer)
     _watch_stalls(app, metrics, held, queues)
 
     _serve_pages(app, metrics)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import inspect
+import warnings
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from faust.transport.consumer import Consumer as FaustConsumer
+from mode import Service
 from prometheus_client import CollectorRegistry
 
-from processors.intake import Batching, Take, time_full_collections, unread, watch_intake
+from processors.intake import (
+    Batching,
+    Take,
+    deliver_inline,
+    time_full_collections,
+    unread,
+    watch_intake,
+)
 from processors.metrics import ProcessorMetrics
 
 
@@ -105,3 +118,114 @@ def test_full_collections_are_timed_and_a_long_one_logged(
     assert registry.get_sample_value("mdp_process_gc_pause_seconds_bucket", {"le": "0.025"}) == 1
     logged = [r.getMessage() for r in caplog.records if "garbage" in r.getMessage()]
     assert logged == ["a full garbage collection held the process for 0.70 s (7 objects collected)"]
+
+
+class _Fetching(Service):
+    """A mode service standing in for faust's consumer: ``wait_first`` and ``suspend_flow``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = asyncio.Event()
+        self.task_count = 0
+        wait_first = self.wait_first
+
+        async def counting(*coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 mode's
+            self.task_count += 1
+            return await wait_first(*coros, timeout=timeout)
+
+        self.wait_first = counting  # type: ignore[method-assign]
+        deliver_inline(self)
+
+
+async def test_a_delivery_that_does_not_suspend_runs_inline_with_faust_s_result() -> None:
+    fetching = _Fetching()
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=2)
+
+    async def on_message(n: int) -> str:
+        await queue.put(n)
+        return f"put {n}"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unawaited suspend_flow.wait() would warn
+        results = await fetching.wait_first(on_message(1), fetching.suspend_flow.wait())
+        gc.collect()
+    assert results.results == ["put 1"]
+    assert not results.stopped
+    assert queue.get_nowait() == 1
+    assert fetching.task_count == 0  # mode's wait_first (four tasks) was not needed
+
+
+async def test_a_delivery_that_suspends_finishes_through_wait_first() -> None:
+    fetching = _Fetching()
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    queue.put_nowait(0)  # full: the next put suspends until a get
+
+    async def on_message(n: int) -> str:
+        await queue.put(n)
+        return f"put {n}"
+
+    delivering = asyncio.ensure_future(
+        fetching.wait_first(on_message(1), fetching.suspend_flow.wait())
+    )
+    await asyncio.sleep(0.01)
+    assert not delivering.done()
+    assert queue.get_nowait() == 0
+    results = await asyncio.wait_for(delivering, 1)
+    assert results.results == ["put 1"]
+    assert queue.get_nowait() == 1
+    assert fetching.task_count == 1
+
+
+async def test_a_suspended_delivery_ends_when_the_flow_is_suspended() -> None:
+    """faust's reason for the wait: a rebalance must not wait behind a full queue."""
+    fetching = _Fetching()
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    queue.put_nowait(0)
+    ended: list[str] = []
+
+    async def on_message(n: int) -> None:
+        try:
+            await queue.put(n)
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+
+    delivering = asyncio.ensure_future(
+        fetching.wait_first(on_message(1), fetching.suspend_flow.wait())
+    )
+    await asyncio.sleep(0.01)
+    fetching.suspend_flow.set()
+    results = await asyncio.wait_for(delivering, 1)
+    assert results.results == [True]  # the suspend_flow.wait() won
+    await asyncio.sleep(0)
+    assert ended == ["cancelled"]
+    assert queue.qsize() == 1
+
+
+async def test_an_error_of_a_delivery_reaches_the_fetch_loop_either_way() -> None:
+    fetching = _Fetching()
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def failing_at_once() -> None:
+        raise ValueError("at once")
+
+    async def failing_later() -> None:
+        await gate
+        raise ValueError("later")
+
+    with pytest.raises(ValueError, match="at once"):
+        await fetching.wait_first(failing_at_once(), fetching.suspend_flow.wait())
+    later = asyncio.ensure_future(
+        fetching.wait_first(failing_later(), fetching.suspend_flow.wait())
+    )
+    await asyncio.sleep(0.01)
+    gate.set_result(None)
+    with pytest.raises(ValueError, match="later"):
+        await asyncio.wait_for(later, 1)
+
+
+def test_faust_still_delivers_each_message_the_way_deliver_inline_expects() -> None:
+    """Pinned: a faust upgrade that changes this call makes deliver_inline a plain pass-through
+    at best; this test says to look again."""
+    source = " ".join(inspect.getsource(FaustConsumer._drain_messages).split())
+    assert "await self.wait_first( callback(message), self.suspend_flow.wait() )" in source
