@@ -281,14 +281,14 @@ async def import_until_stored(
 ) -> Figures:
     """Launch the import of ``paths``; seconds until the sink has committed ``rows`` more rows,
     and the CPU seconds each process spent meanwhile (the importer's over its whole life)."""
-    before, used, services = await roles.progress(), roles.usage(), service_cpu()
+    before, used, services = await roles.progress(None), roles.usage(), service_cpu()
     started = time.perf_counter()
     process = importer(settings, paths, log)
     exited: Figures | None = None
     seen: Figures = {}
     try:
         async with asyncio.timeout(120 + rows / 2_000):
-            while (stored := (await roles.progress())[1] - before[1]) < rows:
+            while (stored := (await roles.progress(None))[1] - before[1]) < rows:
                 roles.check()
                 if stored > 0:
                     seen.setdefault("first_row", time.perf_counter() - started)

@@ -182,20 +182,25 @@ class Roles:
                 await asyncio.sleep(0.2)
 
     async def _scrape(self, url: str) -> dict[str, float]:
-        """Each sample's value, summed over its labels."""
+        """Each sample's value, summed over its labels; and per table or kind as ``name:label``."""
         async with self.http.get(url) as response:
             text = await response.text()
         totals: dict[str, float] = {}
         for sample in (s for f in text_string_to_metric_families(text) for s in f.samples):
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            if label := sample.labels.get("table") or sample.labels.get("kind"):
+                key = f"{sample.name}:{label}"
+                totals[key] = totals.get(key, 0.0) + sample.value
         return totals
 
-    async def progress(self) -> tuple[float, float, float]:
-        """Since each started: ticks the processor emitted, rows the sink committed, and raw
-        messages the processor took."""
+    async def progress(self, table: str | None = "market_data_ticks") -> tuple[float, float, float]:
+        """Since each started: ticks the processor emitted (not bars), rows the sink committed
+        to ``table`` (by default tick rows, not the bars it derives from trades; None: every
+        table), and raw messages the processor took."""
         processor, sink = await self._scrape(self.processor_url), await self._scrape(self.sink_url)
-        return (processor.get("mdp_process_records_out_total", 0.0),
-                sink.get("mdp_sink_rows_written_total", 0.0),
+        rows = "mdp_sink_rows_written_total" + (f":{table}" if table else "")
+        return (processor.get("mdp_process_records_out_total:tick", 0.0),
+                sink.get(rows, 0.0),
                 processor.get("mdp_process_messages_in_total", 0.0))  # fmt: skip
 
     def usage(self) -> tuple[float, ...]:
